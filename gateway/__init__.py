@@ -1,0 +1,3 @@
+"""Anti-extraction API gateway."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,62 @@
+"""The request record: one per proxied request, the unit of ToS evidence.
+
+A plain dataclass so that the proxy, the durable writer and the detector can share it without
+importing each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: str
+    account_id: str | None
+    key_id: str | None
+    route: str
+    method: str
+    status_code: int = 0
+    model: str | None = None
+    tier: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float | None = None
+    upstream_latency_ms: float | None = None
+    ttfb_ms: float | None = None
+    client_addr: str | None = None
+    stream: bool = False
+    max_tokens: int | None = None
+    n: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    logit_bias_size: int = 0
+    prompt_chars: int = 0
+    prompt_hash: str | None = None
+    prompt_text: str | None = None
+    error_code: str | None = None
+    created_at: datetime = field(default_factory=utcnow)
+
+    def to_row(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict for the spill file (datetimes as ISO strings)."""
+        row = self.to_row()
+        row["created_at"] = self.created_at.isoformat()
+        return row
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> RequestRecord:
+        data = dict(data)
+        data["created_at"] = datetime.fromisoformat(data["created_at"])
+        return cls(**data)

@@ -1,0 +1,148 @@
+"""All configuration, in one place (environment variables prefixed ``GATEWAY_``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["viewer", "reviewer", "admin"]
+
+WEAK_SECRETS = frozenset(
+    {"changeme", "change-me", "secret", "password", "admin", "token", "test", "demo", "default"}
+)
+MIN_SECRET_LENGTH = 32
+
+
+class TierLimits(BaseModel):
+    """Per-account limits; names are part of the admin API's contract."""
+
+    requests_per_minute: int = Field(ge=0)
+    tokens_per_minute: int = Field(ge=0)
+    tokens_per_day: int = Field(ge=0)
+    max_concurrent: int = Field(ge=0)
+
+
+class AdminTokenConfig(BaseModel):
+    name: str
+    token: SecretStr
+    role: Role
+
+
+def default_tiers() -> dict[str, TierLimits]:
+    return {
+        "free": TierLimits(
+            requests_per_minute=20, tokens_per_minute=40_000,
+            tokens_per_day=200_000, max_concurrent=2,
+        ),
+        "standard": TierLimits(
+            requests_per_minute=600, tokens_per_minute=400_000,
+            tokens_per_day=20_000_000, max_concurrent=32,
+        ),
+        "enterprise": TierLimits(
+            requests_per_minute=6_000, tokens_per_minute=4_000_000,
+            tokens_per_day=400_000_000, max_concurrent=256,
+        ),
+        "throttled": TierLimits(
+            requests_per_minute=5, tokens_per_minute=5_000,
+            tokens_per_day=50_000, max_concurrent=1,
+        ),
+    }
+
+
+def is_weak_secret(value: str) -> bool:
+    """A secret is weak when short, a well-known placeholder, or made of few distinct characters."""
+    return (
+        len(value) < MIN_SECRET_LENGTH
+        or value.lower() in WEAK_SECRETS
+        or len(set(value)) < 10
+    )
+
+
+class Settings(BaseSettings):
+    """Gateway configuration. ``mode=local`` (the demo) relaxes the secret-strength checks."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    mode: Literal["production", "local"] = "production"
+    log_level: str = "info"
+
+    upstream_url: str = "http://127.0.0.1:8001/v1"
+    upstream_api_key: SecretStr | None = None
+    upstream_connect_timeout_s: float = Field(default=5.0, gt=0)
+    upstream_read_timeout_s: float = Field(default=300.0, gt=0)
+    upstream_max_connections: int = Field(default=1000, ge=1)
+
+    database_url: str = "sqlite+aiosqlite:///./gateway.db"
+    redis_url: str | None = None
+
+    admin_token: SecretStr | None = None
+    admin_tokens: list[AdminTokenConfig] = Field(default_factory=list)
+    key_hash_secret: SecretStr | None = None
+    watermark_secret: SecretStr | None = None
+    classifier_device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    prompt_storage: Literal["none", "hash", "full"] = "hash"
+    trust_forwarded_for: bool = False
+    key_cache_ttl_s: float = Field(default=2.0, ge=0)
+
+    request_log_batch_size: int = Field(default=500, ge=1)
+    request_log_flush_interval_s: float = Field(default=0.25, gt=0)
+    request_log_queue_max: int = Field(default=20_000, ge=1)
+    request_log_spill_dir: str = "./var/spill"
+    request_log_replay_interval_s: float = Field(default=2.0, gt=0)
+    request_retention_days: int = Field(default=90, ge=1)
+
+    default_tier: str = "standard"
+    tiers: dict[str, TierLimits] = Field(default_factory=default_tiers)
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _upstream_ends_in_v1(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if not value.endswith("/v1"):
+            raise ValueError("GATEWAY_UPSTREAM_URL must be a base URL ending in /v1")
+        return value
+
+    @model_validator(mode="after")
+    def _secrets_are_strong(self) -> Settings:
+        if self.default_tier not in self.tiers or "throttled" not in self.tiers:
+            raise ValueError("tiers must include the default tier and 'throttled'")
+        if self.mode == "local":
+            return self
+        required = {
+            "GATEWAY_ADMIN_TOKEN": self.admin_token,
+            "GATEWAY_KEY_HASH_SECRET": self.key_hash_secret,
+            "GATEWAY_WATERMARK_SECRET": self.watermark_secret,
+        }
+        for name, secret in required.items():
+            if secret is None or is_weak_secret(secret.get_secret_value()):
+                raise ValueError(
+                    f"{name} is missing or weak: use at least {MIN_SECRET_LENGTH} random "
+                    "characters (or GATEWAY_MODE=local for a throwaway setup)"
+                )
+        for extra in self.admin_tokens:
+            if is_weak_secret(extra.token.get_secret_value()):
+                raise ValueError(f"admin token {extra.name!r} is weak")
+        return self
+
+    @property
+    def async_database_url(self) -> str:
+        """The database URL with an async driver, whatever the operator wrote."""
+        url = self.database_url
+        for plain, driver in (
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
+            if url.startswith(plain):
+                return driver + url[len(plain):]
+        return url
+
+    def key_hash_key(self) -> bytes:
+        """The HMAC key for API-key hashes; a fixed, public value only in local mode."""
+        if self.key_hash_secret is not None:
+            return self.key_hash_secret.get_secret_value().encode()
+        return b"gateway-local-mode-key-hash-secret"

@@ -1,0 +1,1 @@
+"""Durable storage: accounts, keys, request records, enforcement actions and the audit log."""
