@@ -1,0 +1,1 @@
+"""API keys → accounts, and admin tokens with roles."""
