@@ -1,0 +1,167 @@
+"""Assembles the gateway's ASGI application from its parts — the one place that knows them all.
+
+``/v1/*`` goes to the pure-ASGI proxy (the hot path, no framework); everything else (admin API,
+health, metrics, OpenAPI docs) to a FastAPI app, whose lifespan starts and stops the shared
+runtime. Nothing does I/O at import or construction time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import text
+
+from gateway import __version__, metrics
+from gateway.admin.deps import AdminDeps
+from gateway.admin.errors import install_error_handlers
+from gateway.admin.routes import create_admin_router
+from gateway.auth.admin_tokens import AdminTokens
+from gateway.auth.cache import KeyCache
+from gateway.auth.keys import hash_key
+from gateway.auth.lookup import database_loader
+from gateway.detect.sink import FeatureSink, NullSink
+from gateway.proxy.asgi import Receive, Scope, Send
+from gateway.proxy.handler import ProxyApp
+from gateway.proxy.upstream import UpstreamClient
+from gateway.ratelimit.limiter import Limiter, UnlimitedLimiter
+from gateway.settings import Settings
+from gateway.store.db import create_engine, session_factory
+from gateway.store.writer import RequestLogWriter
+from gateway.watermark.shaping import IdentityShaper, ResponseShaper
+
+log = logging.getLogger("gateway")
+READY_TIMEOUT_S = 2.0
+
+
+class Runtime:
+    """The long-lived parts shared by the proxy and the admin API."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = create_engine(settings.async_database_url)
+        self.sessions = session_factory(self.engine)
+        self.upstream = UpstreamClient(
+            settings.upstream_url,
+            connect_timeout_s=settings.upstream_connect_timeout_s,
+            read_timeout_s=settings.upstream_read_timeout_s,
+            max_connections=settings.upstream_max_connections,
+        )
+        self.keys = KeyCache(database_loader(self.sessions, settings), settings.key_cache_ttl_s)
+        self.writer = RequestLogWriter(
+            self.engine,
+            spill_dir=Path(settings.request_log_spill_dir),
+            batch_size=settings.request_log_batch_size,
+            flush_interval_s=settings.request_log_flush_interval_s,
+            queue_max=settings.request_log_queue_max,
+            replay_interval_s=settings.request_log_replay_interval_s,
+        )
+        self.limiter: Limiter = UnlimitedLimiter()
+        self.detector: FeatureSink = NullSink()
+        self.shaper: ResponseShaper = IdentityShaper()
+
+    async def start(self) -> None:
+        await self.upstream.start()
+        await self.writer.start()
+
+    async def stop(self) -> None:
+        await self.writer.stop()
+        await self.upstream.stop()
+        await self.engine.dispose()
+
+    async def readiness(self) -> dict[str, bool]:
+        database, upstream = await asyncio.gather(self._database_ok(), self.upstream.probe())
+        return {"database": database, "upstream": upstream}
+
+    async def _database_ok(self) -> bool:
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S), self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    def drop_key(self, key_hash: str) -> None:
+        self.keys.invalidate_key(key_hash)
+
+    def hash_key(self, key: str) -> str:
+        return hash_key(key, self.settings.key_hash_key())
+
+
+class GatewayApp:
+    """Routes ``/v1/*`` to the proxy and everything else to the FastAPI app."""
+
+    def __init__(self, runtime: Runtime, proxy: ProxyApp, api: FastAPI) -> None:
+        self.runtime = runtime
+        self.proxy = proxy
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            await self.proxy(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> GatewayApp:
+    settings = settings or Settings()
+    runtime = Runtime(settings)
+    proxy = ProxyApp(
+        settings=settings, upstream=runtime.upstream, keys=runtime.keys,
+        limiter=runtime.limiter, records=runtime.writer, detector=runtime.detector,
+        shaper=runtime.shaper,
+    )
+    return GatewayApp(runtime, proxy, _create_api(runtime))
+
+
+def _create_api(runtime: Runtime) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    api = FastAPI(
+        title="Anti-extraction gateway", version=__version__, lifespan=lifespan,
+        description="Admin REST API and operations endpoints. The OpenAI-compatible proxy "
+        "serves /v1/*.",
+    )
+    install_error_handlers(api)
+    api.include_router(create_admin_router(AdminDeps(
+        sessions=runtime.sessions, settings=runtime.settings,
+        tokens=AdminTokens.from_settings(runtime.settings),
+        on_account_changed=runtime.keys.invalidate_account,
+        on_key_revoked=runtime.drop_key,
+    )))
+    _add_operations_routes(api, runtime)
+    return api
+
+
+def _add_operations_routes(api: FastAPI, runtime: Runtime) -> None:
+    @api.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is alive and its event loop answers."""
+        return {"status": "ok"}
+
+    @api.get("/readyz", tags=["operations"])
+    async def readyz() -> JSONResponse:
+        """Every dependency answers: database, upstream (and Redis, classifier when enabled)."""
+        checks: dict[str, Any] = await runtime.readiness()
+        ready = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not_ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @api.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)

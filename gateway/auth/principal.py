@@ -1,0 +1,35 @@
+"""Who is calling: the resolved identity behind an API key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.settings import TierLimits
+
+BLOCKED_STATUSES = frozenset({"suspended", "banned"})
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    key_id: str
+    account_id: str
+    status: str
+    tier: str
+    limits: TierLimits
+
+    @property
+    def blocked(self) -> bool:
+        return self.status in BLOCKED_STATUSES
+
+
+def effective_limits(
+    tiers: dict[str, TierLimits], tier: str, status: str, overrides: dict[str, int] | None
+) -> tuple[str, TierLimits]:
+    """The tier and limits in force: a throttled account drops to the ``throttled`` tier at once;
+    otherwise the account's tier with its per-account overrides on top."""
+    if status == "throttled":
+        return "throttled", tiers["throttled"]
+    base = tiers.get(tier) or tiers["standard"]
+    if not overrides:
+        return tier, base
+    return tier, base.model_copy(update={k: v for k, v in overrides.items() if v is not None})

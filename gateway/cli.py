@@ -1,0 +1,336 @@
+"""The ``gateway`` command: serve, demo, migrate, accounts, keys, retention, echo-server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import secrets
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr, ValidationError
+
+from gateway.settings import Settings
+
+DEFAULT_PORT = 8000
+DEFAULT_UPSTREAM_PORT = 8001
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        result: int = args.handler(args)
+    except ValidationError as exc:
+        print(f"gateway: invalid configuration:\n{_describe(exc)}", file=sys.stderr)
+        return 2
+    return result
+
+
+def _describe(exc: ValidationError) -> str:
+    return "\n".join(f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                     for e in exc.errors())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    commands = parser.add_subparsers(title="commands")
+
+    serve = commands.add_parser("serve", help="run the gateway (configured by GATEWAY_* env)")
+    _listen_args(serve, DEFAULT_PORT)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(handler=_serve)
+
+    demo = commands.add_parser("demo", help="everything embedded: gateway, upstream, SQLite")
+    _listen_args(demo, DEFAULT_PORT)
+    demo.add_argument("--upstream-port", type=int, default=DEFAULT_UPSTREAM_PORT)
+    demo.add_argument("--api-key", help="the demo account's key (generated when absent)")
+    demo.add_argument("--admin-token", help="the admin token (generated when absent)")
+    demo.add_argument("--state-dir", default="./var/demo", help="SQLite file and spill dir")
+    demo.set_defaults(handler=_demo)
+
+    migrate = commands.add_parser("migrate", help="upgrade the database schema to the latest")
+    migrate.set_defaults(handler=_migrate)
+
+    echo = commands.add_parser("echo-server", help="a deterministic OpenAI-compatible upstream")
+    _listen_args(echo, DEFAULT_UPSTREAM_PORT)
+    echo.set_defaults(handler=_echo_server)
+
+    retention = commands.add_parser("retention", help="delete request records past retention")
+    retention.add_argument("--days", type=int, help="default: GATEWAY_REQUEST_RETENTION_DAYS")
+    retention.set_defaults(handler=_retention)
+
+    _account_commands(commands)
+    _key_commands(commands)
+    return parser
+
+
+def _listen_args(parser: argparse.ArgumentParser, port: int) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=port)
+
+
+def _account_commands(commands: Any) -> None:
+    accounts = commands.add_parser("accounts", help="manage accounts").add_subparsers()
+    create = accounts.add_parser("create", help="create an account; prints it as JSON")
+    create.add_argument("--name", required=True)
+    create.add_argument("--tier", help="default: GATEWAY_DEFAULT_TIER")
+    create.set_defaults(handler=lambda a: _run_db(_create_account, a))
+    listing = accounts.add_parser("list", help="list accounts as JSON lines")
+    listing.add_argument("--status")
+    listing.set_defaults(handler=lambda a: _run_db(_list_accounts, a))
+    action = accounts.add_parser("action", help="warn, throttle, suspend, ban or reinstate")
+    action.add_argument("account_id")
+    action.add_argument("action", choices=["warn", "throttle", "suspend", "ban", "reinstate"])
+    action.add_argument("--reason", required=True)
+    action.set_defaults(handler=lambda a: _run_db(_account_action, a))
+
+
+def _key_commands(commands: Any) -> None:
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers()
+    create = keys.add_parser("create", help="create a key; prints it (shown once) as JSON")
+    create.add_argument("account_id")
+    create.set_defaults(handler=lambda a: _run_db(_create_key, a))
+    revoke = keys.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(handler=lambda a: _run_db(_revoke_key, a))
+
+
+# --- long-running commands --------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    Settings()  # fail fast, in the parent, on bad configuration
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
+    import uvicorn
+
+    uvicorn.run(
+        "gateway.app:create_app", factory=True, host=args.host, port=args.port,
+        workers=args.workers, **_uvicorn_options(),
+    )
+    return 0
+
+
+def _uvicorn_options() -> dict[str, Any]:
+    return {
+        "log_level": os.environ.get("GATEWAY_LOG_LEVEL", "info").lower(),
+        "access_log": False, "server_header": False, "http": "httptools", "loop": "uvloop",
+        "timeout_graceful_shutdown": 30,
+    }
+
+
+def _echo_server(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.modelserver.echo import create_echo_app
+
+    uvicorn.run(create_echo_app(), host=args.host, port=args.port, **_uvicorn_options())
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    state = Path(args.state_dir).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    admin_token = args.admin_token or "adm-" + secrets.token_urlsafe(24)
+    settings = Settings(
+        mode="local",
+        database_url=f"sqlite+aiosqlite:///{state / 'gateway.db'}",
+        upstream_url=f"http://127.0.0.1:{args.upstream_port}/v1",
+        admin_token=SecretStr(admin_token),
+        request_log_spill_dir=str(state / "spill"),
+    )
+    from gateway.store.migrate import upgrade
+
+    upgrade(settings.async_database_url)
+    api_key = asyncio.run(_ensure_demo_key(settings, args.api_key))
+    _print_demo_banner(args, api_key, admin_token)
+    asyncio.run(_serve_demo(settings, args))
+    return 0
+
+
+async def _ensure_demo_key(settings: Settings, requested: str | None) -> str:
+    from gateway.store.bootstrap import ensure_demo_key
+    from gateway.store.db import create_engine, session_factory
+
+    engine = create_engine(settings.async_database_url)
+    try:
+        async with session_factory(engine).begin() as session:
+            return await ensure_demo_key(
+                session, requested, settings.key_hash_key(), tier=settings.default_tier
+            )
+    finally:
+        await engine.dispose()
+
+
+async def _serve_demo(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.modelserver.echo import create_echo_app
+
+    options = {**_uvicorn_options(), "log_level": "warning"}
+    upstream = uvicorn.Server(uvicorn.Config(
+        create_echo_app(), host="127.0.0.1", port=args.upstream_port, **options))
+    gateway = uvicorn.Server(uvicorn.Config(
+        create_app(settings), host=args.host, port=args.port, **options))
+    await asyncio.gather(upstream.serve(), gateway.serve())
+
+
+def _print_demo_banner(args: argparse.Namespace, api_key: str, admin_token: str) -> None:
+    base = f"http://{args.host}:{args.port}"
+    print(f"""
+Gateway demo on {base}  (upstream: deterministic echo model on :{args.upstream_port})
+  API key:      {api_key}
+  Admin token:  {admin_token}
+
+  curl {base}/v1/chat/completions -H "Authorization: Bearer {api_key}" \\
+       -H "Content-Type: application/json" \\
+       -d '{{"model": "echo-1", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+  python -c "from openai import OpenAI; c = OpenAI(base_url='{base}/v1', api_key='{api_key}'); \\
+print(c.chat.completions.create(model='echo-1', messages=[{{'role': 'user', 'content': 'Hello'}}]).choices[0].message.content)"
+
+  curl {base}/admin/v1/accounts -H "Authorization: Bearer {admin_token}"
+  API docs: {base}/docs    metrics: {base}/metrics
+""", flush=True)
+
+
+# --- one-shot database commands ---------------------------------------------------------------
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    from gateway.store.migrate import upgrade
+
+    upgrade(_cli_settings().async_database_url)
+    print("database schema is up to date")
+    return 0
+
+
+def _retention(args: argparse.Namespace) -> int:
+    from gateway.store.db import create_engine
+    from gateway.store.retention import delete_request_records_older_than
+
+    settings = _cli_settings()
+
+    async def run() -> int:
+        engine = create_engine(settings.async_database_url)
+        try:
+            return await delete_request_records_older_than(
+                engine, args.days or settings.request_retention_days)
+        finally:
+            await engine.dispose()
+
+    print(json.dumps({"deleted": asyncio.run(run())}))
+    return 0
+
+
+def _cli_settings() -> Settings:
+    """Database commands need only the database URL: they run with relaxed secret checks."""
+    return Settings(mode=os.environ.get("GATEWAY_MODE", "local"))  # type: ignore[arg-type]
+
+
+DbCommand = Callable[[Any, Settings, argparse.Namespace], Awaitable[Any]]
+
+
+def _run_db(command: DbCommand, args: argparse.Namespace) -> int:
+    from gateway.store.db import create_engine, session_factory
+
+    settings = _cli_settings()
+
+    async def run() -> Any:
+        engine = create_engine(settings.async_database_url)
+        try:
+            async with session_factory(engine).begin() as session:
+                return await command(session, settings, args)
+        finally:
+            await engine.dispose()
+
+    result = asyncio.run(run())
+    if result is None:
+        return 1
+    for item in result if isinstance(result, list) else [result]:
+        print(json.dumps(item, default=str))
+    return 0
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+async def _audit(session: Any, action: str, target_type: str, target_id: str,
+                 reason: str | None = None) -> None:
+    from gateway.store import repository
+
+    await repository.write_audit(session, actor=_actor(), role="admin", action=action,
+                                 target_type=target_type, target_id=target_id, reason=reason)
+
+
+async def _create_account(session: Any, settings: Settings, args: argparse.Namespace) -> Any:
+    from gateway.store import repository
+
+    tier = args.tier or settings.default_tier
+    if tier not in settings.tiers:
+        print(f"gateway: unknown tier {tier!r}", file=sys.stderr)
+        return None
+    account = await repository.create_account(session, name=args.name, tier=tier)
+    await _audit(session, "account.create", "account", account.id)
+    return {"id": account.id, "name": account.name, "status": account.status,
+            "tier": account.tier, "created_at": account.created_at}
+
+
+async def _list_accounts(session: Any, _: Settings, args: argparse.Namespace) -> Any:
+    from gateway.store import repository
+
+    page = await repository.list_accounts(session, status=args.status, limit=200)
+    return [{"id": a.id, "name": a.name, "status": a.status, "tier": a.tier,
+             "risk_score": a.risk_score} for a in page.items]
+
+
+async def _account_action(session: Any, _: Settings, args: argparse.Namespace) -> Any:
+    from gateway.store import repository
+
+    account = await repository.get_account(session, args.account_id, for_update=True)
+    if account is None:
+        print(f"gateway: no account {args.account_id!r}", file=sys.stderr)
+        return None
+    action = await repository.record_action(
+        session, account, action=args.action, reason=args.reason, actor=_actor())
+    await _audit(session, f"account.{args.action}", "account", account.id, args.reason)
+    return {"account_id": account.id, "action": action.action, "status": account.status}
+
+
+async def _create_key(session: Any, settings: Settings, args: argparse.Namespace) -> Any:
+    from gateway.store import repository
+
+    if await repository.get_account(session, args.account_id) is None:
+        print(f"gateway: no account {args.account_id!r}", file=sys.stderr)
+        return None
+    key, plaintext = await repository.create_key(session, args.account_id,
+                                                 settings.key_hash_key())
+    await _audit(session, "key.create", "key", key.id)
+    return {"id": key.id, "key": plaintext, "prefix": key.prefix, "created_at": key.created_at}
+
+
+async def _revoke_key(session: Any, _: Settings, args: argparse.Namespace) -> Any:
+    from gateway.store import repository
+
+    key = await repository.revoke_key(session, args.key_id)
+    if key is None:
+        print(f"gateway: no key {args.key_id!r}", file=sys.stderr)
+        return None
+    await _audit(session, "key.revoke", "key", key.id)
+    return {"id": key.id, "revoked_at": key.revoked_at}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

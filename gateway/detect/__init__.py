@@ -1,0 +1,1 @@
+"""Extraction detection: request features, account windows, the classifier and its policy."""

@@ -1,0 +1,1 @@
+"""Upstream model servers the gateway can run itself."""

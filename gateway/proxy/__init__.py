@@ -1,0 +1,1 @@
+"""The OpenAI-compatible reverse proxy: a pure-ASGI hot path in front of the upstream."""

@@ -1,0 +1,55 @@
+"""Per-request state on the hot path, and the one place errors are turned into responses."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from time import perf_counter
+
+from gateway.errors import GatewayError
+from gateway.proxy.asgi import Receive, Scope, Send, send_error
+from gateway.proxy.streaming import encode_event
+from gateway.records import RequestRecord
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+@dataclass(slots=True)
+class Exchange:
+    scope: Scope
+    receive: Receive
+    send: Send
+    request_id: str = field(default_factory=new_request_id)
+    started: float = field(default_factory=perf_counter)
+    route: str = "other"
+    record: RequestRecord | None = None
+    status: int = 0
+    streaming: bool = False
+    response_started: bool = False
+    response_complete: bool = False
+    client_gone: bool = False
+    upstream_seconds: float | None = None
+    ttfb_seconds: float | None = None
+    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    async def fail(self, error: GatewayError) -> None:
+        """Answer with ``error``; once a stream has started, as a final SSE error event."""
+        if self.record is not None:
+            self.record.error_code = error.code or error.type
+        if not self.response_started:
+            self.status = error.status
+            self.response_started = self.response_complete = True
+            await send_error(self.send, error, self.request_id)
+            return
+        if self.response_complete:
+            return
+        self.response_complete = True
+        body = b""
+        if self.streaming:
+            body = encode_event(
+                {"error": {"message": error.message, "type": error.type,
+                           "param": error.param, "code": error.code}}
+            )
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})

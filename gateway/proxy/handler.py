@@ -1,0 +1,343 @@
+"""The proxy's hot path, as a pure ASGI application mounted at ``/v1``.
+
+Order per request: path check → API key → account status → body (size, JSON, parameters) →
+rate limit → upstream (pooled, streamed) → response shaping → client. The request record is
+handed to the durable writer and the detector afterwards; neither can block the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from time import perf_counter
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+
+from gateway import metrics
+from gateway.auth.cache import KeyCache
+from gateway.auth.keys import KEY_SCHEME, hash_key
+from gateway.auth.principal import Principal
+from gateway.detect.sink import FeatureSink
+from gateway.errors import GatewayError, account_blocked, invalid_api_key
+from gateway.proxy.asgi import Receive, Scope, Send
+from gateway.proxy.body import (
+    ClientDisconnected,
+    RequestParams,
+    extract_params,
+    parse_json_object,
+    prompt_hash,
+    read_body,
+)
+from gateway.proxy.exchange import Exchange
+from gateway.proxy.headers import downstream_headers, header, upstream_headers
+from gateway.proxy.paths import JSON_ROUTES, canonical_v1_path, route_label
+from gateway.proxy.streaming import (
+    DONE,
+    EventSplitter,
+    Usage,
+    encode_event,
+    event_data,
+    is_usage_only_chunk,
+    may_carry_usage,
+    usage_from,
+)
+from gateway.proxy.upstream import UpstreamClient
+from gateway.ratelimit.estimate import estimate_tokens
+from gateway.ratelimit.limiter import Limiter
+from gateway.records import RequestRecord
+from gateway.settings import Settings
+from gateway.watermark.shaping import ResponseShaper
+
+STREAM_USAGE_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
+MAX_KEY_LENGTH = 256
+
+
+class RecordSink(Protocol):
+    def submit(self, record: RequestRecord) -> None:
+        ...
+
+
+class ProxyApp:
+    def __init__(
+        self, *, settings: Settings, upstream: UpstreamClient, keys: KeyCache, limiter: Limiter,
+        records: RecordSink, detector: FeatureSink, shaper: ResponseShaper,
+    ) -> None:
+        self._settings = settings
+        self._upstream = upstream
+        self._keys = keys
+        self._limiter = limiter
+        self._records = records
+        self._detector = detector
+        self._shaper = shaper
+        self._hash_secret = settings.key_hash_key()
+        self._upstream_key = (
+            settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ex = Exchange(scope, receive, send)
+        metrics.IN_FLIGHT.inc()
+        try:
+            await self._serve(ex)
+        except GatewayError as error:
+            await ex.fail(error)
+        except ClientDisconnected:
+            ex.status = 499
+        finally:
+            metrics.IN_FLIGHT.dec()
+            self._finish(ex)
+
+    async def _serve(self, ex: Exchange) -> None:
+        scope = ex.scope
+        path = canonical_v1_path(scope.get("raw_path") or scope["path"].encode())
+        ex.route = route_label(path)
+        principal = await self._authenticate(scope["headers"])
+        record = ex.record = self._new_record(ex, principal)
+        if principal.blocked:
+            raise account_blocked(principal.status)
+        body = await read_body(
+            ex.receive, self._settings.max_body_bytes, header(scope["headers"], b"content-length")
+        )
+        strip_usage = False
+        estimate = 0
+        if scope["method"] == "POST" and path in JSON_ROUTES:
+            payload = parse_json_object(body)
+            params = extract_params(path, payload)
+            self._describe(record, params)
+            if params.stream and path in STREAM_USAGE_ROUTES and not _asks_usage(payload):
+                payload["stream_options"] = {**(payload.get("stream_options") or {}),
+                                             "include_usage": True}
+                body = orjson.dumps(payload)
+                strip_usage = True
+            estimate = estimate_tokens(len(params.prompt), params.max_tokens, params.n)
+        admission = await self._limiter.admit(principal.account_id, principal.limits, estimate)
+        if not admission.allowed:
+            assert admission.error is not None
+            raise admission.error
+        ex.extra_headers = admission.headers
+        usage: Usage | None = None
+        try:
+            usage = await self._forward_unless_disconnected(ex, path, body, strip_usage)
+        finally:
+            await self._limiter.settle(principal.account_id, admission, _record_usage(record, usage))
+
+    async def _authenticate(self, headers: list[tuple[bytes, bytes]]) -> Principal:
+        value = header(headers, b"authorization")
+        if value is None or value[:7].lower() != b"bearer ":
+            metrics.AUTH_FAILURES.labels("missing_key").inc()
+            raise invalid_api_key()
+        key = value[7:].strip().decode("latin-1")
+        if not key.startswith(KEY_SCHEME) or len(key) > MAX_KEY_LENGTH:
+            metrics.AUTH_FAILURES.labels("invalid_key").inc()
+            raise invalid_api_key()
+        principal = await self._keys.get(hash_key(key, self._hash_secret))
+        if principal is None:
+            metrics.AUTH_FAILURES.labels("invalid_key").inc()
+            raise invalid_api_key()
+        if principal.blocked:
+            metrics.AUTH_FAILURES.labels(f"account_{principal.status}").inc()
+        return principal
+
+    def _new_record(self, ex: Exchange, principal: Principal) -> RequestRecord:
+        scope = ex.scope
+        return RequestRecord(
+            request_id=ex.request_id, account_id=principal.account_id, key_id=principal.key_id,
+            tier=principal.tier, route=scope["path"][:200], method=scope["method"],
+            client_addr=self._client_addr(scope),
+        )
+
+    def _client_addr(self, scope: Scope) -> str | None:
+        if self._settings.trust_forwarded_for:
+            forwarded = header(scope["headers"], b"x-forwarded-for")
+            if forwarded:
+                return forwarded.split(b",")[0].strip().decode("latin-1")[:64]
+        client = scope.get("client")
+        return client[0] if client else None
+
+    def _describe(self, record: RequestRecord, params: RequestParams) -> None:
+        record.model = params.model[:200] if params.model else None
+        record.stream = params.stream
+        record.max_tokens = params.max_tokens
+        record.n = params.n
+        record.temperature = params.temperature
+        record.top_p = params.top_p
+        record.logprobs = params.logprobs
+        record.top_logprobs = params.top_logprobs
+        record.logit_bias_size = params.logit_bias_size
+        record.prompt_chars = len(params.prompt)
+        storage = self._settings.prompt_storage
+        if storage == "hash":
+            record.prompt_hash = prompt_hash(params.prompt)
+        elif storage == "full":
+            record.prompt_hash = prompt_hash(params.prompt)
+            record.prompt_text = params.prompt
+
+    async def _forward_unless_disconnected(
+        self, ex: Exchange, path: str, body: bytes, strip_usage: bool
+    ) -> Usage | None:
+        """Forward, cancelling the upstream exchange if the client goes away meanwhile."""
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.create_task(_watch_disconnect(ex, task))
+        try:
+            return await self._forward(ex, path, body, strip_usage)
+        except asyncio.CancelledError:
+            if not ex.client_gone:
+                raise
+            task.uncancel()
+            ex.status = 499
+            if ex.record is not None:
+                ex.record.error_code = "client_disconnected"
+            return None
+        finally:
+            watcher.cancel()
+
+    async def _forward(
+        self, ex: Exchange, path: str, body: bytes, strip_usage: bool
+    ) -> Usage | None:
+        scope = ex.scope
+        url = self._upstream.url_for(path, scope.get("query_string", b""))
+        headers = upstream_headers(scope["headers"], self._upstream_key, ex.request_id)
+        sent = perf_counter()
+        try:
+            async with self._upstream.request(scope["method"], url, headers, body) as response:
+                if response.headers.get("content-type", "").startswith("text/event-stream"):
+                    return await self._relay_stream(ex, response, strip_usage)
+                return await self._relay_body(ex, path, response)
+        finally:
+            ex.upstream_seconds = perf_counter() - sent
+
+    async def _relay_body(
+        self, ex: Exchange, path: str, response: aiohttp.ClientResponse
+    ) -> Usage | None:
+        data = await response.read()
+        usage = None
+        if path in JSON_ROUTES and response.content_type == "application/json":
+            payload = _loads_or_none(data)
+            usage = usage_from(payload)
+            if self._shaper.active and response.status == 200 and isinstance(payload, dict):
+                data = orjson.dumps(self._shape(ex, payload))
+        headers = downstream_headers(response.raw_headers)
+        await self._start(ex, response.status, headers, content_length=len(data))
+        ex.response_complete = True
+        await ex.send({"type": "http.response.body", "body": data})
+        return usage
+
+    async def _relay_stream(
+        self, ex: Exchange, response: aiohttp.ClientResponse, strip_usage: bool
+    ) -> Usage | None:
+        ex.streaming = True
+        await self._start(ex, response.status, downstream_headers(response.raw_headers))
+        splitter = EventSplitter()
+        usage: Usage | None = None
+        async for chunk in response.content.iter_any():
+            out: list[bytes] = []
+            for event in splitter.feed(chunk):
+                kept, found = self._inspect_event(ex, event, strip_usage)
+                usage = found or usage
+                if kept:
+                    out.append(kept)
+            if out:
+                if ex.ttfb_seconds is None:
+                    ex.ttfb_seconds = perf_counter() - ex.started
+                await ex.send({"type": "http.response.body", "body": b"".join(out),
+                               "more_body": True})
+        ex.response_complete = True
+        await ex.send({"type": "http.response.body", "body": splitter.remainder()})
+        return usage
+
+    def _inspect_event(
+        self, ex: Exchange, event: bytes, strip_usage: bool
+    ) -> tuple[bytes | None, Usage | None]:
+        data = event_data(event)
+        if data is None or data == DONE:
+            return event, None
+        if not self._shaper.active and not may_carry_usage(data):
+            return event, None
+        payload = _loads_or_none(data)
+        if not isinstance(payload, dict):
+            return event, None
+        usage = usage_from(payload)
+        if strip_usage and is_usage_only_chunk(payload):
+            return None, usage
+        if self._shaper.active:
+            return encode_event(self._shape(ex, payload)), usage
+        return event, usage
+
+    def _shape(self, ex: Exchange, payload: dict[str, Any]) -> dict[str, Any]:
+        account = ex.record.account_id if ex.record and ex.record.account_id else ""
+        return self._shaper.shape(account, ex.route, payload)
+
+    async def _start(
+        self, ex: Exchange, status: int, headers: list[tuple[bytes, bytes]],
+        content_length: int | None = None,
+    ) -> None:
+        headers.extend(ex.extra_headers)
+        headers.append((b"x-request-id", ex.request_id.encode()))
+        if content_length is not None:
+            headers.append((b"content-length", str(content_length).encode()))
+        ex.status = status
+        ex.response_started = True
+        await ex.send({"type": "http.response.start", "status": status, "headers": headers})
+
+    def _finish(self, ex: Exchange) -> None:
+        elapsed = perf_counter() - ex.started
+        route = ex.route
+        metrics.REQUESTS.labels(route, _status_class(ex.status)).inc()
+        metrics.REQUEST_DURATION.labels(route).observe(elapsed)
+        if ex.upstream_seconds is not None:
+            metrics.UPSTREAM_DURATION.labels(route).observe(ex.upstream_seconds)
+        if ex.ttfb_seconds is not None:
+            metrics.STREAM_TTFB.labels(route).observe(ex.ttfb_seconds)
+        record = ex.record
+        if record is None:
+            return
+        record.status_code = ex.status
+        record.latency_ms = elapsed * 1000
+        if ex.upstream_seconds is not None:
+            record.upstream_latency_ms = ex.upstream_seconds * 1000
+        if ex.ttfb_seconds is not None:
+            record.ttfb_ms = ex.ttfb_seconds * 1000
+        self._records.submit(record)
+        self._detector.observe(record)
+
+
+def _record_usage(record: RequestRecord, usage: Usage | None) -> int | None:
+    """Copy the upstream's token counts into the record; the total, when known."""
+    if usage is None:
+        return None
+    record.prompt_tokens = usage.prompt_tokens
+    record.completion_tokens = usage.completion_tokens
+    tier = record.tier or "unknown"
+    if usage.prompt_tokens:
+        metrics.TOKENS.labels("prompt", tier).inc(usage.prompt_tokens)
+    if usage.completion_tokens:
+        metrics.TOKENS.labels("completion", tier).inc(usage.completion_tokens)
+    return (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
+
+
+def _asks_usage(payload: dict[str, Any]) -> bool:
+    options = payload.get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
+def _loads_or_none(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _status_class(status: int) -> str:
+    return f"{status // 100}xx" if status else "none"
+
+
+async def _watch_disconnect(ex: Exchange, task: asyncio.Task[Any]) -> None:
+    while True:
+        message = await ex.receive()
+        if message["type"] == "http.disconnect":
+            if not ex.response_complete:
+                ex.client_gone = True
+                task.cancel()
+            return

@@ -1,0 +1,84 @@
+"""Server-sent events: split the upstream's byte stream into events as they complete.
+
+Events are forwarded the moment their terminating blank line arrives, so nothing is buffered
+beyond one event. Only events that may carry usage (or that a shaper rewrites) are decoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+DONE = b"[DONE]"
+
+
+class EventSplitter:
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Complete events (each with its terminator) found after adding ``chunk``."""
+        self._buffer += chunk
+        events: list[bytes] = []
+        while True:
+            end = _event_end(self._buffer)
+            if end < 0:
+                return events
+            events.append(self._buffer[:end])
+            self._buffer = self._buffer[end:]
+
+    def remainder(self) -> bytes:
+        rest, self._buffer = self._buffer, b""
+        return rest
+
+
+def _event_end(buffer: bytes) -> int:
+    lf = buffer.find(b"\n\n")
+    crlf = buffer.find(b"\r\n\r\n")
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf + 4
+    return lf + 2 if lf >= 0 else -1
+
+
+def event_data(event: bytes) -> bytes | None:
+    """The joined ``data:`` field of one event, or None for comments and data-less events."""
+    parts = [
+        line[5:].removeprefix(b" ")
+        for line in event.splitlines()
+        if line.startswith(b"data:")
+    ]
+    return b"\n".join(parts) if parts else None
+
+
+def encode_event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+def usage_from(payload: Any) -> Usage | None:
+    usage = payload.get("usage") if isinstance(payload, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    return Usage(
+        prompt if isinstance(prompt, int) else None,
+        completion if isinstance(completion, int) else None,
+    )
+
+
+def may_carry_usage(data: bytes) -> bool:
+    """Cheap pre-check before decoding: OpenAI-style servers send ``"usage": null`` on every
+    chunk but the last when usage is requested."""
+    return b'"usage"' in data and b'"usage":null' not in data and b'"usage": null' not in data
+
+
+def is_usage_only_chunk(payload: dict[str, Any]) -> bool:
+    return payload.get("choices") == [] and isinstance(payload.get("usage"), dict)

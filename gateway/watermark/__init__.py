@@ -1,0 +1,1 @@
+"""Keyed output watermark, its detector and attribution, and logprob perturbation."""
