@@ -197,8 +197,10 @@ Gateway demo on {base}  (upstream: deterministic echo model on :{args.upstream_p
        -H "Content-Type: application/json" \\
        -d '{{"model": "echo-1", "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
-  python -c "from openai import OpenAI; c = OpenAI(base_url='{base}/v1', api_key='{api_key}'); \\
-print(c.chat.completions.create(model='echo-1', messages=[{{'role': 'user', 'content': 'Hello'}}]).choices[0].message.content)"
+  python -c "from openai import OpenAI; \\
+c = OpenAI(base_url='{base}/v1', api_key='{api_key}'); \\
+r = c.chat.completions.create(model='echo-1', messages=[{{'role': 'user', 'content': 'Hi'}}]); \\
+print(r.choices[0].message.content)"
 
   curl {base}/admin/v1/accounts -H "Authorization: Bearer {admin_token}"
   API docs: {base}/docs    metrics: {base}/metrics
@@ -236,7 +238,7 @@ def _retention(args: argparse.Namespace) -> int:
 
 def _cli_settings() -> Settings:
     """Database commands need only the database URL: they run with relaxed secret checks."""
-    return Settings(mode=os.environ.get("GATEWAY_MODE", "local"))  # type: ignore[arg-type]
+    return Settings(mode=os.environ.get("GATEWAY_MODE", "local"))
 
 
 DbCommand = Callable[[Any, Settings, argparse.Namespace], Awaitable[Any]]

@@ -16,7 +16,7 @@ class GatewayError(Exception):
         status: int,
         message: str,
         *,
-        type: str = "invalid_request_error",  # noqa: A002 - OpenAI's field name
+        type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
@@ -36,7 +36,7 @@ class GatewayError(Exception):
 def error_body(
     message: str,
     *,
-    type: str = "invalid_request_error",  # noqa: A002
+    type: str = "invalid_request_error",
     param: str | None = None,
     code: str | None = None,
 ) -> bytes:
@@ -45,7 +45,9 @@ def error_body(
     )
 
 
-def invalid_request(message: str, param: str | None = None, code: str | None = None) -> GatewayError:
+def invalid_request(
+    message: str, param: str | None = None, code: str | None = None
+) -> GatewayError:
     return GatewayError(400, message, param=param, code=code)
 
 

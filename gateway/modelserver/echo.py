@@ -21,7 +21,10 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 MODEL_ID = "echo-1"
-WORDS = ["the", "model", "answers", "every", "question", "with", "a", "short", "and", "careful", "reply", "that", "repeats", "some", "of", "your", "words", "back", "in", "a", "different", "order", "so", "that", "tests", "can", "count", "tokens", "exactly"]
+WORDS = (
+    "the model answers every question with a short and careful reply that repeats some of "
+    "your words back in a different order so that tests can count tokens exactly"
+).split()
 
 
 def reply_words(prompt: str, max_tokens: int | None, index: int = 0) -> list[str]:
@@ -116,8 +119,8 @@ async def _stream(
     rid: str, model: str, created: int, choices: list[list[str]], usage: dict[str, int],
     include_usage: bool, chat: bool, delay: float,
 ) -> AsyncIterator[bytes]:
-    base = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
-            "created": created, "model": model}
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    base: dict[str, Any] = {"id": rid, "object": kind, "created": created, "model": model}
     if include_usage:
         base["usage"] = None
     for position in range(max(len(c) for c in choices)):
@@ -128,7 +131,10 @@ async def _stream(
             last = position == len(words) - 1
             choice: dict[str, Any] = {"index": index, "finish_reason": "stop" if last else None}
             if chat:
-                choice["delta"] = {"content": piece, **({"role": "assistant"} if not position else {})}
+                delta = {"content": piece}
+                if not position:
+                    delta["role"] = "assistant"
+                choice["delta"] = delta
             else:
                 choice["text"] = piece
             yield b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n"

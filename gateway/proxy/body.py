@@ -22,7 +22,7 @@ async def read_body(receive: Receive, limit: int, content_length: bytes | None) 
         try:
             declared = int(content_length)
         except ValueError:
-            raise invalid_request("Invalid Content-Length header.", param="content-length") from None
+            raise invalid_request("Invalid Content-Length.", param="content-length") from None
         if declared > limit:
             raise body_too_large(limit)
     chunks: list[bytes] = []

@@ -120,7 +120,8 @@ class ProxyApp:
         try:
             usage = await self._forward_unless_disconnected(ex, path, body, strip_usage)
         finally:
-            await self._limiter.settle(principal.account_id, admission, _record_usage(record, usage))
+            used = _record_usage(record, usage)
+            await self._limiter.settle(principal.account_id, admission, used)
 
     async def _authenticate(self, headers: list[tuple[bytes, bytes]]) -> Principal:
         value = header(headers, b"authorization")

@@ -48,7 +48,9 @@ class Stack:
         return OpenAI(base_url=self.base + "/v1", api_key=key, max_retries=0, **options)
 
 
-def stack_settings(database_url: str, upstream_url: str, spill_dir: Path, **overrides: Any) -> Settings:
+def stack_settings(
+    database_url: str, upstream_url: str, spill_dir: Path, **overrides: Any
+) -> Settings:
     values: dict[str, Any] = {
         "mode": "production", "database_url": database_url, "upstream_url": upstream_url,
         "upstream_api_key": UPSTREAM_KEY, "admin_token": ADMIN_TOKEN,

@@ -193,10 +193,12 @@ def test_bad_requests_get_openai_shaped_errors(stack: Stack) -> None:
 def test_client_disconnect_mid_stream_cancels_the_upstream(stack: Stack) -> None:
     account_id, key = stack.new_account()
     body = {"model": "drip-200", "messages": MESSAGES, "stream": True}
-    with httpx.Client(base_url=stack.base, headers={"Authorization": f"Bearer {key}"}) as http:
-        with http.stream("POST", "/v1/chat/completions", json=body) as response:
-            request_id = response.headers["x-request-id"]
-            next(response.iter_raw())
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=stack.base, headers=headers) as http, http.stream(
+        "POST", "/v1/chat/completions", json=body
+    ) as response:
+        request_id = response.headers["x-request-id"]
+        next(response.iter_raw())
     record = _wait_for_record(stack, account_id, request_id)
     assert record["status_code"] == 499
     assert record["error_code"] == "client_disconnected"
@@ -208,17 +210,20 @@ def test_client_disconnect_mid_stream_cancels_the_upstream(stack: Stack) -> None
 def test_stream_is_relayed_while_the_upstream_is_still_generating(stack: Stack) -> None:
     _, key = stack.new_account()
     body = {"model": "drip-100", "messages": MESSAGES, "stream": True, "max_tokens": 10}
-    with httpx.Client(base_url=stack.base, headers={"Authorization": f"Bearer {key}"}) as http:
-        with http.stream("POST", "/v1/chat/completions", json=body) as response:
-            chunks = response.iter_raw()
-            first = next(chunks)
-            upstream_request = _upstream_request(stack, response.headers["x-request-id"])
-            assert not upstream_request["completed"], "the gateway buffered the stream"
-            rest = b"".join(chunks)
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=stack.base, headers=headers) as http, http.stream(
+        "POST", "/v1/chat/completions", json=body
+    ) as response:
+        chunks = response.iter_raw()
+        first = next(chunks)
+        upstream_request = _upstream_request(stack, response.headers["x-request-id"])
+        assert not upstream_request["completed"], "the gateway buffered the stream"
+        rest = b"".join(chunks)
     assert first.startswith(b"data: ")
     assert rest.endswith(b"data: [DONE]\n\n")
     assert upstream_request["completed"]
 
 
 def _upstream_request(stack: Stack, request_id: str) -> dict:
-    return next(r for r in stack.upstream.requests if r["headers"].get("x-request-id") == request_id)
+    requests = stack.upstream.requests
+    return next(r for r in requests if r["headers"].get("x-request-id") == request_id)
