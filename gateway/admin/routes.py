@@ -1,0 +1,351 @@
+"""The admin REST API under ``/admin/v1`` (see DESIGN.md, "Admin REST").
+
+Reads need the ``viewer`` role. ``reviewer`` may warn, throttle, suspend and reinstate;
+``admin`` may do everything else: create accounts and keys, PATCH, revoke, ban, and change
+the status of a banned account. Every mutating call writes an audit entry in the same
+transaction as the change; cache-invalidation callbacks run only after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.admin.deps import AdminDeps, require_role
+from gateway.admin.errors import insufficient_role, not_found
+from gateway.admin.schemas import (
+    AccountCreate,
+    AccountList,
+    AccountOut,
+    AccountPatch,
+    AccountStatus,
+    ActionCreate,
+    ActionList,
+    ActionOut,
+    ActionResult,
+    AuditList,
+    AuditOut,
+    ErrorResponse,
+    KeyCreate,
+    KeyCreated,
+    KeyList,
+    KeyOut,
+    RequestList,
+    RequestOut,
+)
+from gateway.auth.admin_tokens import Actor, has_role
+from gateway.errors import invalid_request
+from gateway.metrics import ADMIN_ACTIONS
+from gateway.settings import Role
+from gateway.store import repository as repo
+from gateway.store.models import Account
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_PAGE = 200
+ROLES: tuple[Role, ...] = ("viewer", "reviewer", "admin")
+DEFAULT_PAGE = 50
+Roles = dict[Role, Any]
+"""The ``Depends`` marker per role, used as a parameter default."""
+PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE, description="At most 200.")]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404)
+}
+
+
+@asynccontextmanager
+async def _transaction(deps: AdminDeps) -> AsyncIterator[AsyncSession]:
+    async with deps.sessions() as session, session.begin():
+        yield session
+
+
+def _notify(callback: Callable[[str], None], value: str) -> None:
+    """Run a post-commit callback; a failure is logged, never undoes or hides the change."""
+    try:
+        callback(value)
+    except Exception:
+        log.exception("admin change callback failed; other caches expire within their TTL")
+
+
+async def _paged(page: Awaitable[repo.Page[T]]) -> repo.Page[T]:
+    """Await a repository list call, turning a bad cursor into 400 ``param: cursor``."""
+    try:
+        return await page
+    except repo.InvalidCursor:
+        raise invalid_request(
+            "The cursor is not valid for this list.", param="cursor", code="invalid_cursor"
+        ) from None
+
+
+async def _account(session: AsyncSession, account_id: str, *, lock: bool = False) -> Account:
+    account = await repo.get_account(session, account_id, for_update=lock)
+    if account is None:
+        raise not_found("account", account_id[:100])
+    return account
+
+
+def _audit_args(actor: Actor) -> dict[str, str]:
+    return {"actor": actor.name, "role": actor.role}
+
+
+def action_role(action: str, current_status: str) -> Role:
+    """The least role that may apply ``action`` to an account in ``current_status``.
+
+    Banning, and changing the status of a banned account in any way, is for admins only;
+    the other actions are for reviewers.
+    """
+    if action == "ban" or (current_status == "banned" and action != "warn"):
+        return "admin"
+    return "reviewer"
+
+
+def create_admin_router(deps: AdminDeps) -> APIRouter:
+    """All ``/admin/v1`` routes, bound to ``deps``."""
+    router = APIRouter(prefix="/admin/v1", responses=_ERRORS)
+    roles = {role: Depends(require_role(deps.tokens, role)) for role in ROLES}
+    _account_routes(router, deps, roles)
+    _key_routes(router, deps, roles)
+    _enforcement_routes(router, deps, roles)
+    _read_routes(router, deps, roles)
+    return router
+
+
+def _check_tier(deps: AdminDeps, tier: str) -> None:
+    if tier not in deps.settings.tiers:
+        known = ", ".join(sorted(deps.settings.tiers))
+        raise invalid_request(
+            f"Unknown tier; known tiers: {known}.", param="tier", code="unknown_tier"
+        )
+
+
+def _patch_changes(body: AccountPatch) -> dict[str, Any]:
+    """The fields a PATCH sets; 400 for ``null`` name/tier or for nothing to change."""
+    sent = body.model_fields_set - {"reason"}
+    for field in ("name", "tier"):
+        if field in sent and getattr(body, field) is None:
+            raise invalid_request(f"'{field}' may not be null.", param=field)
+    if not sent:
+        raise invalid_request("Nothing to update: set name, tier or limits.")
+    return {field: getattr(body, field) for field in sent}
+
+
+def _account_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
+    settings = deps.settings
+
+    @router.post("/accounts", status_code=201, response_model=AccountOut, tags=["accounts"])
+    async def create_account(body: AccountCreate, actor: Actor = roles["admin"]) -> AccountOut:
+        """Create an active account (admin)."""
+        tier = body.tier or settings.default_tier
+        _check_tier(deps, tier)
+        overrides = body.limits.values() if body.limits else None
+        async with _transaction(deps) as session:
+            account = await repo.create_account(
+                session, name=body.name, tier=tier, limits=overrides
+            )
+            await repo.write_audit(
+                session, **_audit_args(actor), action="account.create", target_type="account",
+                target_id=account.id, reason=body.reason,
+                details={"name": account.name, "tier": tier, "limit_overrides": overrides},
+            )
+            return AccountOut.build(account, settings)
+
+    @router.get("/accounts", response_model=AccountList, tags=["accounts"])
+    async def list_accounts(
+        status: AccountStatus | None = None,
+        tier: str | None = None,
+        min_risk: Annotated[float | None, Query(ge=0, description="At or above this risk.")] = None,
+        limit: PageSize = DEFAULT_PAGE,
+        cursor: str | None = None,
+        _actor: Actor = roles["viewer"],
+    ) -> AccountList:
+        """Accounts, newest first, filtered (viewer)."""
+        async with deps.sessions() as session:
+            page = await _paged(repo.list_accounts(
+                session, status=status, tier=tier, min_risk=min_risk, limit=limit, cursor=cursor
+            ))
+            items = [AccountOut.build(a, settings) for a in page.items]
+        return AccountList(items=items, next_cursor=page.next_cursor)
+
+    @router.get("/accounts/{account_id}", response_model=AccountOut, tags=["accounts"])
+    async def get_account(account_id: str, _actor: Actor = roles["viewer"]) -> AccountOut:
+        """One account with its effective limits (viewer)."""
+        async with deps.sessions() as session:
+            return AccountOut.build(await _account(session, account_id), settings)
+
+    @router.patch("/accounts/{account_id}", response_model=AccountOut, tags=["accounts"])
+    async def patch_account(
+        account_id: str, body: AccountPatch, actor: Actor = roles["admin"]
+    ) -> AccountOut:
+        """Change name, tier or limit overrides (admin); ``null`` removes an override."""
+        changes = _patch_changes(body)
+        if "tier" in changes:
+            _check_tier(deps, changes["tier"])
+        async with _transaction(deps) as session:
+            before = AccountOut.build(await _account(session, account_id, lock=True), settings)
+            account = await repo.update_account(
+                session, account_id, name=changes.get("name"), tier=changes.get("tier"),
+                limit_changes=body.limits.changes() if body.limits else None,
+                clear_limits="limits" in changes and body.limits is None,
+            )
+            assert account is not None  # locked above
+            after = AccountOut.build(account, settings)
+            await repo.write_audit(
+                session, **_audit_args(actor), action="account.update", target_type="account",
+                target_id=account_id, reason=body.reason, details=_diff(before, after),
+            )
+        _notify(deps.on_account_changed, account_id)
+        return after
+
+
+def _diff(before: AccountOut, after: AccountOut) -> dict[str, Any]:
+    fields = ("name", "tier", "limit_overrides")
+    old, new = before.model_dump(include=set(fields)), after.model_dump(include=set(fields))
+    changed = [f for f in fields if old[f] != new[f]]
+    return {"before": {f: old[f] for f in changed}, "after": {f: new[f] for f in changed}}
+
+
+def _key_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
+    @router.post(
+        "/accounts/{account_id}/keys", status_code=201, response_model=KeyCreated, tags=["keys"]
+    )
+    async def create_key(
+        account_id: str, body: KeyCreate | None = None, actor: Actor = roles["admin"]
+    ) -> KeyCreated:
+        """Create an API key (admin). The plaintext ``key`` is in this response only."""
+        async with _transaction(deps) as session:
+            await _account(session, account_id)
+            secret = deps.settings.key_hash_key()
+            key, plaintext = await repo.create_key(session, account_id, secret)
+            await repo.write_audit(
+                session, **_audit_args(actor), action="key.create", target_type="key",
+                target_id=key.id, reason=body.reason if body else None,
+                details={"account_id": account_id, "prefix": key.prefix},
+            )
+            return KeyCreated(
+                id=key.id, account_id=account_id, key=plaintext, prefix=key.prefix,
+                created_at=key.created_at,
+            )
+
+    @router.get("/accounts/{account_id}/keys", response_model=KeyList, tags=["keys"])
+    async def list_keys(account_id: str, _actor: Actor = roles["viewer"]) -> KeyList:
+        """The account's keys, revoked ones included; never plaintext or hash (viewer)."""
+        async with deps.sessions() as session:
+            await _account(session, account_id)
+            keys = await repo.list_keys(session, account_id)
+            return KeyList(items=[KeyOut.build(k) for k in keys])
+
+    @router.delete("/keys/{key_id}", response_model=KeyOut, tags=["keys"])
+    async def revoke_key(
+        key_id: str,
+        reason: Annotated[str | None, Query(max_length=2000, description="For the audit.")] = None,
+        actor: Actor = roles["admin"],
+    ) -> KeyOut:
+        """Revoke a key (admin); idempotent. Takes effect on every replica within the cache TTL."""
+        async with _transaction(deps) as session:
+            key = await repo.revoke_key(session, key_id)
+            if key is None:
+                raise not_found("key", key_id[:100])
+            await repo.write_audit(
+                session, **_audit_args(actor), action="key.revoke", target_type="key",
+                target_id=key.id, reason=reason, details={"account_id": key.account_id},
+            )
+            out, key_hash = KeyOut.build(key), key.key_hash
+        _notify(deps.on_key_revoked, key_hash)
+        return out
+
+
+def _enforcement_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
+    @router.post(
+        "/accounts/{account_id}/actions", status_code=201, response_model=ActionResult,
+        tags=["enforcement"],
+    )
+    async def take_action(
+        account_id: str, body: ActionCreate, actor: Actor = roles["reviewer"]
+    ) -> ActionResult:
+        """Warn, throttle, suspend, ban or reinstate an account, with a reason (reviewer; ban and
+        anything that changes a banned account's status need admin)."""
+        async with _transaction(deps) as session:
+            account = await _account(session, account_id, lock=True)
+            required = action_role(body.action, account.status)
+            if not has_role(actor.role, required):
+                raise insufficient_role(required)
+            record = await repo.record_action(
+                session, account, action=body.action, reason=body.reason, actor=actor.name
+            )
+            await repo.write_audit(
+                session, **_audit_args(actor), action=f"account.{body.action}",
+                target_type="account", target_id=account_id, reason=body.reason,
+                details={"action_id": record.id, "previous_status": record.previous_status,
+                         "new_status": record.new_status},
+            )
+            result = ActionResult(
+                action=ActionOut.model_validate(record),
+                account=AccountOut.build(account, deps.settings),
+            )
+        ADMIN_ACTIONS.labels(action=body.action).inc()
+        if repo.STATUS_AFTER[body.action] is not None:
+            _notify(deps.on_account_changed, account_id)
+        return result
+
+    @router.get("/accounts/{account_id}/actions", response_model=ActionList, tags=["enforcement"])
+    async def list_actions(
+        account_id: str,
+        limit: PageSize = DEFAULT_PAGE,
+        cursor: str | None = None,
+        _actor: Actor = roles["viewer"],
+    ) -> ActionList:
+        """The account's enforcement history, newest first (viewer)."""
+        async with deps.sessions() as session:
+            await _account(session, account_id)
+            page = await _paged(
+                repo.list_actions(session, account_id, limit=limit, cursor=cursor)
+            )
+            items = [ActionOut.model_validate(a) for a in page.items]
+        return ActionList(items=items, next_cursor=page.next_cursor)
+
+
+def _read_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
+    @router.get("/accounts/{account_id}/requests", response_model=RequestList, tags=["traffic"])
+    async def list_requests(
+        account_id: str,
+        since: Annotated[datetime | None, Query(description="Inclusive; naive = UTC.")] = None,
+        until: Annotated[datetime | None, Query(description="Exclusive; naive = UTC.")] = None,
+        limit: PageSize = DEFAULT_PAGE,
+        cursor: str | None = None,
+        _actor: Actor = roles["viewer"],
+    ) -> RequestList:
+        """The account's request records, newest first (viewer)."""
+        async with deps.sessions() as session:
+            await _account(session, account_id)
+            page = await _paged(repo.list_requests(
+                session, account_id, since=since, until=until, limit=limit, cursor=cursor
+            ))
+            items = [RequestOut.model_validate(r) for r in page.items]
+        return RequestList(items=items, next_cursor=page.next_cursor)
+
+    @router.get("/audit", response_model=AuditList, tags=["audit"])
+    async def list_audit(
+        actor: str | None = None,
+        action: str | None = None,
+        target_type: str | None = None,
+        target_id: str | None = None,
+        limit: PageSize = DEFAULT_PAGE,
+        cursor: str | None = None,
+        _actor: Actor = roles["viewer"],
+    ) -> AuditList:
+        """The audit log, newest first, filtered by exact match (viewer)."""
+        async with deps.sessions() as session:
+            page = await _paged(repo.list_audit(
+                session, actor=actor, action=action, target_type=target_type,
+                target_id=target_id, limit=limit, cursor=cursor,
+            ))
+            items = [AuditOut.model_validate(e) for e in page.items]
+        return AuditList(items=items, next_cursor=page.next_cursor)
+

@@ -1,0 +1,406 @@
+"""Every SQL query for accounts, keys, request records (reads), enforcement actions and audit.
+
+Functions take an :class:`AsyncSession` and only ``flush``: the caller owns the transaction, so
+a change and its audit entry commit (or roll back) together. Datetimes going in are normalised
+to UTC; SQLite hands them back naive (UTC), :func:`as_utc` fixes that on the way out.
+
+Lists use keyset pagination: newest first, with an opaque cursor (urlsafe base64 of JSON) that
+points just past the last item returned, so walking a list visits every row exactly once even
+while new rows arrive.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Generic, TypeVar
+
+from sqlalchemy import ColumnElement, Select, and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from gateway.auth.keys import generate_key, hash_key, key_prefix, new_id
+from gateway.records import utcnow
+from gateway.store.models import Account, ApiKey, AuditEntry, EnforcementAction, RequestRow
+
+T = TypeVar("T")
+
+ACCOUNT_STATUSES: Final = ("active", "throttled", "suspended", "banned")
+ACTIONS: Final = ("warn", "throttle", "suspend", "ban", "reinstate")
+#: The status an action moves an account to; ``None`` keeps the current status.
+STATUS_AFTER: Final[Mapping[str, str | None]] = {
+    "warn": None,
+    "throttle": "throttled",
+    "suspend": "suspended",
+    "ban": "banned",
+    "reinstate": "active",
+}
+LIMIT_NAMES: Final = (
+    "requests_per_minute", "tokens_per_minute", "tokens_per_day", "max_concurrent"
+)
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this module did not produce (or for another list)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list; ``next_cursor`` is None on the last page."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def as_utc(value: datetime) -> datetime:
+    """An aware UTC datetime; naive values (SQLite) are taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def encode_cursor(*parts: str | int) -> str:
+    raw = json.dumps(list(parts), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, kinds: tuple[type, ...]) -> list[Any]:
+    """The cursor's parts, checked against ``kinds``; raises :class:`InvalidCursor`."""
+    try:
+        raw = base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode("ascii"))
+        parts = json.loads(raw)
+    except (ValueError, binascii.Error, UnicodeError) as exc:
+        raise InvalidCursor("malformed cursor") from exc
+    if (
+        not isinstance(parts, list)
+        or len(parts) != len(kinds)
+        or any(isinstance(p, bool) or not isinstance(p, k) for p, k in zip(parts, kinds))  # noqa: B905
+    ):
+        raise InvalidCursor("malformed cursor")
+    return parts
+
+
+def _time_cursor(created_at: datetime, ident: str) -> tuple[str, str]:
+    return as_utc(created_at).isoformat(), ident
+
+
+def _decode_time_cursor(cursor: str) -> tuple[datetime, str]:
+    stamp, ident = decode_cursor(cursor, (str, str))
+    try:
+        when = datetime.fromisoformat(stamp)
+    except ValueError as exc:
+        raise InvalidCursor("malformed cursor") from exc
+    if when.tzinfo is None:
+        raise InvalidCursor("malformed cursor")
+    return as_utc(when), ident
+
+
+def _older_than(
+    created: InstrumentedAttribute[datetime], ident: InstrumentedAttribute[str], cursor: str
+) -> ColumnElement[bool]:
+    when, last_id = _decode_time_cursor(cursor)
+    return or_(created < when, and_(created == when, ident < last_id))
+
+
+async def _page(
+    session: AsyncSession,
+    query: Select[T],
+    limit: int,
+    cursor_of: Callable[[T], tuple[str | int, ...]],
+) -> Page[T]:
+    rows = list((await session.scalars(query.limit(limit + 1))).all())
+    items = rows[:limit]
+    more = len(rows) > limit
+    return Page(items, encode_cursor(*cursor_of(items[-1])) if more else None)
+
+
+# --- API keys --------------------------------------------------------------------------------
+
+
+async def find_key(session: AsyncSession, key_hash: str) -> tuple[ApiKey, Account] | None:
+    """The active (not revoked) key with this hash and its account: one indexed join."""
+    query = (
+        select(ApiKey, Account)
+        .join(Account, ApiKey.account_id == Account.id)
+        .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+    )
+    row = (await session.execute(query)).first()
+    return None if row is None else (row[0], row[1])
+
+
+async def create_key(
+    session: AsyncSession, account_id: str, hash_secret: bytes
+) -> tuple[ApiKey, str]:
+    """A new key for an existing account. The plaintext is returned here and never stored."""
+    plaintext = generate_key()
+    key = ApiKey(
+        id=new_id("key"),
+        account_id=account_id,
+        key_hash=hash_key(plaintext, hash_secret),
+        prefix=key_prefix(plaintext),
+        created_at=utcnow(),
+    )
+    session.add(key)
+    await session.flush()
+    return key, plaintext
+
+
+async def get_key(session: AsyncSession, key_id: str) -> ApiKey | None:
+    return await session.get(ApiKey, key_id)
+
+
+async def list_keys(session: AsyncSession, account_id: str) -> list[ApiKey]:
+    """Every key of the account, revoked ones included, newest first."""
+    query = (
+        select(ApiKey)
+        .where(ApiKey.account_id == account_id)
+        .order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def revoke_key(session: AsyncSession, key_id: str) -> ApiKey | None:
+    """Revoke the key (idempotent: an earlier ``revoked_at`` is kept); None when unknown."""
+    key = await session.get(ApiKey, key_id, with_for_update=True)
+    if key is None:
+        return None
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        await session.flush()
+    return key
+
+
+# --- accounts --------------------------------------------------------------------------------
+
+
+async def create_account(
+    session: AsyncSession, *, name: str, tier: str, limits: Mapping[str, int] | None = None
+) -> Account:
+    """A new active account. ``limits`` are per-account overrides of the tier's limits."""
+    now = utcnow()
+    account = Account(
+        id=new_id("acct"),
+        name=name,
+        status="active",
+        tier=tier,
+        limits=dict(limits) if limits else None,
+        risk_score=0.0,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(account)
+    await session.flush()
+    return account
+
+
+async def get_account(
+    session: AsyncSession, account_id: str, *, for_update: bool = False
+) -> Account | None:
+    """The account, or None. ``for_update`` locks the row (Postgres) until the transaction ends."""
+    return await session.get(Account, account_id, with_for_update=for_update)
+
+
+async def list_accounts(
+    session: AsyncSession,
+    *,
+    status: str | None = None,
+    tier: str | None = None,
+    min_risk: float | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[Account]:
+    """Accounts newest first (``created_at`` desc, ``id`` desc), filtered; raises InvalidCursor."""
+    query = select(Account).order_by(Account.created_at.desc(), Account.id.desc())
+    if status is not None:
+        query = query.where(Account.status == status)
+    if tier is not None:
+        query = query.where(Account.tier == tier)
+    if min_risk is not None:
+        query = query.where(Account.risk_score >= min_risk)
+    if cursor is not None:
+        query = query.where(_older_than(Account.created_at, Account.id, cursor))
+    return await _page(session, query, limit, lambda a: _time_cursor(a.created_at, a.id))
+
+
+def merge_overrides(
+    current: Mapping[str, int] | None, changes: Mapping[str, int | None]
+) -> dict[str, int] | None:
+    """``current`` with ``changes`` applied: a value sets an override, None removes it."""
+    merged = dict(current or {})
+    for name, value in changes.items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    return merged or None
+
+
+async def update_account(
+    session: AsyncSession,
+    account_id: str,
+    *,
+    name: str | None = None,
+    tier: str | None = None,
+    limit_changes: Mapping[str, int | None] | None = None,
+    clear_limits: bool = False,
+) -> Account | None:
+    """Apply a partial update; None when the account does not exist.
+
+    ``clear_limits`` drops every override before ``limit_changes`` (see :func:`merge_overrides`)
+    are applied. Arguments left as None are unchanged.
+    """
+    account = await get_account(session, account_id, for_update=True)
+    if account is None:
+        return None
+    if name is not None:
+        account.name = name
+    if tier is not None:
+        account.tier = tier
+    if clear_limits or limit_changes:
+        base = None if clear_limits else account.limits
+        account.limits = merge_overrides(base, limit_changes or {})
+    account.updated_at = utcnow()
+    await session.flush()
+    return account
+
+
+# --- enforcement -----------------------------------------------------------------------------
+
+
+async def record_action(
+    session: AsyncSession, account: Account, *, action: str, reason: str, actor: str
+) -> EnforcementAction:
+    """Apply ``action`` to ``account`` (see STATUS_AFTER) and record it as ToS evidence.
+
+    Load ``account`` with ``get_account(..., for_update=True)`` in the same transaction so that
+    ``previous_status`` is exact under concurrent actions.
+    """
+    if action not in STATUS_AFTER:
+        raise ValueError(f"unknown action {action!r}")
+    previous = account.status
+    new_status = STATUS_AFTER[action] or previous
+    now = utcnow()
+    account.status = new_status
+    account.updated_at = now
+    record = EnforcementAction(
+        account_id=account.id,
+        action=action,
+        reason=reason,
+        actor=actor,
+        previous_status=previous,
+        new_status=new_status,
+        created_at=now,
+    )
+    session.add(record)
+    await session.flush()
+    return record
+
+
+async def list_actions(
+    session: AsyncSession, account_id: str, *, limit: int = 50, cursor: str | None = None
+) -> Page[EnforcementAction]:
+    """The account's enforcement actions, newest first; raises InvalidCursor."""
+    query = (
+        select(EnforcementAction)
+        .where(EnforcementAction.account_id == account_id)
+        .order_by(EnforcementAction.id.desc())
+    )
+    if cursor is not None:
+        (last_id,) = decode_cursor(cursor, (int,))
+        query = query.where(EnforcementAction.id < last_id)
+    return await _page(session, query, limit, lambda a: (a.id,))
+
+
+# --- request records -------------------------------------------------------------------------
+
+
+async def list_requests(
+    session: AsyncSession,
+    account_id: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[RequestRow]:
+    """The account's request records newest first, ``since`` <= created_at < ``until``.
+
+    Ordered by (created_at, request_id) desc, served by the (account_id, created_at) index;
+    raises InvalidCursor.
+    """
+    query = (
+        select(RequestRow)
+        .where(RequestRow.account_id == account_id)
+        .order_by(RequestRow.created_at.desc(), RequestRow.request_id.desc())
+    )
+    if since is not None:
+        query = query.where(RequestRow.created_at >= as_utc(since))
+    if until is not None:
+        query = query.where(RequestRow.created_at < as_utc(until))
+    if cursor is not None:
+        query = query.where(_older_than(RequestRow.created_at, RequestRow.request_id, cursor))
+    return await _page(session, query, limit, lambda r: _time_cursor(r.created_at, r.request_id))
+
+
+# --- audit -----------------------------------------------------------------------------------
+
+
+async def write_audit(
+    session: AsyncSession,
+    *,
+    actor: str,
+    role: str,
+    action: str,
+    target_type: str,
+    target_id: str | None,
+    reason: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> AuditEntry:
+    """Add an audit entry to the caller's transaction. ``details`` must hold no secrets."""
+    entry = AuditEntry(
+        actor=actor,
+        role=role,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        reason=reason,
+        details=dict(details) if details else None,
+        created_at=utcnow(),
+    )
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+async def list_audit(
+    session: AsyncSession,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page[AuditEntry]:
+    """Audit entries newest first (by id), filtered by exact match; raises InvalidCursor."""
+    query = select(AuditEntry).order_by(AuditEntry.id.desc())
+    filters: Sequence[tuple[InstrumentedAttribute[Any], str | None]] = (
+        (AuditEntry.actor, actor),
+        (AuditEntry.action, action),
+        (AuditEntry.target_type, target_type),
+        (AuditEntry.target_id, target_id),
+    )
+    for column, value in filters:
+        if value is not None:
+            query = query.where(column == value)
+    if cursor is not None:
+        (last_id,) = decode_cursor(cursor, (int,))
+        query = query.where(AuditEntry.id < last_id)
+    return await _page(session, query, limit, lambda e: (e.id,))
