@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
+from redis.asyncio import Redis
 from sqlalchemy import text
 
 from gateway import __version__, metrics
@@ -30,7 +31,9 @@ from gateway.detect.sink import FeatureSink, NullSink
 from gateway.proxy.asgi import Receive, Scope, Send
 from gateway.proxy.handler import ProxyApp
 from gateway.proxy.upstream import UpstreamClient
-from gateway.ratelimit.limiter import Limiter, UnlimitedLimiter
+from gateway.ratelimit.backend import InProcessBackend
+from gateway.ratelimit.limiter import AccountLimiter, Limiter, UnlimitedLimiter
+from gateway.ratelimit.redis_backend import RedisBackend
 from gateway.settings import Settings
 from gateway.store.db import create_engine, session_factory
 from gateway.store.writer import RequestLogWriter
@@ -62,22 +65,65 @@ class Runtime:
             queue_max=settings.request_log_queue_max,
             replay_interval_s=settings.request_log_replay_interval_s,
         )
-        self.limiter: Limiter = UnlimitedLimiter()
+        self.redis: Redis | None = None
+        self.limiter: Limiter = self._build_limiter(settings)
         self.detector: FeatureSink = NullSink()
         self.shaper: ResponseShaper = IdentityShaper()
+
+    def _build_limiter(self, settings: Settings) -> Limiter:
+        if not settings.ratelimit_enabled:
+            return UnlimitedLimiter()
+        if settings.redis_url is None:
+            return AccountLimiter(InProcessBackend(), lease_s=settings.ratelimit_lease_s)
+        self.redis = Redis.from_url(
+            settings.redis_url, socket_connect_timeout=1.0, socket_timeout=1.0,
+            retry_on_timeout=False,
+        )
+        return AccountLimiter(
+            RedisBackend(self.redis), fallback=InProcessBackend(),
+            failure_mode=settings.ratelimit_failure_mode,
+            timeout_s=settings.ratelimit_redis_timeout_s, replicas=settings.ratelimit_replicas,
+            lease_s=settings.ratelimit_lease_s,
+            retry_interval_s=settings.ratelimit_retry_interval_s,
+        )
 
     async def start(self) -> None:
         await self.upstream.start()
         await self.writer.start()
+        if isinstance(self.limiter, AccountLimiter):
+            await self.limiter.start()
 
     async def stop(self) -> None:
+        if isinstance(self.limiter, AccountLimiter):
+            await self.limiter.stop()
         await self.writer.stop()
         await self.upstream.stop()
         await self.engine.dispose()
+        if self.redis is not None:
+            await self.redis.aclose()
 
-    async def readiness(self) -> dict[str, bool]:
-        database, upstream = await asyncio.gather(self._database_ok(), self.upstream.probe())
-        return {"database": database, "upstream": upstream}
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Checks by dependency, and whether this replica should take traffic. A Redis outage
+        under ``fail_open`` is reported but keeps the replica ready: it still limits, locally."""
+        database, upstream, redis = await asyncio.gather(
+            self._database_ok(), self.upstream.probe(), self._redis_ok())
+        checks: dict[str, Any] = {"database": database, "upstream": upstream}
+        ready = database and upstream
+        if redis is not None:
+            checks["redis"] = redis
+            ready = ready and (redis or self.settings.ratelimit_failure_mode == "fail_open")
+        if isinstance(self.limiter, AccountLimiter):
+            checks["ratelimit"] = self.limiter.mode
+        return ready, checks
+
+    async def _redis_ok(self) -> bool | None:
+        if self.redis is None:
+            return None
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                return bool(await self.redis.ping())
+        except Exception:
+            return False
 
     async def _database_ok(self) -> bool:
         try:
@@ -153,9 +199,8 @@ def _add_operations_routes(api: FastAPI, runtime: Runtime) -> None:
 
     @api.get("/readyz", tags=["operations"])
     async def readyz() -> JSONResponse:
-        """Every dependency answers: database, upstream (and Redis, classifier when enabled)."""
-        checks: dict[str, Any] = await runtime.readiness()
-        ready = all(checks.values())
+        """Every dependency answers: database, upstream, Redis (when configured)."""
+        ready, checks = await runtime.readiness()
         return JSONResponse(
             {"status": "ready" if ready else "not_ready", "checks": checks},
             status_code=200 if ready else 503,

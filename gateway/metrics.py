@@ -115,3 +115,25 @@ def render() -> tuple[bytes, str]:
     from prometheus_client import REGISTRY
 
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+RATELIMIT_DECISIONS = Counter(
+    "gateway_ratelimit_decisions_total",
+    "Rate-limit decisions by limit (requests, tokens_per_minute, tokens_per_day, concurrency; "
+    "'all' when admitted) and outcome.",
+    ["limit", "outcome"],
+)
+RATELIMIT_LATENCY = Histogram(
+    "gateway_ratelimit_decision_seconds",
+    "Time to reach an admission decision (one backend round trip).",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+)
+RATELIMIT_BACKEND_ERRORS = Counter(
+    "gateway_ratelimit_backend_errors_total",
+    "Failed or timed-out calls to the shared rate-limit backend (Redis), by error kind.",
+    ["kind"],
+)
+RATELIMIT_FALLBACK = Gauge(
+    "gateway_ratelimit_fallback_active",
+    "1 while the shared rate-limit backend is down and the failure mode is in force.",
+    multiprocess_mode="max",
+)

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./gateway.db"
     redis_url: str | None = None
 
+    ratelimit_enabled: bool = True
+    ratelimit_failure_mode: Literal["fail_open", "fail_closed"] = "fail_open"
+    ratelimit_redis_timeout_s: float = Field(default=0.025, gt=0)
+    ratelimit_replicas: int = Field(default=1, ge=1)
+    ratelimit_lease_s: float = Field(default=60.0, gt=0)
+    ratelimit_retry_interval_s: float = Field(default=1.0, gt=0)
+
     admin_token: SecretStr | None = None
     admin_tokens: list[AdminTokenConfig] = Field(default_factory=list)
     key_hash_secret: SecretStr | None = None

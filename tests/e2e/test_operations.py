@@ -11,7 +11,9 @@ from tests.support.servers import free_port
 def test_ready_when_database_and_upstream_answer(stack: Stack) -> None:
     response = httpx.get(stack.base + "/readyz")
     assert response.status_code == 200
-    assert response.json()["checks"] == {"database": True, "upstream": True}
+    checks = response.json()["checks"]
+    assert (checks["database"], checks["upstream"]) == (True, True)
+    assert checks["ratelimit"] == "in_process"
     assert httpx.get(stack.base + "/healthz").json() == {"status": "ok"}
 
 
