@@ -1,0 +1,465 @@
+"""The durable, batched request-log writer: request records are ToS evidence and must not be lost.
+
+A record's path: ``submit`` → bounded asyncio queue → write loop (a batch of ``batch_size``, or
+whatever arrived within ``flush_interval_s``) → one ``INSERT ... ON CONFLICT (request_id) DO
+NOTHING`` transaction. When the queue is full, or the database fails, records go to the spill
+directory instead (``spill.py``), and the replay loop puts them into the database later. The
+insert ignores request_ids already stored, so a record written twice (a commit whose
+acknowledgement was lost, then replayed from the spill file) is stored once.
+
+After a failed write the writer stops trying the database for new batches (they go straight to
+the spill file, so a dead database costs no timeouts on the way) until the replay loop gets a
+write or a probe through.
+
+Every method must be called from the event loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import asyncpg
+from sqlalchemy import String, Table, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import Insert
+
+from gateway.metrics import (
+    LOG_BATCH_DURATION,
+    LOG_QUEUE_DEPTH,
+    LOG_REPLAYED,
+    LOG_SPILL_PENDING,
+    LOG_SPILLED,
+    LOG_WRITE_ERRORS,
+    LOG_WRITTEN,
+)
+from gateway.records import RequestRecord
+from gateway.store.models import RequestRow
+from gateway.store.spill import ClaimedSpill, SpillDir
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "the database is not there right now": the batch is spilled and retried.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    sa_exc.SQLAlchemyError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+)
+# Errors that mean "the database refuses these rows": retrying the batch would never succeed.
+ROW_ERRORS: tuple[type[BaseException], ...] = (sa_exc.DataError, sa_exc.IntegrityError)
+
+State = Literal["new", "running", "stopping", "stopped"]
+
+
+def insert_ignoring_duplicates(dialect: str, table: Table) -> Insert:
+    """``INSERT ... ON CONFLICT (request_id) DO NOTHING`` for PostgreSQL or SQLite."""
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=["request_id"])
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=["request_id"])
+    raise ValueError(f"request log writer supports postgresql and sqlite, not {dialect!r}")
+
+
+def _row_maker(table: Table) -> Callable[[RequestRecord], dict[str, Any]]:
+    """Record → row: strings cut to their column's length (an over-long value must not make
+    the whole batch unwritable), ``created_at`` in UTC (SQLite stores the wall-clock time)."""
+    limits = {
+        column.name: column.type.length
+        for column in table.columns
+        if isinstance(column.type, String) and column.type.length
+    }
+
+    def make(record: RequestRecord) -> dict[str, Any]:
+        row = record.to_row()
+        for name, length in limits.items():
+            value = row[name]
+            if isinstance(value, str) and len(value) > length:
+                row[name] = value[:length]
+        created: datetime = row["created_at"]
+        row["created_at"] = (
+            created.replace(tzinfo=UTC) if created.tzinfo is None else created.astimezone(UTC)
+        )
+        return row
+
+    return make
+
+
+class RequestLogWriter:
+    """Batched, durable writer of request records (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        spill_dir: Path,
+        batch_size: int = 500,
+        flush_interval_s: float = 0.25,
+        queue_max: int = 20000,
+        replay_interval_s: float = 2.0,
+        write_timeout_s: float = 10.0,
+    ) -> None:
+        table = RequestRow.__table__
+        assert isinstance(table, Table)
+        self._engine = engine
+        self._insert = insert_ignoring_duplicates(engine.dialect.name, table)
+        self._make_row = _row_maker(table)
+        self._spill = SpillDir(Path(spill_dir))
+        self._batch_size = batch_size
+        self._flush_interval_s = flush_interval_s
+        self._replay_interval_s = replay_interval_s
+        self._write_timeout_s = write_timeout_s
+        self._queue: asyncio.Queue[RequestRecord] = asyncio.Queue(maxsize=queue_max)
+        self._overflow: list[RequestRecord] = []
+        self._overflow_ready = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self._replay_lock = asyncio.Lock()
+        # Both lanes settle records in FIFO order, so "n settled" means "the first n settled".
+        self._queued_in = self._queued_done = self._overflow_in = self._overflow_done = 0
+        self._flush_target = 0
+        self._healthy = True
+        self._state: State = "new"
+        self._write_task: asyncio.Task[None] | None = None
+        self._overflow_task: asyncio.Task[None] | None = None
+        self._replay_task: asyncio.Task[None] | None = None
+        self._depth_reported = 0
+        self._spill_reported = 0
+
+    # -- public -----------------------------------------------------------------------------
+
+    @property
+    def database_healthy(self) -> bool:
+        """Whether the last database write (or probe, after a failure) succeeded."""
+        return self._healthy
+
+    def spill_pending_bytes(self) -> int:
+        """Bytes awaiting replay in the whole spill directory (all processes sharing it).
+
+        Touches the filesystem (a directory listing); cheap enough for a readiness probe.
+        """
+        return self._spill.total_bytes()
+
+    def submit(self, record: RequestRecord) -> None:
+        """Accept a record. Never blocks on the database and never raises.
+
+        Queue full → the record takes the overflow lane to the spill file. After ``stop`` the
+        record is spilled synchronously (there is no loop machinery left to hand it to).
+        """
+        try:
+            if self._state == "stopped":
+                self._spill_late(record)
+                return
+            try:
+                self._queue.put_nowait(record)
+                self._queued_in += 1
+            except asyncio.QueueFull:
+                self._overflow.append(record)
+                self._overflow_in += 1
+                self._overflow_ready.set()
+            self._report_depth()
+        except Exception:
+            log.exception("request log: could not accept record %s", record.request_id)
+
+    async def start(self) -> None:
+        """Start the write, overflow and replay loops; the first replay round runs at once, so
+        spill files left by earlier runs (any process's) go into the database."""
+        if self._state != "new":
+            raise RuntimeError(f"writer already {self._state}")
+        self._state = "running"
+        self._spawn_lanes()
+        self._replay_task = asyncio.create_task(self._replay_loop(), name="request-log-replay")
+
+    async def stop(self) -> None:
+        """Write out everything queued; what the database does not take is spilled. Idempotent.
+
+        Spill files are left for the next start (of this or another process) to replay.
+        """
+        if self._state == "stopped":
+            return
+        self._state = "stopping"
+        await _cancel(self._replay_task)
+        if self._write_task is None:  # never started: records may still be queued
+            self._spawn_lanes()
+        assert self._write_task is not None and self._overflow_task is not None
+        await self._write_task
+        self._move_queue_to_overflow()  # submitted while the write loop was finishing
+        self._state = "stopped"  # from here on, submit() spills synchronously
+        self._overflow_ready.set()
+        await self._overflow_task
+        await asyncio.to_thread(self._spill.close)
+        await self._report_spill(final=True)
+        self._report_depth()
+
+    async def flush(self) -> None:
+        """Return once every record submitted before the call is in the database or spilled."""
+        if self._state == "new":
+            raise RuntimeError("flush() before start(): nothing would write the records")
+        queued, overflow = self._queued_in, self._overflow_in
+        self._flush_target = max(self._flush_target, queued)
+        async with self._progress:
+            await self._progress.wait_for(
+                lambda: self._queued_done >= queued and self._overflow_done >= overflow
+            )
+
+    async def replay_spill(self) -> int:
+        """Replay now every spill file no other process holds; returns the records replayed.
+
+        Files of others go first; this writer's active file is rotated and replayed only when
+        they all went in, so an outage does not leave a new small file every round.
+        """
+        async with self._replay_lock:
+            replayed, ok = await self._replay_files()
+            if ok and self._spill.active_bytes:
+                await asyncio.to_thread(self._spill.rotate)
+                more, ok = await self._replay_files()
+                replayed += more
+            if ok and not self._healthy:
+                await self._probe()
+            await self._report_spill()
+            return replayed
+
+    # -- lanes ------------------------------------------------------------------------------
+
+    def _spawn_lanes(self) -> None:
+        self._write_task = asyncio.create_task(self._write_loop(), name="request-log-write")
+        self._overflow_task = asyncio.create_task(
+            self._overflow_loop(), name="request-log-overflow"
+        )
+
+    async def _write_loop(self) -> None:
+        """Batches from the queue to the database (or spill); ends once stopping and drained."""
+        while True:
+            batch = await self._next_batch()
+            if batch:
+                await self._store(batch)
+                self._queued_done += len(batch)
+                await self._notify()
+            elif self._state != "running":
+                return
+
+    async def _next_batch(self) -> list[RequestRecord]:
+        """Up to batch_size records; waits at most flush_interval_s for a batch to fill, and not
+        at all while a flush() is waiting or the writer is stopping. [] when idle."""
+        batch = self._take_nowait(self._batch_size)
+        if not batch:
+            if self._state != "running":
+                return []
+            try:
+                async with asyncio.timeout(self._flush_interval_s):
+                    batch.append(await self._queue.get())
+            except TimeoutError:
+                return []
+        deadline = asyncio.get_running_loop().time() + self._flush_interval_s
+        while len(batch) < self._batch_size:
+            batch.extend(self._take_nowait(self._batch_size - len(batch)))
+            remaining = deadline - asyncio.get_running_loop().time()
+            if len(batch) >= self._batch_size or remaining <= 0 or not self._may_linger():
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    batch.append(await self._queue.get())
+            except TimeoutError:
+                break
+        self._report_depth()
+        return batch
+
+    def _may_linger(self) -> bool:
+        return self._state == "running" and self._flush_target <= self._queued_done
+
+    def _take_nowait(self, limit: int) -> list[RequestRecord]:
+        taken: list[RequestRecord] = []
+        while len(taken) < limit:
+            try:
+                taken.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return taken
+
+    def _move_queue_to_overflow(self) -> None:
+        leftover = self._take_nowait(self._queue.qsize())
+        self._queued_done += len(leftover)
+        self._overflow_in += len(leftover)
+        self._overflow.extend(leftover)
+
+    async def _overflow_loop(self) -> None:
+        """Records the queue had no room for go straight to the spill file, in arrival order."""
+        while True:
+            await self._overflow_ready.wait()
+            self._overflow_ready.clear()
+            while self._overflow:
+                chunk, self._overflow = self._overflow, []
+                await self._spill_records(chunk)
+                self._overflow_done += len(chunk)
+                self._report_depth()
+                await self._notify()
+            if self._state == "stopped":
+                return
+
+    async def _replay_loop(self) -> None:
+        while True:
+            try:
+                await self.replay_spill()
+            except Exception:
+                log.exception("request log: replay round failed")
+            await asyncio.sleep(self._replay_interval_s)
+
+    async def _notify(self) -> None:
+        async with self._progress:
+            self._progress.notify_all()
+
+    # -- database ---------------------------------------------------------------------------
+
+    async def _store(self, records: list[RequestRecord]) -> None:
+        """Into the database if it is believed up, else (or on failure) into the spill file."""
+        try:
+            if self._healthy and await self._write(records):
+                return
+            await self._spill_records(records)
+        except Exception:  # a bug must not stop the write loop (flush() would hang)
+            log.exception("request log: %d record(s) could not be stored", len(records))
+
+    async def _write(self, records: Sequence[RequestRecord]) -> bool:
+        """One transaction for the batch. False (and unhealthy) when the database failed."""
+        rows = [self._make_row(record) for record in records]
+        started = time.perf_counter()
+        try:
+            try:
+                written = await self._insert_rows(rows)
+            except ROW_ERRORS:
+                written = await self._insert_singly(records)
+        except TRANSIENT_ERRORS as exc:
+            LOG_WRITE_ERRORS.inc()
+            if self._healthy:
+                log.warning("request log: database write failed (%s); spilling", _describe(exc))
+            self._healthy = False
+            return False
+        LOG_BATCH_DURATION.observe(time.perf_counter() - started)
+        LOG_WRITTEN.inc(written)
+        self._healthy = True
+        return True
+
+    async def _insert_rows(self, rows: list[dict[str, Any]]) -> int:
+        async with asyncio.timeout(self._write_timeout_s), self._engine.begin() as conn:
+            await conn.execute(self._insert, rows)
+        return len(rows)
+
+    async def _insert_singly(self, records: Sequence[RequestRecord]) -> int:
+        """A batch the database refused as data: isolate the bad rows and set them aside, so one
+        malformed record cannot keep the rest out (or poison the spill file forever)."""
+        rejected: list[RequestRecord] = []
+        for record in records:
+            try:
+                await self._insert_rows([self._make_row(record)])
+            except ROW_ERRORS as exc:
+                log.error("request log: record %s refused: %s", record.request_id, _describe(exc))
+                rejected.append(record)
+        if rejected:
+            await asyncio.to_thread(self._spill.reject, rejected)
+        return len(records) - len(rejected)
+
+    async def _probe(self) -> None:
+        """After a failure with nothing left to replay, find out whether the database is back."""
+        try:
+            async with asyncio.timeout(self._write_timeout_s), self._engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except TRANSIENT_ERRORS:
+            return
+        self._healthy = True
+
+    # -- spill ------------------------------------------------------------------------------
+
+    async def _spill_records(self, records: list[RequestRecord]) -> None:
+        """Append to the spill file. Should the disk fail too, keep retrying disk and database
+        (the queue fills and submit() overflows meanwhile); only at shutdown are records dropped,
+        loudly."""
+        delay = 0.5
+        while True:
+            try:
+                await asyncio.to_thread(self._spill.append, records)
+            except OSError:
+                log.exception("request log: cannot write the spill file")
+            else:
+                LOG_SPILLED.inc(len(records))
+                await self._report_spill()
+                return
+            if self._state != "running":
+                log.error("request log: %d record(s) LOST at shutdown", len(records))
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            if await self._write(records):
+                return
+
+    def _spill_late(self, record: RequestRecord) -> None:
+        """A record submitted after stop(): spilled synchronously (shutdown path only), and the
+        file closed at once so that it does not stay locked until the process exits."""
+        self._spill.append([record])
+        self._spill.rotate()
+        LOG_SPILLED.inc()
+
+    async def _replay_files(self) -> tuple[int, bool]:
+        """Replay every claimable file; stops at the first database failure (ok=False)."""
+        replayed = 0
+        for path in await asyncio.to_thread(self._spill.files):
+            # Synchronous on purpose: a few metadata calls, and a claim made in a thread whose
+            # awaiting task is cancelled would leak a locked descriptor.
+            claimed = self._spill.claim(path)
+            if claimed is None:
+                continue
+            try:
+                count, ok = await self._replay_file(claimed)
+            finally:
+                claimed.release()
+            replayed += count
+            if not ok:
+                return replayed, False
+        return replayed, True
+
+    async def _replay_file(self, claimed: ClaimedSpill) -> tuple[int, bool]:
+        """Chunks of one file into the database; the file is deleted only once all committed.
+        After a failure the whole file is replayed again later (the insert is idempotent)."""
+        replayed = 0
+        while records := await asyncio.to_thread(claimed.read_chunk, self._batch_size):
+            if not await self._write(records):
+                return replayed, False
+            LOG_REPLAYED.inc(len(records))
+            replayed += len(records)
+        await asyncio.to_thread(claimed.delete)
+        if replayed:
+            log.info("request log: replayed %d record(s) from %s", replayed, claimed.path.name)
+        return replayed, True
+
+    # -- gauges -----------------------------------------------------------------------------
+
+    def _report_depth(self) -> None:
+        """LOG_QUEUE_DEPTH moves by deltas, so writers in one process add up."""
+        depth = 0 if self._state == "stopped" else self._queue.qsize() + len(self._overflow)
+        LOG_QUEUE_DEPTH.inc(depth - self._depth_reported)
+        self._depth_reported = depth
+
+    async def _report_spill(self, *, final: bool = False) -> None:
+        """LOG_SPILL_PENDING holds this writer's files (its own, rotated or claimed): the files
+        of a stopped writer are claimed by whichever writer replays them next."""
+        own = 0 if final else await asyncio.to_thread(self._spill.own_bytes)
+        LOG_SPILL_PENDING.inc(own - self._spill_reported)
+        self._spill_reported = own
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line error description (SQLAlchemy's messages carry the SQL and parameters,
+    which may include prompt text)."""
+    original = getattr(exc, "orig", None) or exc
+    return f"{type(original).__name__}: {str(original).splitlines()[0] if str(original) else ''}"

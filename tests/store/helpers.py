@@ -1,0 +1,57 @@
+"""Helpers shared by the storage tests."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.records import RequestRecord, utcnow
+from gateway.store.models import RequestRow
+
+
+def record(tag: str = "", *, created_at: datetime | None = None, **fields: Any) -> RequestRecord:
+    fields.setdefault("account_id", "acct-1")
+    return RequestRecord(
+        request_id=f"req-{tag}{uuid.uuid4().hex[:20]}",
+        key_id="key-1",
+        route="/v1/chat/completions",
+        method="POST",
+        status_code=200,
+        created_at=created_at or utcnow(),
+        **fields,
+    )
+
+
+async def stored_ids(engine: AsyncEngine) -> list[str]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(select(RequestRow.request_id))).scalars())
+
+
+async def row_count(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(RequestRow))).scalar_one())
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, limit_s: float = 30) -> None:
+    """Poll until ``check`` holds. The limit only bounds a hang; it asserts no timing."""
+    deadline = asyncio.get_running_loop().time() + limit_s
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        await asyncio.sleep(0.05)
+
+
+def metric(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def spill_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("spill-*.jsonl"))
