@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from collections.abc import Callable
 from types import TracebackType
 
 
@@ -109,3 +111,39 @@ class TcpProxy:
             while data := await source.read(65536):
                 sink.write(data)
                 await sink.drain()
+
+
+class ThreadedTcpProxy:
+    """A ``TcpProxy`` on its own event loop in a background thread, for tests whose servers run
+    in other threads: ``cut()`` and ``restore()`` are safe to call from any thread."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self._proxy = TcpProxy(target_host, target_port)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> ThreadedTcpProxy:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._proxy.start(), self._loop).result(timeout=10)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._proxy.aclose(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def _call(self, action: Callable[[], None]) -> None:
+        async def run() -> None:
+            action()
+
+        asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=10)
+
+    def cut(self) -> None:
+        self._call(self._proxy.cut)
+
+    def restore(self) -> None:
+        self._call(self._proxy.restore)
+
+    def rewrite_url(self, url: str) -> str:
+        return self._proxy.rewrite_url(url)
