@@ -1,4 +1,4 @@
-"""Shared fixtures. Storage tests use the real PostgreSQL on 127.0.0.1:5432 and fail when it is down."""
+"""Shared fixtures. Storage tests use the real PostgreSQL (127.0.0.1:5432), failing if down."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""GCRA (generic cell rate algorithm) in integer microseconds — the reference the Lua script mirrors.
+"""GCRA (generic cell rate algorithm) in integer microseconds: the reference for the Lua script.
 
 Why GCRA: it is a rolling limit with no window edges (a client that spent its minute at 0:59 cannot
 spend it again at 1:01), it needs one number per limit (the theoretical arrival time, TAT), and a

@@ -20,7 +20,8 @@ operations = st.lists(
     st.one_of(
         st.tuples(st.just("admit"), st.integers(0, 1)),  # which account
         st.tuples(st.just("settle"), st.integers(0, 10), st.integers(0, 1_500)),
-        st.tuples(st.just("tick"), st.one_of(st.integers(0, 2_000_000), st.integers(0, 90_000_000))),
+        st.tuples(st.just("tick"),
+                  st.one_of(st.integers(0, 2_000_000), st.integers(0, 90_000_000))),
     ),
     min_size=1, max_size=40,
 )

@@ -147,3 +147,7 @@ class ThreadedTcpProxy:
 
     def rewrite_url(self, url: str) -> str:
         return self._proxy.rewrite_url(url)
+
+    @property
+    def port(self) -> int:
+        return self._proxy.port
