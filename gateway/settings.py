@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     redis_url: str | None = None
 
     ratelimit_enabled: bool = True
+    tokenizer_path: str | None = None
     ratelimit_failure_mode: Literal["fail_open", "fail_closed"] = "fail_open"
     ratelimit_redis_timeout_s: float = Field(default=0.025, gt=0)
     ratelimit_replicas: int = Field(default=1, ge=1)

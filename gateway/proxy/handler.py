@@ -43,7 +43,12 @@ from gateway.proxy.streaming import (
     usage_from,
 )
 from gateway.proxy.upstream import UpstreamClient
-from gateway.ratelimit.estimate import estimate_tokens
+from gateway.ratelimit.estimate import (
+    PromptCounter,
+    char_estimate,
+    estimate_tokens,
+    tokenizer_counter,
+)
 from gateway.ratelimit.limiter import Limiter
 from gateway.records import RequestRecord
 from gateway.settings import Settings
@@ -71,6 +76,10 @@ class ProxyApp:
         self._detector = detector
         self._shaper = shaper
         self._hash_secret = settings.key_hash_key()
+        self._count_prompt: PromptCounter = (
+            tokenizer_counter(settings.tokenizer_path) if settings.tokenizer_path
+            else char_estimate
+        )
         self._upstream_key = (
             settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
         )
@@ -110,7 +119,10 @@ class ProxyApp:
                                              "include_usage": True}
                 body = orjson.dumps(payload)
                 strip_usage = True
-            estimate = estimate_tokens(len(params.prompt), params.max_tokens, params.n)
+            estimate = estimate_tokens(
+                self._count_prompt(params.prompt), params.max_tokens, params.n,
+                completes=path != "/v1/embeddings",
+            )
         admission = await self._limiter.admit(principal.account_id, principal.limits, estimate)
         if not admission.allowed:
             assert admission.error is not None
