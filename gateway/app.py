@@ -22,14 +22,17 @@ from sqlalchemy import text
 from gateway import __version__, metrics
 from gateway.admin.deps import AdminDeps
 from gateway.admin.errors import install_error_handlers
+from gateway.admin.flags import create_flags_router
 from gateway.admin.routes import create_admin_router
+from gateway.admin.watermark import create_watermark_router
 from gateway.auth.admin_tokens import AdminTokens
 from gateway.auth.cache import KeyCache
 from gateway.auth.keys import hash_key
 from gateway.auth.lookup import database_loader
-from gateway.detect.sink import FeatureSink, NullSink
+from gateway.detect.service import Detector, build_detector
 from gateway.proxy.asgi import Receive, Scope, Send
 from gateway.proxy.handler import ProxyApp
+from gateway.proxy.policy import RequestPolicy, build_policy
 from gateway.proxy.upstream import UpstreamClient
 from gateway.ratelimit.backend import InProcessBackend
 from gateway.ratelimit.limiter import AccountLimiter, Limiter, UnlimitedLimiter
@@ -37,7 +40,8 @@ from gateway.ratelimit.redis_backend import RedisBackend
 from gateway.settings import Settings
 from gateway.store.db import create_engine, session_factory
 from gateway.store.writer import RequestLogWriter
-from gateway.watermark.shaping import IdentityShaper, ResponseShaper
+from gateway.watermark.shaping import ResponseShaper, build_shaper
+from gateway.watermark.signing import UpstreamSigner, build_signer
 
 log = logging.getLogger("gateway")
 READY_TIMEOUT_S = 2.0
@@ -67,8 +71,11 @@ class Runtime:
         )
         self.redis: Redis | None = None
         self.limiter: Limiter = self._build_limiter(settings)
-        self.detector: FeatureSink = NullSink()
-        self.shaper: ResponseShaper = IdentityShaper()
+        self.detector: Detector = build_detector(
+            settings, self.sessions, self.redis, self.keys.invalidate_account)
+        self.shaper: ResponseShaper = build_shaper(settings)
+        self.policy: RequestPolicy = build_policy(settings)
+        self.signer: UpstreamSigner = build_signer(settings)
 
     def _build_limiter(self, settings: Settings) -> Limiter:
         if not settings.ratelimit_enabled:
@@ -92,8 +99,10 @@ class Runtime:
         await self.writer.start()
         if isinstance(self.limiter, AccountLimiter):
             await self.limiter.start()
+        await self.detector.start()
 
     async def stop(self) -> None:
+        await self.detector.stop()
         if isinstance(self.limiter, AccountLimiter):
             await self.limiter.stop()
         await self.writer.stop()
@@ -114,6 +123,10 @@ class Runtime:
             ready = ready and (redis or self.settings.ratelimit_failure_mode == "fail_open")
         if isinstance(self.limiter, AccountLimiter):
             checks["ratelimit"] = self.limiter.mode
+        classifier = self.detector.ready()
+        if classifier is not None:
+            checks["classifier"] = classifier
+            ready = ready and classifier
         return ready, checks
 
     async def _redis_ok(self) -> bool | None:
@@ -161,7 +174,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     proxy = ProxyApp(
         settings=settings, upstream=runtime.upstream, keys=runtime.keys,
         limiter=runtime.limiter, records=runtime.writer, detector=runtime.detector,
-        shaper=runtime.shaper,
+        shaper=runtime.shaper, policy=runtime.policy, signer=runtime.signer,
     )
     return GatewayApp(runtime, proxy, _create_api(runtime))
 
@@ -181,12 +194,15 @@ def _create_api(runtime: Runtime) -> FastAPI:
         "serves /v1/*.",
     )
     install_error_handlers(api)
-    api.include_router(create_admin_router(AdminDeps(
+    deps = AdminDeps(
         sessions=runtime.sessions, settings=runtime.settings,
         tokens=AdminTokens.from_settings(runtime.settings),
         on_account_changed=runtime.keys.invalidate_account,
         on_key_revoked=runtime.drop_key,
-    )))
+    )
+    api.include_router(create_admin_router(deps))
+    api.include_router(create_flags_router(deps))
+    api.include_router(create_watermark_router(deps))
     _add_operations_routes(api, runtime)
     return api
 
@@ -199,7 +215,8 @@ def _add_operations_routes(api: FastAPI, runtime: Runtime) -> None:
 
     @api.get("/readyz", tags=["operations"])
     async def readyz() -> JSONResponse:
-        """Every dependency answers: database, upstream, Redis (when configured)."""
+        """Every dependency answers: database, upstream, Redis and the classifier (when
+        configured)."""
         ready, checks = await runtime.readiness()
         return JSONResponse(
             {"status": "ready" if ready else "not_ready", "checks": checks},

@@ -16,7 +16,9 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
+from gateway.detect import commands as detect_commands
 from gateway.settings import Settings
+from gateway.watermark import commands as watermark_commands
 
 DEFAULT_PORT = 8000
 DEFAULT_UPSTREAM_PORT = 8001
@@ -71,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
 
     _account_commands(commands)
     _key_commands(commands)
+    detect_commands.register(commands)
+    watermark_commands.register(commands)
     return parser
 
 

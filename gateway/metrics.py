@@ -105,17 +105,6 @@ ADMIN_ACTIONS = Counter(
     ["action"],
 )
 
-
-def render() -> tuple[bytes, str]:
-    """The exposition text and its content type, aggregated across workers when needed."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    from prometheus_client import REGISTRY
-
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
-
 RATELIMIT_DECISIONS = Counter(
     "gateway_ratelimit_decisions_total",
     "Rate-limit decisions by limit (requests, tokens_per_minute, tokens_per_day, concurrency; "
@@ -137,3 +126,19 @@ RATELIMIT_FALLBACK = Gauge(
     "1 while the shared rate-limit backend is down and the failure mode is in force.",
     multiprocess_mode="max",
 )
+
+
+# --- detection (gateway/detect) -----------------------------------------------------------------
+
+# --- watermark and logit-stealing defences (gateway/watermark, gateway/modelserver) -------------
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text and its content type, aggregated across workers when needed."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     request_log_replay_interval_s: float = Field(default=2.0, gt=0)
     request_retention_days: int = Field(default=90, ge=1)
 
+    # --- detection (gateway/detect) ---
+
+    # --- watermark and logit-stealing defences (gateway/watermark, gateway/modelserver) ---
+
     default_tier: str = "standard"
     tiers: dict[str, TierLimits] = Field(default_factory=default_tiers)
 

@@ -33,6 +33,7 @@ class Exchange:
     upstream_seconds: float | None = None
     ttfb_seconds: float | None = None
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    prompt: str = ""
 
     async def fail(self, error: GatewayError) -> None:
         """Answer with ``error``; once a stream has started, as a final SSE error event."""

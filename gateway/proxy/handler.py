@@ -32,6 +32,7 @@ from gateway.proxy.body import (
 from gateway.proxy.exchange import Exchange
 from gateway.proxy.headers import downstream_headers, header, upstream_headers
 from gateway.proxy.paths import JSON_ROUTES, canonical_v1_path, route_label
+from gateway.proxy.policy import RequestPolicy
 from gateway.proxy.streaming import (
     DONE,
     EventSplitter,
@@ -53,6 +54,7 @@ from gateway.ratelimit.limiter import Limiter
 from gateway.records import RequestRecord
 from gateway.settings import Settings
 from gateway.watermark.shaping import ResponseShaper
+from gateway.watermark.signing import UpstreamSigner
 
 STREAM_USAGE_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
 MAX_KEY_LENGTH = 256
@@ -67,6 +69,7 @@ class ProxyApp:
     def __init__(
         self, *, settings: Settings, upstream: UpstreamClient, keys: KeyCache, limiter: Limiter,
         records: RecordSink, detector: FeatureSink, shaper: ResponseShaper,
+        policy: RequestPolicy, signer: UpstreamSigner,
     ) -> None:
         self._settings = settings
         self._upstream = upstream
@@ -75,6 +78,8 @@ class ProxyApp:
         self._records = records
         self._detector = detector
         self._shaper = shaper
+        self._policy = policy
+        self._signer = signer
         self._hash_secret = settings.key_hash_key()
         self._count_prompt: PromptCounter = (
             tokenizer_counter(settings.tokenizer_path) if settings.tokenizer_path
@@ -114,6 +119,8 @@ class ProxyApp:
             payload = parse_json_object(body)
             params = extract_params(path, payload)
             self._describe(record, params)
+            ex.prompt = params.prompt
+            self._policy.check(principal, path, payload)
             if params.stream and path in STREAM_USAGE_ROUTES and not _asks_usage(payload):
                 payload["stream_options"] = {**(payload.get("stream_options") or {}),
                                              "include_usage": True}
@@ -212,6 +219,9 @@ class ProxyApp:
         scope = ex.scope
         url = self._upstream.url_for(path, scope.get("query_string", b""))
         headers = upstream_headers(scope["headers"], self._upstream_key, ex.request_id)
+        if ex.record is not None and ex.record.account_id:
+            for name, value in self._signer.headers(ex.record.account_id, ex.request_id):
+                headers[name] = value
         sent = perf_counter()
         try:
             async with self._upstream.request(scope["method"], url, headers, body) as response:
@@ -313,7 +323,7 @@ class ProxyApp:
         if ex.ttfb_seconds is not None:
             record.ttfb_ms = ex.ttfb_seconds * 1000
         self._records.submit(record)
-        self._detector.observe(record)
+        self._detector.observe(record, ex.prompt)
 
 
 def _record_usage(record: RequestRecord, usage: Usage | None) -> int | None:

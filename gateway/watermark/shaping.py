@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from gateway.settings import Settings
+
 
 class ResponseShaper(Protocol):
     active: bool
@@ -21,3 +23,7 @@ class IdentityShaper:
 
     def shape(self, account_id: str, route: str, payload: dict[str, Any]) -> dict[str, Any]:
         return payload
+
+
+def build_shaper(settings: Settings) -> ResponseShaper:
+    return IdentityShaper()
