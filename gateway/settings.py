@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     ratelimit_enabled: bool = True
     tokenizer_path: str | None = None
     ratelimit_failure_mode: Literal["fail_open", "fail_closed"] = "fail_open"
-    ratelimit_redis_timeout_s: float = Field(default=0.025, gt=0)
+    ratelimit_redis_timeout_s: float = Field(default=0.1, gt=0)
     ratelimit_replicas: int = Field(default=1, ge=1)
     ratelimit_lease_s: float = Field(default=60.0, gt=0)
     ratelimit_retry_interval_s: float = Field(default=1.0, gt=0)
@@ -106,6 +106,33 @@ class Settings(BaseSettings):
     # --- detection (gateway/detect) ---
 
     # --- watermark and logit-stealing defences (gateway/watermark, gateway/modelserver) ---
+    # Shared with the model server: it verifies the signed account header with this secret.
+    upstream_signing_secret: SecretStr | None = None
+    upstream_signature_max_age_s: float = Field(default=60.0, gt=0)
+    # Old watermark secrets still tried by detection after a rotation (see gateway.watermark.keys).
+    watermark_previous_secrets: list[SecretStr] = Field(default_factory=list)
+    watermark_gamma: float = Field(default=0.25, gt=0, lt=1)
+    watermark_delta: float = Field(default=2.0, ge=0)
+    watermark_context_width: int = Field(default=4, ge=1, le=16)
+    watermark_alpha: float = Field(default=1e-6, gt=0, lt=1)
+    # Keyed noise (nats, standard deviation) and rounding on logprobs returned to clients.
+    logprob_noise: float = Field(default=0.1, ge=0)
+    logprob_decimals: int = Field(default=2, ge=0, le=8)
+    # Per-tier caps against logit stealing, validated by gateway.proxy.policy.LogprobCaps;
+    # tiers not listed get the "standard" entry.
+    logprob_caps: dict[str, dict[str, float | bool]] = Field(default={
+        "free": {"max_top_logprobs": 5, "max_logit_bias_entries": 20,
+                 "max_logit_bias_magnitude": 10, "logit_bias_with_logprobs": False, "max_n": 1},
+        "standard": {"max_top_logprobs": 5, "max_logit_bias_entries": 50,
+                     "max_logit_bias_magnitude": 20, "logit_bias_with_logprobs": False,
+                     "max_n": 4},
+        "enterprise": {"max_top_logprobs": 20, "max_logit_bias_entries": 300,
+                       "max_logit_bias_magnitude": 100, "logit_bias_with_logprobs": True,
+                       "max_n": 16},
+        "throttled": {"max_top_logprobs": 0, "max_logit_bias_entries": 0,
+                      "max_logit_bias_magnitude": 0, "logit_bias_with_logprobs": False,
+                      "max_n": 1},
+    })
 
     default_tier: str = "standard"
     tiers: dict[str, TierLimits] = Field(default_factory=default_tiers)

@@ -30,6 +30,7 @@ from gateway.ratelimit.decision import Decision, rate_limit_headers, rejection
 from gateway.settings import TierLimits
 
 log = logging.getLogger("gateway.ratelimit")
+_ALLOWED = metrics.RATELIMIT_DECISIONS.labels("all", "allowed")
 FailureMode = Literal["fail_open", "fail_closed"]
 BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
 
@@ -74,7 +75,7 @@ def limiter_unavailable() -> GatewayError:
 class AccountLimiter:
     def __init__(
         self, backend: Backend, *, fallback: Backend | None = None,
-        failure_mode: FailureMode = "fail_open", timeout_s: float = 0.025, replicas: int = 1,
+        failure_mode: FailureMode = "fail_open", timeout_s: float = 0.1, replicas: int = 1,
         lease_s: float = 60.0, retry_interval_s: float = 1.0,
     ) -> None:
         self._backend = backend
@@ -123,7 +124,7 @@ class AccountLimiter:
         if not decision.allowed:
             metrics.RATELIMIT_DECISIONS.labels(decision.rejected_by or "unknown", "rejected").inc()
             return Admission(False, error=rejection(decision, limits, estimated_tokens))
-        metrics.RATELIMIT_DECISIONS.labels("all", "allowed").inc()
+        _ALLOWED.inc()
         assert backend is not None
         self._inflight[request.slot] = (account_id, backend)
         return Admission(

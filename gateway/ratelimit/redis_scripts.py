@@ -1,9 +1,11 @@
 """The Lua scripts: one atomic check-and-consume per request, one settle after it.
 
-They mirror ``gcra.py`` and ``InProcessBackend`` expression for expression (Lua numbers are the
-same IEEE doubles as Python floats). Time is Redis's own ``TIME`` — one clock for every replica —
-unless the caller passes ``now`` (tests). All of an account's keys share one hash tag, so the
-script works on Redis Cluster. Keys outlive their state by a minute: stale state is harmless.
+They mirror ``gcra.py`` and ``backend.decide`` expression for expression (Lua numbers are the
+same IEEE doubles as Python floats), and return the whole decision as eight integers so the
+client parses little. Time is Redis's own ``TIME`` — one clock for every replica — unless the
+caller passes ``now`` (tests). An account's three TATs live in one hash and its concurrency
+slots in one sorted set, both under the hash tag ``{account}`` so the scripts work on Redis
+Cluster. Keys outlive their state by a minute: stale state is harmless.
 """
 
 PRELUDE = """
@@ -19,67 +21,79 @@ local function increment(cost, period, limit)
   if limit <= 0 then return period + 1 end
   return math.ceil(cost * period / limit)
 end
-local function store(key, tat)
-  if tat > now then
-    redis.call('SET', key, tat, 'PX', math.ceil((tat - now) / 1000) + GRACE_MS)
-  else
-    redis.call('DEL', key)
-  end
+local function keep_until(key, tat)
+  redis.call('PEXPIRE', key, math.ceil(math.max(tat - now, 0) / 1000) + GRACE_MS)
 end
 """
 
 ADMIT = PRELUDE + """
--- KEYS: requests TAT, tokens/minute TAT, tokens/day TAT, concurrency slots (zset)
+-- KEYS: limits hash (fields r, m, d: TATs), concurrency slots (zset)
 -- ARGV: now|'', rpm, tpm, tpd, max_concurrent, cost, slot, lease_us
+-- returns: allowed, rejected_by (0 none, 1 requests, 2 tokens/minute, 3 tokens/day,
+--          4 concurrency), retry_after, should_retry, requests remaining, requests reset,
+--          tokens remaining, tokens reset
 local cost, lease = tonumber(ARGV[6]), tonumber(ARGV[8])
-local function check(key, c, period, limit)
-  local stored = tonumber(redis.call('GET', key))
+local rpm, tpm, tpd = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local state = redis.call('HMGET', KEYS[1], 'r', 'm', 'd')
+local function check(stored, c, period, limit)
+  local s = tonumber(stored)
   local tat = now
-  if stored and stored >= now then tat = stored end
+  if s and s >= now then tat = s end
   local inc = increment(c, period, limit)
   local new_tat = tat + inc
-  local allow_at = new_tat - period
-  local fits = 0
-  if inc <= period then fits = 1 end
-  if allow_at > now then return {0, tat, new_tat, allow_at - now, fits} end
-  return {1, tat, new_tat, 0, fits}
+  local retry = 0
+  if new_tat - period > now then retry = new_tat - period - now end
+  return tat, new_tat, retry, inc <= period
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-local over = 0
-if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[5]) then over = 1 end
-local r = check(KEYS[1], 1, MINUTE, tonumber(ARGV[2]))
-local m = check(KEYS[2], cost, MINUTE, tonumber(ARGV[3]))
-local d = check(KEYS[3], cost, DAY, tonumber(ARGV[4]))
-local allowed = 0
-if over == 0 and r[1] == 1 and m[1] == 1 and d[1] == 1 then
-  allowed = 1
-  store(KEYS[1], r[3])
-  store(KEYS[2], m[3])
-  store(KEYS[3], d[3])
-  redis.call('ZADD', KEYS[4], now + lease, ARGV[7])
-  redis.call('PEXPIRE', KEYS[4], math.ceil(lease / 1000) + GRACE_MS)
+local function remaining(tat, period, limit)
+  local used = math.max(tat - now, 0)
+  return math.max(math.floor((period - used) * math.max(limit, 0) / period), 0)
 end
-return {allowed, over, now, r[1], r[2], r[3], r[4], r[5], m[1], m[2], m[3], m[4], m[5],
-        d[1], d[2], d[3], d[4], d[5]}
+local r_tat, r_new, r_retry = check(state[1], 1, MINUTE, rpm)
+local m_tat, m_new, m_retry, m_fits = check(state[2], cost, MINUTE, tpm)
+local d_tat, d_new, d_retry, d_fits = check(state[3], cost, DAY, tpd)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local over = redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5])
+local allowed, rejected_by = 1, 0
+if over then rejected_by = 4
+elseif r_retry > 0 then rejected_by = 1
+elseif m_retry > 0 then rejected_by = 2
+elseif d_retry > 0 then rejected_by = 3 end
+local retry = 0
+if rejected_by > 0 then
+  allowed = 0
+  retry = math.max(r_retry, m_retry, d_retry)
+  if over then retry = math.max(retry, 1000000) end
+else
+  r_tat, m_tat, d_tat = r_new, m_new, d_new
+  redis.call('HSET', KEYS[1], 'r', r_new, 'm', m_new, 'd', d_new)
+  keep_until(KEYS[1], math.max(r_new, m_new, d_new))
+  redis.call('ZADD', KEYS[2], now + lease, ARGV[7])
+  keep_until(KEYS[2], now + lease)
+end
+local should_retry = 0
+if m_fits and d_fits then should_retry = 1 end
+return {allowed, rejected_by, retry, should_retry,
+        remaining(r_tat, MINUTE, rpm), math.max(r_tat - now, 0),
+        remaining(m_tat, MINUTE, tpm), math.max(m_tat - now, 0)}
 """
 
 SETTLE = PRELUDE + """
--- KEYS: tokens/minute TAT, tokens/day TAT, concurrency slots (zset)
+-- KEYS: limits hash, concurrency slots (zset)
 -- ARGV: now|'', tpm, tpd, delta (used - reserved), slot
-redis.call('ZREM', KEYS[3], ARGV[5])
+redis.call('ZREM', KEYS[2], ARGV[5])
 local delta = tonumber(ARGV[4])
 if delta == 0 then return 0 end
-local function adjust(key, period, limit)
-  local tat = tonumber(redis.call('GET', key)) or now
+local state = redis.call('HMGET', KEYS[1], 'r', 'm', 'd')
+local function adjust(stored, period, limit)
+  local tat = tonumber(stored) or now
   local step = increment(math.abs(delta), period, limit)
-  if delta > 0 then
-    tat = math.max(tat, now) + step
-  else
-    tat = math.max(tat - step, now)
-  end
-  store(key, tat)
+  if delta > 0 then return math.max(tat, now) + step end
+  return math.max(tat - step, now)
 end
-adjust(KEYS[1], MINUTE, tonumber(ARGV[2]))
-adjust(KEYS[2], DAY, tonumber(ARGV[3]))
+local m = adjust(state[2], MINUTE, tonumber(ARGV[2]))
+local d = adjust(state[3], DAY, tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], 'm', m, 'd', d)
+keep_until(KEYS[1], math.max(tonumber(state[1]) or now, m, d))
 return 1
 """

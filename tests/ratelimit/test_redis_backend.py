@@ -104,3 +104,12 @@ async def test_accounts_are_independent_and_keys_share_a_hash_tag(
     assert (await _admit(redis_backend, T0, limits, account="acct_y")).allowed
     keys = [k.decode() async for k in redis.scan_iter(match=f"{redis_backend._prefix}:*acct_x*")]
     assert keys and all("{acct_x}" in k for k in keys)
+
+
+async def test_a_concurrency_refusal_suggests_a_one_second_retry(
+    redis_backend: RedisBackend,
+) -> None:
+    limits = _limits(conc=1)
+    assert (await _admit(redis_backend, T0, limits, slot="busy")).allowed
+    refused = await _admit(redis_backend, T0, limits, slot="waiting")
+    assert (refused.rejected_by, refused.retry_after_us) == ("concurrency", SECOND)
