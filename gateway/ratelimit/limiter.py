@@ -111,6 +111,11 @@ class AccountLimiter:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
+        drain = getattr(self._backend, "drain", None)
+        if drain is not None:
+            with contextlib.suppress(*BACKEND_ERRORS):
+                async with asyncio.timeout(2):
+                    await drain()
 
     async def admit(self, account_id: str, limits: TierLimits, estimated_tokens: int) -> Admission:
         request = AdmitRequest(account_id, limits, estimated_tokens, os.urandom(8).hex(),

@@ -1,21 +1,32 @@
-"""Sends script calls to Redis at once when idle, and batched while busy.
+"""Sends script calls to Redis with as few round trips as ordering allows.
 
-A call made while nothing is in flight goes out at once, from the caller's own coroutine (no
-added latency at low load). Calls made while a call or batch is in flight wait for it and then
-go out together as one pipeline (no MULTI: each script is atomic on its own), so under load one
-write and one read carry many decisions — the client-side cost of a round trip is most of a
-decision's cost.
+- A call made while nothing is in flight goes out at once, from the caller's own coroutine (no
+  added latency at low load).
+- Calls made while a call or batch is in flight wait for it and then go out together as one
+  pipeline (no MULTI: each script is atomic on its own), so under load one write and one read
+  carry many decisions — the client-side cost of a round trip is most of a decision's cost.
+- Deferred calls (settlements: nobody waits for their answer) ride along, first, with the next
+  call's round trip, or go out on their own after ``defer_s``. A pipeline runs in order, so a
+  settlement is always applied before any admission made after it. (Scripts are loaded before
+  their first use so that this holds; only a batch that meets a Redis restart, which empties the
+  script cache, may see a settlement retried after an admission.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
+
+from gateway import metrics
+
+log = logging.getLogger("gateway.ratelimit")
+MAX_DEFERRED = 256
 
 
 @dataclass(slots=True)
@@ -24,71 +35,109 @@ class _Call:
     sha: str
     keys: Sequence[str]
     args: Sequence[Any]
-    future: asyncio.Future[Any]
+    future: asyncio.Future[Any] | None  # None: deferred, nobody waits
 
 
 class ScriptPipeline:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, defer_s: float = 0.005) -> None:
         self._redis = redis
+        self._defer_s = defer_s
         self._pending: list[_Call] = []
+        self._deferred: list[_Call] = []
         self._busy = False
+        self._timer: asyncio.TimerHandle | None = None
         self._batches: set[asyncio.Task[None]] = set()
+        self._loaded: set[str] = set()
 
     async def call(self, script: str, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        if self._busy:
+        if self._busy or self._deferred:
             future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             self._pending.append(_Call(script, sha, keys, args, future))
+            if not self._busy:
+                self._start_batch()
             return await future
         self._busy = True
         try:
             return await self._call_alone(script, sha, keys, args)
         finally:
-            self._done()
+            self._busy = False
+            self._start_batch()
+
+    def defer(self, script: str, sha: str, keys: Sequence[str], args: Sequence[Any]) -> None:
+        self._deferred.append(_Call(script, sha, keys, args, None))
+        if len(self._deferred) >= MAX_DEFERRED:
+            self._start_batch()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._defer_s, self._start_batch)
+
+    async def drain(self) -> None:
+        """Send everything deferred or pending, and wait until nothing is in flight."""
+        while self._busy or self._deferred or self._pending or self._batches:
+            self._start_batch()
+            await asyncio.sleep(0.001)
 
     async def _call_alone(
         self, script: str, sha: str, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
+        if sha not in self._loaded:
+            await self._load(script)
         try:
             return await self._redis.evalsha(sha, len(keys), *keys, *args)
         except NoScriptError:  # Redis restarted or flushed its script cache
-            await self._redis.script_load(script)
+            self._loaded.clear()
+            await self._load(script)
             return await self._redis.evalsha(sha, len(keys), *keys, *args)
 
-    def _done(self) -> None:
-        self._busy = False
-        if self._pending:
-            batch, self._pending = self._pending, []
-            self._busy = True
-            task = asyncio.create_task(self._send(batch))
-            self._batches.add(task)
-            task.add_done_callback(self._batch_done)
+    async def _load(self, script: str) -> None:
+        self._loaded.add(await self._redis.script_load(script))
+
+    def _start_batch(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._busy or not (self._deferred or self._pending):
+            return
+        batch = self._deferred + self._pending
+        self._deferred, self._pending = [], []
+        self._busy = True
+        task = asyncio.create_task(self._send(batch))
+        self._batches.add(task)
+        task.add_done_callback(self._batch_done)
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         self._batches.discard(task)
-        self._done()
+        self._busy = False
+        self._start_batch()
 
     async def _send(self, batch: list[_Call]) -> None:
         try:
-            results = await self._execute(batch)
-            missing = [c for c, r in zip(batch, results, strict=True)
-                       if isinstance(r, NoScriptError)]
-            if missing:
-                for script in {c.script for c in missing}:
-                    await self._redis.script_load(script)
-                retried = dict(zip(map(id, missing), await self._execute(missing), strict=True))
-                results = [retried.get(id(c), r) for c, r in zip(batch, results, strict=True)]
+            results = await self._execute_retrying(batch)
         except Exception as exc:
-            for call in batch:
-                if not call.future.done():
-                    call.future.set_exception(exc)
-            return
+            results = [exc] * len(batch)
         for call, result in zip(batch, results, strict=True):
-            if call.future.done():
+            if call.future is None:
+                if isinstance(result, Exception):
+                    log.warning("deferred rate-limit call failed: %s", type(result).__name__)
+                    metrics.RATELIMIT_BACKEND_ERRORS.labels(type(result).__name__[:40]).inc()
+            elif call.future.done():
                 continue  # its caller gave up (timeout)
-            if isinstance(result, Exception):
+            elif isinstance(result, Exception):
                 call.future.set_exception(result)
             else:
                 call.future.set_result(result)
+
+    async def _execute_retrying(self, batch: list[_Call]) -> list[Any]:
+        for script in {c.script for c in batch if c.sha not in self._loaded}:
+            await self._load(script)
+        results = await self._execute(batch)
+        missing = [c for c, r in zip(batch, results, strict=True) if isinstance(r, NoScriptError)]
+        if not missing:
+            return results
+        self._loaded.clear()
+        for script in {c.script for c in missing}:  # the script cache was flushed
+            await self._load(script)
+        retried = dict(zip(map(id, missing), await self._execute(missing), strict=True))
+        return [retried.get(id(c), r) for c, r in zip(batch, results, strict=True)]
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:

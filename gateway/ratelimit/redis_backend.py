@@ -51,10 +51,14 @@ class RedisBackend:
         self, account_id: str, limits: TierLimits, slot: str, reserved: int, used: int | None,
         now_us: int | None = None,
     ) -> None:
+        """Deferred: applied before this process's next admission, or within a few ms."""
         delta = 0 if used is None else used - reserved
-        await self._pipeline.call(SETTLE, SETTLE_SHA, self._keys(account_id), (
+        self._pipeline.defer(SETTLE, SETTLE_SHA, self._keys(account_id), (
             _now_arg(now_us), limits.tokens_per_minute, limits.tokens_per_day, delta, slot,
         ))
+
+    async def drain(self) -> None:
+        await self._pipeline.drain()
 
     async def renew(
         self, slots: Sequence[tuple[str, str]], lease_us: int, now_us: int | None = None

@@ -23,7 +23,7 @@ DURATION = re.compile(r"^(\d+ms|\d+(\.\d+)?s|\d+m\d+(\.\d+)?s|\d+h\d+m\d+(\.\d+)
 
 def _tiers() -> dict[str, TierLimits]:
     tiers = default_tiers()
-    tiers["fast"] = TierLimits(requests_per_minute=120, tokens_per_minute=10**6,
+    tiers["fast"] = TierLimits(requests_per_minute=30, tokens_per_minute=10**6,
                                tokens_per_day=10**8, max_concurrent=50)
     tiers["small"] = TierLimits(requests_per_minute=1_000, tokens_per_minute=6_000,
                                 tokens_per_day=10**8, max_concurrent=50)
@@ -49,8 +49,8 @@ def test_allowed_responses_carry_openai_rate_limit_headers(limited: Stack) -> No
     response = _post(limited, key)
     assert response.status_code == 200
     headers = response.headers
-    assert headers["x-ratelimit-limit-requests"] == "120"
-    assert headers["x-ratelimit-remaining-requests"] == "119"
+    assert headers["x-ratelimit-limit-requests"] == "30"
+    assert headers["x-ratelimit-remaining-requests"] == "29"
     assert headers["x-ratelimit-limit-tokens"] == str(10**6)
     assert int(headers["x-ratelimit-remaining-tokens"]) < 10**6
     assert DURATION.match(headers["x-ratelimit-reset-requests"])
@@ -68,9 +68,9 @@ def test_a_429_is_openai_shaped_and_the_sdk_retry_succeeds_after_waiting(limited
             pytest.fail("the request limit was never reached")
     error = response.json()["error"]
     assert (error["type"], error["code"]) == ("requests", "rate_limit_exceeded")
-    assert "Limit 120" in error["message"]
+    assert "Limit 30" in error["message"]
     retry_ms = int(response.headers["retry-after-ms"])
-    assert 0 < retry_ms <= 500  # 120 per minute refills one request every 500 ms
+    assert 0 < retry_ms <= 2000  # 30 per minute refills one request every 2 s
     assert int(response.headers["retry-after"]) >= retry_ms / 1000
     assert response.headers["x-ratelimit-remaining-requests"] == "0"
     assert "x-should-retry" not in response.headers
