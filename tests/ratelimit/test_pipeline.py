@@ -54,3 +54,24 @@ async def test_a_batch_sent_after_a_script_flush_is_retried_once_loaded(redis: R
     calls = [_Call(script, sha, (), (n,), loop.create_future()) for n in (1, 2, 3)]
     await ScriptPipeline(redis)._send(calls)
     assert [c.future.result() for c in calls] == [2, 4, 6]
+
+
+async def test_a_deferred_settlement_goes_out_on_its_own_soon(
+    redis: Redis, redis_backend: RedisBackend,
+) -> None:
+    assert (await redis_backend.admit(_request("c", "slot"))).allowed
+    slots_key = redis_backend._keys("c")[1]
+    assert await redis.zcard(slots_key) == 1
+    await redis_backend.settle("c", LIMITS, "slot", 0, 0, now_us=T0)
+    for _ in range(200):  # no admission follows: the deferral timer sends it
+        if await redis.zcard(slots_key) == 0:
+            break
+        await asyncio.sleep(0.005)
+    assert await redis.zcard(slots_key) == 0
+
+
+async def test_drain_sends_what_is_deferred(redis: Redis, redis_backend: RedisBackend) -> None:
+    assert (await redis_backend.admit(_request("d", "slot"))).allowed
+    await redis_backend.settle("d", LIMITS, "slot", 0, 0, now_us=T0)
+    await redis_backend.drain()
+    assert await redis.zcard(redis_backend._keys("d")[1]) == 0
