@@ -141,18 +141,19 @@ class AccountLimiter:
         if admission.backend is None or admission.limits is None:
             return
         self._inflight.pop(admission.slot, None)
-        try:
-            async with asyncio.timeout(max(self._timeout * 4, 0.1)):
-                await admission.backend.settle(
-                    account_id, admission.limits, admission.slot, admission.reserved_tokens,
-                    used_tokens,
-                )
+        try:  # never waits on Redis: the Redis backend defers settlements (see pipeline.py)
+            await admission.backend.settle(
+                account_id, admission.limits, admission.slot, admission.reserved_tokens,
+                used_tokens,
+            )
         except BACKEND_ERRORS as exc:
             # The slot's lease expires by itself; the token difference is lost (documented).
             self._record_error(exc)
 
     async def _decide(self, request: AdmitRequest) -> tuple[Backend | None, Decision | None]:
-        if not self._shared or time.monotonic() >= self._down_until:
+        if not self._shared:
+            return self._backend, await self._backend.admit(request)
+        if time.monotonic() >= self._down_until:
             try:
                 async with asyncio.timeout(self._timeout):
                     decision = await self._backend.admit(request)
