@@ -146,12 +146,20 @@ def _demo(args: argparse.Namespace) -> int:
     state = Path(args.state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
     admin_token = args.admin_token or "adm-" + secrets.token_urlsafe(24)
+    # The watermark secret persists with the state, so earlier runs' texts stay attributable;
+    # the gateway↔model-server signing secret only has to live as long as this run.
+    secret_file = state / "watermark.secret"
+    if not secret_file.exists():
+        secret_file.write_text(secrets.token_urlsafe(32))
+        secret_file.chmod(0o600)
     settings = Settings(
         mode="local",
         database_url=f"sqlite+aiosqlite:///{state / 'gateway.db'}",
         upstream_url=f"http://127.0.0.1:{args.upstream_port}/v1",
         admin_token=SecretStr(admin_token),
         request_log_spill_dir=str(state / "spill"),
+        watermark_secret=SecretStr(secret_file.read_text().strip()),
+        upstream_signing_secret=SecretStr(secrets.token_urlsafe(32)),
     )
     from gateway.store.migrate import upgrade
 
@@ -180,33 +188,70 @@ async def _serve_demo(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
     from gateway.app import create_app
-    from gateway.modelserver.echo import create_echo_app
 
+    model_server = _demo_upstream(settings)
     options = {**_uvicorn_options(), "log_level": "warning"}
     upstream = uvicorn.Server(uvicorn.Config(
-        create_echo_app(), host="127.0.0.1", port=args.upstream_port, **options))
+        model_server, host="127.0.0.1", port=args.upstream_port, **options))
     gateway = uvicorn.Server(uvicorn.Config(
         create_app(settings), host=args.host, port=args.port, **options))
     await asyncio.gather(upstream.serve(), gateway.serve())
 
 
+def _has_model_server() -> bool:
+    """The reference model server needs the ``torch`` extra (torch and transformers)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers"))
+
+
+def _demo_upstream(settings: Settings) -> Any:
+    """The reference model server with the demo's watermark, or — without the ``torch`` extra —
+    the deterministic echo upstream."""
+    if not _has_model_server():
+        from gateway.modelserver.echo import create_echo_app
+
+        return create_echo_app()
+    from gateway.modelserver.config import ServerConfig
+    from gateway.modelserver.server import create_model_server_app
+    from gateway.watermark.service import watermark_config
+
+    assert settings.upstream_signing_secret is not None and settings.watermark_secret is not None
+    return create_model_server_app(ServerConfig(
+        signing_secret=settings.upstream_signing_secret.get_secret_value().encode(),
+        watermark_secret=settings.watermark_secret.get_secret_value().encode(),
+        watermark=watermark_config(settings),
+    ))
+
+
 def _print_demo_banner(args: argparse.Namespace, api_key: str, admin_token: str) -> None:
     base = f"http://{args.host}:{args.port}"
+    watermarked = _has_model_server()
+    model = "tiny-docstrings" if watermarked else "echo-1"
+    upstream = ("reference model server, tiny watermarking model" if watermarked else
+                "deterministic echo server, no watermark: install the torch extra for the "
+                "reference model server")
     print(f"""
-Gateway demo on {base}  (upstream: deterministic echo model on :{args.upstream_port})
+Gateway demo on {base}  (upstream: {upstream}, on :{args.upstream_port})
   API key:      {api_key}
   Admin token:  {admin_token}
 
   curl {base}/v1/chat/completions -H "Authorization: Bearer {api_key}" \\
        -H "Content-Type: application/json" \\
-       -d '{{"model": "echo-1", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+       -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
   python -c "from openai import OpenAI; \\
 c = OpenAI(base_url='{base}/v1', api_key='{api_key}'); \\
-r = c.chat.completions.create(model='echo-1', messages=[{{'role': 'user', 'content': 'Hi'}}]); \\
+r = c.chat.completions.create(model='{model}', \\
+messages=[{{'role': 'user', 'content': 'Return the'}}], max_tokens=400); \\
 print(r.choices[0].message.content)"
-
-  curl {base}/admin/v1/accounts -H "Authorization: Bearer {admin_token}"
+""", flush=True)
+    if watermarked:
+        print(f"""  Whose text is it? (the watermark names the demo account)
+  curl {base}/admin/v1/watermark/detect -H "Authorization: Bearer {admin_token}" \\
+       -H "Content-Type: application/json" -d '{{"text": "<paste the reply here>"}}'
+""", flush=True)
+    print(f"""  curl {base}/admin/v1/accounts -H "Authorization: Bearer {admin_token}"
   API docs: {base}/docs    metrics: {base}/metrics
 """, flush=True)
 

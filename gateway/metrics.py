@@ -129,8 +129,78 @@ RATELIMIT_FALLBACK = Gauge(
 
 
 # --- detection (gateway/detect) -----------------------------------------------------------------
+DETECT_OBSERVED = Counter(
+    "gateway_detect_observed_total",
+    "Requests taken from the detection queue by the micro-batcher (features extracted).",
+)
+DETECT_SCORED = Counter(
+    "gateway_detect_windows_scored_total",
+    "Account windows scored by the extraction classifier.",
+)
+DETECT_SHED = Counter(
+    "gateway_detect_shed_total",
+    "Account scorings postponed because the classifier was overloaded (load shedding: accounts "
+    "are scored less often; no request is slowed or failed).",
+)
+DETECT_DROPPED = Counter(
+    "gateway_detect_dropped_total",
+    "Request feature records dropped because the detection queue was full.",
+)
+DETECT_QUEUE = Gauge(
+    "gateway_detect_queue_depth",
+    "Request feature records waiting for the detection micro-batcher.",
+    multiprocess_mode="livesum",
+)
+DETECT_BATCH = Histogram(
+    "gateway_detect_batch_windows",
+    "Windows per classifier call (micro-batch size).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+)
+DETECT_BATCH_SECONDS = Histogram(
+    "gateway_detect_batch_seconds",
+    "Time to build and score one micro-batch of windows.",
+    buckets=LATENCY_BUCKETS,
+)
+DETECT_FLAGS = Counter(
+    "gateway_detect_flags_total",
+    "Flags raised by the detector, by kind (account, campaign).",
+    ["kind"],
+)
+DETECT_ENFORCEMENTS = Counter(
+    "gateway_detect_enforcements_total",
+    "Automatic enforcement actions taken by the detector, by action (throttle, suspend).",
+    ["action"],
+)
+DETECT_SCORES = Histogram(
+    "gateway_detect_window_score",
+    "Classifier scores of account windows (0 benign … 1 extraction).",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+)
+DETECT_FLAG_REVIEWS = Counter(
+    "gateway_detect_flag_reviews_total",
+    "Flags reviewed through the admin API, by decision (confirm, dismiss).",
+    ["decision"],
+)
+DETECT_ERRORS = Counter(
+    "gateway_detect_errors_total",
+    "Failures inside the detector (never visible to clients), by stage.",
+    ["stage"],
+)
+
 
 # --- watermark and logit-stealing defences (gateway/watermark, gateway/modelserver) -------------
+
+POLICY_REFUSALS = Counter(
+    "gateway_policy_refusals_total",
+    "Requests refused by the logit-stealing policy caps, by parameter.",
+    ["param"],
+)
+WATERMARK_DETECTIONS = Counter(
+    "gateway_watermark_detections_total",
+    "Watermark detections run through the admin API, by outcome (attributed, not_watermarked, "
+    "error).",
+    ["outcome"],
+)
 
 
 def render() -> tuple[bytes, str]:

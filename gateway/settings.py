@@ -104,6 +104,29 @@ class Settings(BaseSettings):
     request_retention_days: int = Field(default=90, ge=1)
 
     # --- detection (gateway/detect) ---
+    detection_enabled: bool | None = None
+    """None: on when the classifier artifact exists (it ships with the package)."""
+    detection_model_path: str | None = None
+    """The artifact's JSON file; default: the shipped one."""
+    detection_backend: Literal["auto", "onnx", "torch"] = "auto"
+    detection_threads: int = Field(default=1, ge=1)
+    detection_min_requests: int | None = Field(default=None, ge=2)
+    detection_score_every: int | None = Field(default=None, ge=1)
+    detection_max_batch: int = Field(default=256, ge=1)
+    detection_max_wait_ms: float = Field(default=5.0, ge=0)
+    detection_queue_max: int = Field(default=50_000, ge=1)
+    detection_min_score_interval_s: float = Field(default=0.05, ge=0)
+    detection_risk_half_life_s: float = Field(default=3 * 86400.0, gt=0)
+    detection_window_ttl_s: int = Field(default=7 * 86400, ge=60)
+    detection_flag_threshold: float | None = Field(default=None, gt=0, le=1)
+    """None: the artifact's calibrated threshold."""
+    detection_throttle_threshold: float | None = Field(default=None, gt=0, le=1)
+    """None (default): never throttle automatically."""
+    detection_suspend_threshold: float | None = Field(default=None, gt=0, le=1)
+    """None (default): never suspend automatically."""
+    detection_campaign_interval_s: float = Field(default=30.0, gt=0)
+    detection_campaign_min_accounts: int = Field(default=3, ge=2)
+    detection_risk_flush_interval_s: float = Field(default=2.0, gt=0)
 
     # --- watermark and logit-stealing defences (gateway/watermark, gateway/modelserver) ---
     # Shared with the model server: it verifies the signed account header with this secret.

@@ -161,6 +161,7 @@ def _account_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
         status: AccountStatus | None = None,
         tier: str | None = None,
         min_risk: Annotated[float | None, Query(ge=0, description="At or above this risk.")] = None,
+        flagged: Annotated[bool | None, Query(description="Covered by an open flag.")] = None,
         limit: PageSize = DEFAULT_PAGE,
         cursor: str | None = None,
         _actor: Actor = roles["viewer"],
@@ -168,7 +169,8 @@ def _account_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
         """Accounts, newest first, filtered (viewer)."""
         async with deps.sessions() as session:
             page = await _paged(repo.list_accounts(
-                session, status=status, tier=tier, min_risk=min_risk, limit=limit, cursor=cursor
+                session, status=status, tier=tier, min_risk=min_risk, flagged=flagged,
+                limit=limit, cursor=cursor,
             ))
             items = [AccountOut.build(a, settings) for a in page.items]
         return AccountList(items=items, next_cursor=page.next_cursor)

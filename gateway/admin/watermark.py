@@ -1,11 +1,70 @@
-"""Admin API for watermark detection and attribution."""
+"""Admin API for watermark detection and attribution: ``POST /admin/v1/watermark/detect``.
+
+Read-only (role ``viewer`` or above; not audited — it changes nothing). The text is scored
+against every account's key and the p-value corrected for the number of keys tried.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+from typing import Annotated
 
-from gateway.admin.deps import AdminDeps
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field, model_validator
+from sqlalchemy import select
+
+from gateway import metrics
+from gateway.admin.deps import AdminDeps, require_role
+from gateway.auth.admin_tokens import Actor
+from gateway.store.models import Account
+from gateway.watermark.service import AttributionService, text_token_ids
+
+MAX_TOKENS = 100_000
+
+
+class DetectRequest(BaseModel):
+    text: str | None = Field(default=None, max_length=MAX_TOKENS)
+    token_ids: list[Annotated[int, Field(ge=0, lt=2**31)]] | None = Field(
+        default=None, max_length=MAX_TOKENS)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> DetectRequest:
+        if (self.text is None) == (self.token_ids is None):
+            raise ValueError("give exactly one of 'text' or 'token_ids'")
+        return self
+
+
+class DetectResponse(BaseModel):
+    watermarked: bool
+    p_value: float = Field(description="Corrected for the number of keys tested.")
+    tokens_scored: int = Field(description="Distinct (context, token) pairs scored.")
+    account_id: str | None
+    score: float = Field(description="z-score of the best key's green count.")
+    accounts_tested: int
 
 
 def create_watermark_router(deps: AdminDeps) -> APIRouter:
-    return APIRouter(prefix="/admin/v1", tags=["watermark"])
+    router = APIRouter(prefix="/admin/v1", tags=["watermark"])
+    service = AttributionService(deps.settings)
+    viewer = Depends(require_role(deps.tokens, "viewer"))
+
+    @router.post("/watermark/detect", response_model=DetectResponse)
+    async def detect(body: DetectRequest, _: Actor = viewer) -> DetectResponse:
+        """Does the text carry our watermark, and whose account's key?"""
+        async with deps.sessions() as session:
+            ids = list((await session.scalars(select(Account.id).order_by(Account.id))).all())
+        tokens = body.token_ids if body.token_ids is not None else text_token_ids(body.text or "")
+        try:
+            result = await asyncio.to_thread(service.attribute, tokens, ids)
+        except Exception:
+            metrics.WATERMARK_DETECTIONS.labels("error").inc()
+            raise
+        metrics.WATERMARK_DETECTIONS.labels(
+            "attributed" if result.watermarked else "not_watermarked").inc()
+        return DetectResponse(
+            watermarked=result.watermarked, p_value=result.p_value,
+            tokens_scored=result.tokens_scored, account_id=result.account_id,
+            score=result.score, accounts_tested=len(ids),
+        )
+
+    return router

@@ -10,6 +10,7 @@ from gateway.errors import GatewayError
 from gateway.proxy.asgi import Receive, Scope, Send, send_error
 from gateway.proxy.streaming import encode_event
 from gateway.records import RequestRecord
+from gateway.watermark.shaping import ShapingSession
 
 
 def new_request_id() -> str:
@@ -34,6 +35,7 @@ class Exchange:
     ttfb_seconds: float | None = None
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     prompt: str = ""
+    shaping: ShapingSession | None = None
 
     async def fail(self, error: GatewayError) -> None:
         """Answer with ``error``; once a stream has started, as a final SSE error event."""

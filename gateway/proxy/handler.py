@@ -121,6 +121,8 @@ class ProxyApp:
             self._describe(record, params)
             ex.prompt = params.prompt
             self._policy.check(principal, path, payload)
+            if self._shaper.active:
+                ex.shaping = self._shaper.begin(principal.account_id, path, payload)
             if params.stream and path in STREAM_USAGE_ROUTES and not _asks_usage(payload):
                 payload["stream_options"] = {**(payload.get("stream_options") or {}),
                                              "include_usage": True}
@@ -239,8 +241,8 @@ class ProxyApp:
         if path in JSON_ROUTES and response.content_type == "application/json":
             payload = _loads_or_none(data)
             usage = usage_from(payload)
-            if self._shaper.active and response.status == 200 and isinstance(payload, dict):
-                data = orjson.dumps(self._shape(ex, payload))
+            if ex.shaping is not None and response.status == 200 and isinstance(payload, dict):
+                data = orjson.dumps(ex.shaping.shape(payload))
         headers = downstream_headers(response.raw_headers)
         await self._start(ex, response.status, headers, content_length=len(data))
         ex.response_complete = True
@@ -276,7 +278,7 @@ class ProxyApp:
         data = event_data(event)
         if data is None or data == DONE:
             return event, None
-        if not self._shaper.active and not may_carry_usage(data):
+        if ex.shaping is None and not may_carry_usage(data):
             return event, None
         payload = _loads_or_none(data)
         if not isinstance(payload, dict):
@@ -284,13 +286,9 @@ class ProxyApp:
         usage = usage_from(payload)
         if strip_usage and is_usage_only_chunk(payload):
             return None, usage
-        if self._shaper.active:
-            return encode_event(self._shape(ex, payload)), usage
+        if ex.shaping is not None:
+            return encode_event(ex.shaping.shape(payload)), usage
         return event, usage
-
-    def _shape(self, ex: Exchange, payload: dict[str, Any]) -> dict[str, Any]:
-        account = ex.record.account_id if ex.record and ex.record.account_id else ""
-        return self._shaper.shape(account, ex.route, payload)
 
     async def _start(
         self, ex: Exchange, status: int, headers: list[tuple[bytes, bytes]],

@@ -116,3 +116,35 @@ class AuditEntry(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Flag(Base):
+    """An extraction flag raised by the detector: one account, or a campaign of several."""
+
+    __tablename__ = "flags"
+    __table_args__ = (Index("ix_flags_status_created", "status", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    score: Mapped[float] = mapped_column(Float)
+    model_version: Mapped[str] = mapped_column(String(100))
+    reasons: Mapped[list[str]] = mapped_column(JSON)
+    account_ids: Mapped[list[str]] = mapped_column(JSON)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    reviewed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    review_note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class FlagAccount(Base):
+    """Which accounts a flag covers (a campaign covers several): the ``flagged`` filter."""
+
+    __tablename__ = "flag_accounts"
+
+    flag_id: Mapped[str] = mapped_column(ForeignKey("flags.id"), primary_key=True)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id"), primary_key=True, index=True)

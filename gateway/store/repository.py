@@ -19,13 +19,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from gateway.auth.keys import generate_key, hash_key, key_prefix, new_id
 from gateway.records import utcnow
-from gateway.store.models import Account, ApiKey, AuditEntry, EnforcementAction, RequestRow
+from gateway.store.models import (
+    Account,
+    ApiKey,
+    AuditEntry,
+    EnforcementAction,
+    Flag,
+    FlagAccount,
+    RequestRow,
+)
 
 T = TypeVar("T")
 
@@ -213,11 +221,14 @@ async def list_accounts(
     status: str | None = None,
     tier: str | None = None,
     min_risk: float | None = None,
+    flagged: bool | None = None,
     limit: int = 50,
     cursor: str | None = None,
 ) -> Page[Account]:
     """Accounts newest first (``created_at`` desc, ``id`` desc), filtered; raises InvalidCursor."""
     query = select(Account).order_by(Account.created_at.desc(), Account.id.desc())
+    if flagged is not None:
+        query = query.where(flagged_clause(flagged))
     if status is not None:
         query = query.where(Account.status == status)
     if tier is not None:
@@ -404,3 +415,11 @@ async def list_audit(
         (last_id,) = decode_cursor(cursor, (int,))
         query = query.where(AuditEntry.id < last_id)
     return await _page(session, query, limit, lambda e: (e.id,))
+
+
+def flagged_clause(flagged: bool) -> ColumnElement[bool]:
+    """Accounts covered (or not) by an open flag, as an account or a campaign member."""
+    covered = exists().where(
+        FlagAccount.account_id == Account.id, FlagAccount.flag_id == Flag.id,
+        Flag.status == "open")
+    return covered if flagged else ~covered

@@ -17,7 +17,10 @@ from gateway.store import migrate
 from gateway.store.db import create_engine
 from gateway.store.models import Base
 
-TABLES = {"accounts", "api_keys", "request_records", "enforcement_actions", "audit_log"}
+TABLES = {
+    "accounts", "api_keys", "request_records", "enforcement_actions", "audit_log", "flags",
+    "flag_accounts",
+}
 
 
 def _schema_of(connection: Connection) -> dict[str, Any]:
@@ -54,7 +57,10 @@ def _assert_matches_models(schema: dict[str, Any]) -> None:
         index.name for table in Base.metadata.tables.values() for index in table.indexes
     }
     assert expected_indexes <= schema["indexes"]
-    assert schema["fks"] == {("api_keys", "accounts"), ("enforcement_actions", "accounts")}
+    assert schema["fks"] == {
+        ("api_keys", "accounts"), ("enforcement_actions", "accounts"), ("flags", "accounts"),
+        ("flag_accounts", "flags"), ("flag_accounts", "accounts"),
+    }
 
 
 async def test_postgres_upgrade_head_matches_models(fresh_postgres_url: str) -> None:
@@ -63,7 +69,7 @@ async def test_postgres_upgrade_head_matches_models(fresh_postgres_url: str) -> 
 
     await migrate.upgrade_async(fresh_postgres_url)
 
-    assert await migrate.current_async(fresh_postgres_url) == "0001"
+    assert await migrate.current_async(fresh_postgres_url) == "0002"
     _assert_matches_models(await _schema(fresh_postgres_url))
 
 
@@ -86,13 +92,13 @@ def test_sqlite_upgrade_head_matches_models(tmp_path: Path) -> None:
     migrate.upgrade(url)
     migrate.upgrade(url)  # idempotent at head
 
-    assert migrate.current(url) == "0001"
+    assert migrate.current(url) == "0002"
     _assert_matches_models(asyncio.run(_schema(migrate.async_url(url))))
 
 
 async def test_sqlite_upgrade_from_async_code(sqlite_url: str) -> None:
     await migrate.upgrade_async(sqlite_url)
-    assert await migrate.current_async(sqlite_url) == "0001"
+    assert await migrate.current_async(sqlite_url) == "0002"
     _assert_matches_models(await _schema(sqlite_url))
 
 

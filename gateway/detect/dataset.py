@@ -1,0 +1,77 @@
+"""Simulator sessions → features → windows: the training and evaluation data. numpy only.
+
+Windows are taken at several points of each session (prefixes), as the runtime would see them:
+first at ``min_requests`` and then every ``score_every`` requests, so the model learns to judge
+short histories too (what "flagged within N requests" needs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.detect import features, window
+from gateway.detect.simulate import Session, to_record
+
+WINDOW = 64
+MIN_REQUESTS = 8
+SCORE_EVERY = 4
+
+
+@dataclass
+class Windows:
+    seq: npt.NDArray[np.float32]
+    mask: npt.NDArray[np.float32]
+    stats: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.float32]
+    session: npt.NDArray[np.int64]
+    """Index of the session each window comes from."""
+    position: npt.NDArray[np.int64]
+    """How many requests of the session the window has seen."""
+    prada: npt.NDArray[np.float32]
+    """1 - Shapiro-Francia W' of the min-distance distribution: PRADA's statistic."""
+    ts: npt.NDArray[np.float64]
+    """Time of the window's last request."""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def session_features(session: Session) -> list[features.RequestFeatures]:
+    return [features.extract(*to_record(session, i)) for i in range(len(session.requests))]
+
+
+def positions(n: int, min_requests: int = MIN_REQUESTS, every: int = SCORE_EVERY,
+              sparse: bool = False) -> list[int]:
+    """Prefix lengths at which a session of ``n`` requests is scored (sparse: for training)."""
+    points = list(range(min_requests, n + 1, every))
+    if sparse:
+        points = [p for p in points if p <= 32 or p % 16 == 0]
+    return points
+
+
+def build_windows(sessions: Sequence[Session], *, size: int = WINDOW,
+                  min_requests: int = MIN_REQUESTS, every: int = SCORE_EVERY,
+                  sparse: bool = False) -> Windows:
+    seqs, masks, stats, labels, sess, pos, prada, ts = [], [], [], [], [], [], [], []
+    for i, session in enumerate(sessions):
+        items = session_features(session)
+        points = positions(len(items), min_requests, every, sparse)
+        built = window.build_batch([items[:p] for p in points], size)
+        for p, w in zip(points, built, strict=True):
+            seqs.append(w.seq)
+            masks.append(w.mask)
+            stats.append(w.stats)
+            labels.append(session.label)
+            sess.append(i)
+            pos.append(p)
+            prada.append(1.0 - window.shapiro_francia(w.min_distance))
+            ts.append(items[p - 1].ts)
+    return Windows(
+        np.stack(seqs), np.stack(masks), np.stack(stats), np.array(labels, np.float32),
+        np.array(sess, np.int64), np.array(pos, np.int64), np.array(prada, np.float32),
+        np.array(ts, np.float64),
+    )

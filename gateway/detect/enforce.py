@@ -1,0 +1,254 @@
+"""The detector's policy, against the database: flags, automatic enforcement, risk scores.
+
+Thresholds on the account's risk (see :mod:`gateway.detect.risk`): at ``flag_threshold`` an
+open flag is raised (one per account at a time; later windows only raise its score), carrying
+the score, the model version, the top contributing signals in plain words and sample request
+ids; at ``throttle_threshold`` / ``suspend_threshold`` (both off unless configured) the account's
+status changes, with an enforcement action and an audit entry by actor ``detector``, and
+``on_account_changed`` runs after the commit so the key cache drops the account.
+
+A dismissed flag is not raised again for the same evidence: while the account's window still
+shares at least half of its requests with the dismissed flag's window, the detector halves the
+risk instead. Campaign flags are deduplicated by membership overlap.
+
+Database work runs in tasks of its own, never inside the scoring loop; ``accounts.risk_score``
+is written in batches every ``risk_flush_interval_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway import metrics
+from gateway.detect.campaign import Campaign
+from gateway.detect.risk import DISMISS_FACTOR, RiskState
+from gateway.detect.runtime import Scored
+from gateway.store import flags as flag_store
+from gateway.store import repository as repo
+
+log = logging.getLogger(__name__)
+ACTOR = "detector"
+ROLE = "system"
+SAMPLE_IDS = 10
+OVERLAP = 0.5
+
+
+class Explainer(Protocol):
+    async def explain(self, arrays: Any) -> list[str]:
+        ...
+
+    async def windows(self, accounts: Sequence[str]) -> dict[str, list[Any]]:
+        ...
+
+    async def set_risk(self, account: str, state: RiskState) -> None:
+        ...
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    flag: float
+    throttle: float | None = None
+    suspend: float | None = None
+
+
+def _overlap(a: Sequence[str], b: Sequence[str]) -> float:
+    if not a or not b:
+        return 0.0
+    return len(set(a) & set(b)) / min(len(set(a)), len(set(b)))
+
+
+class DbPolicy:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], thresholds: Thresholds,
+                 model_version: str, on_account_changed: Callable[[str], None],
+                 flush_interval_s: float = 2.0) -> None:
+        self.sessions = sessions
+        self.thresholds = thresholds
+        self.model_version = model_version
+        self.on_account_changed = on_account_changed
+        self.flush_interval_s = flush_interval_s
+        self.engine: Explainer | None = None
+        self._dirty: dict[str, float] = {}
+        self._written: dict[str, float] = {}
+        self._busy: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_loop(), name="detect-risk-flush")
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.flush()
+
+    def _spawn(self, coro: Any, stage: str) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception:
+                log.exception("detector policy task failed (%s)", stage)
+                metrics.DETECT_ERRORS.labels(stage).inc()
+
+        task = asyncio.create_task(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def idle(self) -> None:
+        """Wait for the policy's database tasks (tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # --- risk scores ---------------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval_s)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("risk score flush failed; retrying")
+                metrics.DETECT_ERRORS.labels("risk_flush").inc()
+
+    async def flush(self) -> None:
+        dirty, self._dirty = self._dirty, {}
+        changed = {a: r for a, r in dirty.items() if abs(self._written.get(a, -1.0) - r) > 0.005}
+        if not changed:
+            return
+        async with self.sessions.begin() as session:
+            await flag_store.set_risk_scores(session, changed)
+        self._written.update(changed)
+        if len(self._written) > 200_000:
+            self._written.clear()
+
+    # --- per-account policy --------------------------------------------------------------------
+
+    async def on_scored(self, results: Sequence[Scored]) -> None:
+        t = self.thresholds
+        for r in results:
+            self._dirty[r.account] = r.state.risk
+            if r.state.risk >= t.flag and r.account not in self._busy:
+                self._busy.add(r.account)
+                self._spawn(self._escalate(r), "flag")
+
+    async def _escalate(self, r: Scored) -> None:
+        try:
+            await self._escalate_locked(r)
+        finally:
+            self._busy.discard(r.account)
+
+    async def _escalate_locked(self, r: Scored) -> None:
+        assert self.engine is not None
+        changed = False
+        async with self.sessions.begin() as session:
+            account = await repo.get_account(session, r.account, for_update=True)
+            if account is None:
+                return
+            window_ids = r.request_ids
+            open_flag = await flag_store.latest_flag(session, r.account, status="open")
+            if open_flag is not None:
+                if r.state.risk > open_flag.score:
+                    open_flag.score = round(r.state.risk, 4)
+            else:
+                dismissed = await flag_store.latest_flag(session, r.account, status="dismissed")
+                if dismissed is not None and _overlap(
+                        window_ids, dismissed.evidence.get("window_request_ids", [])) >= OVERLAP:
+                    lowered = RiskState(r.state.risk * DISMISS_FACTOR, r.state.updated,
+                                        r.state.peak_score)
+                    await self.engine.set_risk(r.account, lowered)
+                    self._dirty[r.account] = lowered.risk
+                    return
+                reasons = await self.engine.explain(r.window)
+                flag = await flag_store.create_flag(
+                    session, kind="account", account_ids=[r.account],
+                    score=round(r.state.risk, 4), model_version=self.model_version,
+                    reasons=reasons, evidence={
+                        "request_ids": window_ids[-SAMPLE_IDS:],
+                        "window_request_ids": window_ids,
+                        "window_requests": len(window_ids),
+                        "classifier_score": round(r.score, 4),
+                    })
+                await repo.write_audit(
+                    session, actor=ACTOR, role=ROLE, action="flag.create", target_type="flag",
+                    target_id=flag.id, reason="; ".join(reasons)[:2000],
+                    details={"account_id": r.account, "score": flag.score})
+                metrics.DETECT_FLAGS.labels("account").inc()
+            account.risk_score = round(r.state.risk, 4)
+            changed = await self._enforce(session, account, r.state.risk)
+        if changed:
+            self._notify(r.account)
+
+    async def _enforce(self, session: AsyncSession, account: Any, risk_value: float) -> bool:
+        t = self.thresholds
+        action = None
+        if t.suspend is not None and risk_value >= t.suspend and account.status in (
+                "active", "throttled"):
+            action = "suspend"
+        elif t.throttle is not None and risk_value >= t.throttle and account.status == "active":
+            action = "throttle"
+        if action is None:
+            return False
+        reason = f"extraction risk {risk_value:.2f} reached the {action} threshold"
+        record = await repo.record_action(session, account, action=action, reason=reason,
+                                          actor=ACTOR)
+        await repo.write_audit(
+            session, actor=ACTOR, role=ROLE, action=f"account.{action}", target_type="account",
+            target_id=account.id, reason=reason,
+            details={"action_id": record.id, "previous_status": record.previous_status,
+                     "new_status": record.new_status})
+        metrics.DETECT_ENFORCEMENTS.labels(action).inc()
+        return True
+
+    def _notify(self, account_id: str) -> None:
+        try:
+            self.on_account_changed(account_id)
+        except Exception:
+            log.exception("account-changed callback failed; caches expire within their TTL")
+
+    # --- campaigns -----------------------------------------------------------------------------
+
+    async def on_campaigns(self, found: Sequence[Campaign]) -> None:
+        if found:
+            self._spawn(self._campaigns(found), "campaign_flag")
+
+    async def _campaigns(self, found: Sequence[Campaign]) -> None:
+        assert self.engine is not None
+        for c in found:
+            windows = await self.engine.windows(c.accounts[:5])
+            sample = [it.request_id for items in windows.values() for it in items[-2:]]
+            async with self.sessions.begin() as session:
+                known = [a for a in c.accounts if await repo.get_account(session, a) is not None]
+                if len(known) < 2:
+                    continue
+                existing = await flag_store.campaign_flags(session, ("open", "dismissed",
+                                                                     "confirmed"))
+                match = next((f for f in existing if _overlap(known, f.account_ids) >= OVERLAP),
+                             None)
+                if match is not None:
+                    if match.status == "open":
+                        grown = len(set(known) - set(match.account_ids))
+                        await flag_store.add_accounts(session, match, known)
+                        match.score = round(max(match.score, c.score), 4)
+                        if grown:  # the cluster grew: describe it as it is now
+                            match.reasons = list(c.reasons)
+                    continue
+                flag = await flag_store.create_flag(
+                    session, kind="campaign", account_ids=known, score=round(c.score, 4),
+                    model_version=self.model_version, reasons=c.reasons,
+                    evidence={"request_ids": sample[:SAMPLE_IDS], "accounts": len(known)})
+                await repo.write_audit(
+                    session, actor=ACTOR, role=ROLE, action="flag.create", target_type="flag",
+                    target_id=flag.id, reason="; ".join(c.reasons)[:2000],
+                    details={"account_ids": known[:100], "kind": "campaign"})
+                metrics.DETECT_FLAGS.labels("campaign").inc()

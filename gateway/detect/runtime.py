@@ -1,0 +1,316 @@
+"""The detection engine: features in, micro-batched scores out, never in the way of a reply.
+
+Stdlib + numpy (+ the scorer). ``observe`` (on the event loop, after the reply) extracts the
+request's features and appends them to a bounded in-memory queue; nothing else. A background
+task drains the queue in micro-batches — at most ``max_batch`` windows per scoring call, waiting
+at most ``max_wait_s`` for a batch to fill — appends the requests to the account windows and
+fetches the windows of the accounts due for scoring in one store round trip, then builds and
+scores the windows in a worker thread (ONNX Runtime releases the GIL).
+
+An account is due every ``score_every`` requests (and at most once per ``min_score_interval_s``).
+Under overload — more queued work than a batch can take — the stride grows with the backlog, so
+each account is scored less often; the skipped scorings are counted
+(``gateway_detect_shed_total``). Requests are never slowed or failed by it; if the queue itself
+overflows, the oldest feature records are dropped and counted (``gateway_detect_dropped_total``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from gateway import metrics
+from gateway.detect import campaign, explain, features, risk, window
+from gateway.detect.features import RequestFeatures
+from gateway.detect.risk import RiskState
+from gateway.detect.scoring import Artifact, Scorer
+from gateway.detect.store import Fetched, Sketch, WindowStore
+from gateway.records import RequestRecord
+
+log = logging.getLogger(__name__)
+INLINE_EXTRACT = 128
+Pending = tuple[str, RequestRecord | RequestFeatures, str | None]
+"""(account, record and prompt head) or (account, extracted features, None)."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    window: int = 64
+    min_requests: int = 8
+    score_every: int = 4
+    max_batch: int = 256
+    max_wait_s: float = 0.005
+    queue_max: int = 50_000
+    min_score_interval_s: float = 0.05
+    half_life_s: float = 3 * 86400.0
+    campaign_interval_s: float = 30.0
+    campaign_horizon_s: float = 7 * 86400.0
+    campaign_min_accounts: int = 3
+    campaign_min_score: float = 0.3
+    max_tracked_accounts: int = 200_000
+
+
+@dataclass
+class Scored:
+    account: str
+    score: float
+    previous: RiskState
+    state: RiskState
+    window: WindowArrays
+    request_ids: list[str]
+
+
+WindowArrays = window.WindowArrays
+
+
+class PolicySink(Protocol):
+    async def on_scored(self, results: Sequence[Scored]) -> None:
+        """Must return quickly: long work (database) goes to tasks of its own."""
+        ...
+
+    async def on_campaigns(self, found: Sequence[campaign.Campaign]) -> None:
+        ...
+
+    async def start(self) -> None:
+        ...
+
+    async def stop(self) -> None:
+        ...
+
+
+class Engine:
+    def __init__(self, config: EngineConfig, scorer: Scorer, artifact: Artifact,
+                 store: WindowStore, policy: PolicySink,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.scorer = scorer
+        self.artifact = artifact
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        self._pending: deque[Pending] = deque()
+        self._since: dict[str, int] = {}
+        self._last_scored: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- hot path ------------------------------------------------------------------------------
+
+    def observe(self, record: RequestRecord, prompt: str) -> None:
+        """Queue the request for feature extraction (done in batches, off the reply path).
+        Never raises, never awaits; keeps only the head of the prompt."""
+        account = record.account_id
+        if account is None:
+            return
+        self._enqueue((account, record, prompt[:features.MAX_PROMPT_CHARS]))
+
+    def observe_features(self, account: str, item: RequestFeatures) -> None:
+        """Queue already-extracted features (replays, benchmarks of the batcher alone)."""
+        self._enqueue((account, item, None))
+
+    def _enqueue(self, entry: Pending) -> None:
+        account = entry[0]
+        if len(self._pending) >= self.config.queue_max:
+            self._pending.popleft()
+            metrics.DETECT_DROPPED.inc()
+        self._pending.append(entry)
+        self._since[account] = self._since.get(account, 0) + 1
+        self._idle.clear()
+        if not self._wake.is_set():
+            self._wake.set()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._stopping = False
+        await self.policy.start()
+        self._tasks = [asyncio.create_task(self._run(), name="detect-batcher"),
+                       asyncio.create_task(self._campaigns(), name="detect-campaigns")]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        await self.policy.stop()
+        await self.store.close()
+
+    def ready(self) -> bool:
+        return bool(self._tasks) and not self._tasks[0].done()
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait until everything observed so far has been scored (tests, benchmarks)."""
+        async with asyncio.timeout(timeout_s):
+            await self._idle.wait()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    # --- micro-batcher -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        cfg = self.config
+        while not self._stopping:
+            if not self._pending:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if len(self._pending) < cfg.max_batch:
+                await asyncio.sleep(cfg.max_wait_s)
+            try:
+                await self.cycle()
+            except Exception:
+                log.exception("detection cycle failed; continuing")
+                metrics.DETECT_ERRORS.labels("cycle").inc()
+                await asyncio.sleep(0.5)
+
+    def _select(self, items: Sequence[tuple[str, RequestFeatures]], backlog: int,
+                now: float) -> list[str]:
+        """Accounts to score now; the stride grows with the backlog (load shedding)."""
+        cfg = self.config
+        stride = cfg.score_every * (1 + backlog // cfg.max_batch)
+        due: list[str] = []
+        shed = 0
+        for account in dict.fromkeys(a for a, _ in items):
+            since = self._since.get(account, 0)
+            if since < cfg.score_every:
+                continue
+            if now - self._last_scored.get(account, 0.0) < cfg.min_score_interval_s:
+                continue
+            if since < stride or len(due) >= cfg.max_batch:
+                shed += 1
+                continue
+            due.append(account)
+        if shed:
+            metrics.DETECT_SHED.inc(shed)
+        for account in due:
+            self._since[account] = 0
+            self._last_scored[account] = now
+        if len(self._since) > cfg.max_tracked_accounts:
+            self._since.clear()
+            self._last_scored.clear()
+        return due
+
+    async def cycle(self) -> None:
+        """One micro-batch: append, fetch, score, update risks, hand results to the policy."""
+        limit = 8 * self.config.max_batch
+        entries = [self._pending.popleft() for _ in range(min(limit, len(self._pending)))]
+        if not entries:
+            return
+        metrics.DETECT_QUEUE.set(len(self._pending))
+        metrics.DETECT_OBSERVED.inc(len(entries))
+        # Small batches inline (a thread hop would cost more than the work, ~20 us a request);
+        # big ones in a worker thread so the event loop keeps serving replies meanwhile.
+        items = (_extract(entries) if len(entries) <= INLINE_EXTRACT
+                 else await asyncio.to_thread(_extract, entries))
+        due = self._select(items, len(self._pending), self.clock())
+        fetched = await self.store.exchange(items, due)
+        if not due:
+            return
+        started = time.perf_counter()
+        results = await asyncio.to_thread(self._score, fetched, due)
+        metrics.DETECT_BATCH.observe(len(results))
+        metrics.DETECT_BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.DETECT_SCORED.inc(len(results))
+        if not results:
+            return
+        for result in results:
+            metrics.DETECT_SCORES.observe(result.score)
+        now = self.clock()
+        await self.store.save(
+            {r.account: r.state for r in results},
+            {r.account: Sketch(r.window.signature, r.window.signature_strength,
+                               r.window.network, r.score, now) for r in results},
+        )
+        await self.policy.on_scored(results)
+
+    def _score(self, fetched: Fetched, due: Sequence[str]) -> list[Scored]:
+        cfg = self.config
+        ready = [(a, fetched.windows.get(a, [])) for a in due]
+        ready = [(a, items) for a, items in ready if len(items) >= cfg.min_requests]
+        if not ready:
+            return []
+        windows = window.build_batch([items for _, items in ready], cfg.window)
+        built = [(a, w, items) for (a, items), w in zip(ready, windows, strict=True)]
+        results: list[Scored] = []
+        for start in range(0, len(built), cfg.max_batch):
+            chunk = built[start:start + cfg.max_batch]
+            seq, mask, stats = window.stack([w for _, w, _ in chunk])
+            scores = self.scorer.score(seq, mask, stats)
+            for (account, arrays, items), p in zip(chunk, scores, strict=True):
+                before = fetched.risks.get(account, RiskState())
+                after = risk.update(before, float(p), items[-1].ts, cfg.half_life_s)
+                results.append(Scored(account, float(p), before, after, arrays,
+                                      [it.request_id for it in items]))
+        return results
+
+    async def explain(self, arrays: WindowArrays) -> list[str]:
+        return await asyncio.to_thread(explain.reasons, self.scorer, self.artifact, arrays)
+
+    async def windows(self, accounts: Sequence[str]) -> dict[str, list[RequestFeatures]]:
+        return (await self.store.exchange([], accounts)).windows
+
+    # --- campaigns -----------------------------------------------------------------------------
+
+    async def _campaigns(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.config.campaign_interval_s)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("campaign sweep failed; retrying next interval")
+                metrics.DETECT_ERRORS.labels("campaign").inc()
+
+    async def sweep(self) -> list[campaign.Campaign]:
+        """Cluster recently scored accounts; hand campaigns to the policy (one replica at a time
+        when the store is shared)."""
+        cfg = self.config
+        lock = getattr(self.store, "try_lock", None)
+        if lock is not None and not await lock("campaign", int(cfg.campaign_interval_s * 900)):
+            return []
+        sketches = await self.store.sketches(self.clock() - cfg.campaign_horizon_s)
+        found = await asyncio.to_thread(
+            campaign.find_campaigns, sketches, min_accounts=cfg.campaign_min_accounts,
+            min_mean_score=cfg.campaign_min_score)
+        if found:
+            await self.policy.on_campaigns(found)
+        return found
+
+
+def mean_gap_s(items: Sequence[RequestFeatures]) -> float:
+    ts = np.array([it.ts for it in items])
+    return float(np.diff(ts).mean()) if len(ts) > 1 else 0.0
+
+
+def _extract(entries: Sequence[Pending]) -> list[tuple[str, RequestFeatures]]:
+    """Features for queued entries, in order; unreadable records are dropped and counted."""
+    raw = [(r, p or "") for _, r, p in entries if isinstance(r, RequestRecord)]
+    found = iter(features.extract_batch(raw))
+    out: list[tuple[str, RequestFeatures]] = []
+    bad = 0
+    for account, obj, _ in entries:
+        item = obj if isinstance(obj, RequestFeatures) else next(found)
+        if item is None:
+            bad += 1
+        else:
+            out.append((account, item))
+    if bad:
+        metrics.DETECT_ERRORS.labels("features").inc(bad)
+    return out

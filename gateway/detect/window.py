@@ -1,0 +1,258 @@
+"""Account windows: the most recent requests of one account, as model inputs and statistics.
+
+Only stdlib + numpy. A window is at most ``size`` :class:`RequestFeatures`, oldest first. From
+it come (1) a per-request sequence — each request's own features plus its place in the window:
+gap since the previous request, PRADA-style minimum SimHash distance to every earlier request,
+near-duplicate and template-reuse markers — and (2) window statistics: timing regularity, the
+distance distribution (with a Shapiro-Francia normality statistic, PRADA's test), diversity,
+coverage, template reuse, and the mean and spread of every request feature.
+
+The binary encoding (:func:`encode` / :func:`decode`) is what the Redis store keeps per request:
+fixed-size, about 130 bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from statistics import NormalDist
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.detect.features import F32, FEATURE_NAMES, MINHASH_K, N_FEATURES, RequestFeatures
+
+SEQ_EXTRA: Final = ("gap_log", "min_distance", "near_duplicate", "template_share")
+SEQ_NAMES: Final = FEATURE_NAMES + SEQ_EXTRA
+N_SEQ: Final = len(SEQ_NAMES)
+STAT_SPECIAL: Final = (
+    "requests_log",
+    "gap_mean_log",
+    "gap_std_log",
+    "gap_cv",
+    "burst_share",
+    "distance_mean",
+    "distance_std",
+    "distance_normality",
+    "near_duplicate_share",
+    "diversity",
+    "template_reuse",
+    "coverage",
+)
+STAT_NAMES: Final = (
+    STAT_SPECIAL + tuple(f"mean_{n}" for n in FEATURE_NAMES)
+    + tuple(f"std_{n}" for n in FEATURE_NAMES)
+)
+N_STATS: Final = len(STAT_NAMES)
+NEAR_DUPLICATE_BITS: Final = 6
+TEMPLATE_SHARE: Final = 0.25
+
+_HEADER = struct.Struct(f"<dQI{N_FEATURES}f{MINHASH_K}IB")
+
+
+def encode(item: RequestFeatures) -> bytes:
+    """Fixed-size binary form; the request id (ASCII, at most 64 bytes) follows the header."""
+    rid = item.request_id.encode()[:64]
+    return _HEADER.pack(item.ts, item.simhash, item.network, *item.vector.tolist(),
+                        *item.minhash.tolist(), len(rid)) + rid
+
+
+def decode(blob: bytes) -> RequestFeatures:
+    values = _HEADER.unpack_from(blob)
+    ts, sim, network = values[0], values[1], values[2]
+    vector = np.array(values[3:3 + N_FEATURES], dtype=np.float32)
+    mh = np.array(values[3 + N_FEATURES:3 + N_FEATURES + MINHASH_K], dtype=np.uint32)
+    rid_len = values[-1]
+    rid = blob[_HEADER.size:_HEADER.size + rid_len].decode()
+    return RequestFeatures(rid, ts, vector, sim, mh, network)
+
+
+@lru_cache(maxsize=1024)
+def _normal_scores(n: int) -> npt.NDArray[np.float64]:
+    """Blom's expected normal order statistics for a sample of ``n``."""
+    dist = NormalDist()
+    return np.array([dist.inv_cdf((i - 0.375) / (n + 0.25)) for i in range(1, n + 1)])
+
+
+def shapiro_francia(values: npt.NDArray[np.float64]) -> float:
+    """W' in [0, 1]: near 1 for a normal-looking sample; 1.0 when undefined (n < 5, constant)."""
+    n = len(values)
+    if n < 5 or float(np.ptp(values)) < 1e-9:
+        return 1.0
+    x = np.sort(values)
+    m = _normal_scores(n)
+    corr = float(np.corrcoef(x, m)[0, 1])
+    return corr * corr
+
+
+@dataclass(frozen=True, slots=True)
+class WindowArrays:
+    seq: F32
+    """(size, N_SEQ), zero-padded at the end."""
+    mask: F32
+    """(size,), 1 for real requests."""
+    stats: F32
+    """(N_STATS,)"""
+    signature: npt.NDArray[np.uint32]
+    """Per MinHash slot, the window's most shared value: the account's template sketch."""
+    signature_strength: float
+    """Mean share of the window carrying the signature's values (1: one template throughout)."""
+    network: int
+    """The most frequent client network."""
+    min_distance: npt.NDArray[np.float64]
+    """Per request, the PRADA minimum distance (first request excluded)."""
+
+
+def _masked_mean(x: npt.NDArray[np.float64], m: npt.NDArray[np.bool_], axis: int | tuple[int, ...],
+                 default: float) -> npt.NDArray[np.float64]:
+    count = m.sum(axis=axis)
+    total = np.where(m, x, 0.0).sum(axis=axis)
+    return np.where(count > 0, total / np.maximum(count, 1), default)
+
+
+def _masked_std(x: npt.NDArray[np.float64], m: npt.NDArray[np.bool_], axis: int
+                ) -> npt.NDArray[np.float64]:
+    mean = _masked_mean(x, m, axis, 0.0)
+    dev = (x - np.expand_dims(mean, axis)) ** 2
+    return np.sqrt(_masked_mean(dev, m, axis, 0.0))
+
+
+def _normality(real: npt.NDArray[np.float64], counts: npt.NDArray[np.int64]
+               ) -> npt.NDArray[np.float64]:
+    """Shapiro-Francia W' per row of ``real`` (valid prefix of length ``counts``), grouped by
+    length so that each group is one vectorised computation."""
+    out = np.ones(len(real))
+    for n in np.unique(counts):
+        if n < 5:
+            continue
+        rows = np.flatnonzero(counts == n)
+        x = np.sort(real[rows, :n], axis=1)
+        x = x - x.mean(axis=1, keepdims=True)
+        m = _normal_scores(int(n))
+        m = m - m.mean()
+        denom = np.sqrt((x * x).sum(axis=1) * (m * m).sum())
+        ok = denom > 1e-9 * np.sqrt(n)
+        corr = np.where(ok, (x * m).sum(axis=1) / np.where(ok, denom, 1.0), 1.0)
+        out[rows] = np.where(np.ptp(x, axis=1) < 1e-9, 1.0, corr * corr)
+    return out
+
+
+def _slot_counts(mh: npt.NDArray[np.uint32], mask: npt.NDArray[np.bool_]
+                 ) -> npt.NDArray[np.int64]:
+    """For every real request and MinHash slot, how many requests of the same window share its
+    value in that slot. One sort over (window, slot, value) keys for the whole batch rather than
+    a quadratic comparison per window."""
+    b, _, k = mh.shape
+    keys = (np.arange(b, dtype=np.uint64)[:, None, None] << np.uint64(36)) \
+        | (np.arange(k, dtype=np.uint64)[None, None, :] << np.uint64(32)) \
+        | mh.astype(np.uint64)
+    real = np.broadcast_to(mask[:, :, None], keys.shape)
+    counts = np.zeros(keys.shape, dtype=np.int64)
+    if real.any():
+        _, inverse, freq = np.unique(keys[real], return_inverse=True, return_counts=True)
+        counts[real] = freq[inverse]
+    return counts
+
+
+def build_batch(batch: Sequence[Sequence[RequestFeatures]], size: int) -> list[WindowArrays]:
+    """:func:`build` for many windows at once: one vectorised pass instead of one per window
+    (this is what keeps the micro-batcher cheap per window)."""
+    lists = [list(items[-size:]) for items in batch]
+    b = len(lists)
+    ns = np.array([len(x) for x in lists], dtype=np.int64)
+    vec = np.zeros((b, size, N_FEATURES), dtype=np.float32)
+    ts = np.zeros((b, size))
+    sims = np.zeros((b, size), dtype=np.uint64)
+    mh = np.zeros((b, size, MINHASH_K), dtype=np.uint32)
+    for i, items in enumerate(lists):
+        n = len(items)
+        if n:
+            vec[i, :n] = [it.vector for it in items]
+            ts[i, :n] = [it.ts for it in items]
+            sims[i, :n] = [it.simhash for it in items]
+            mh[i, :n] = [it.minhash for it in items]
+    idx = np.arange(size)
+    mask = idx[None, :] < ns[:, None]
+    nf = np.maximum(ns, 1).astype(np.float64)
+
+    gaps = np.diff(ts, axis=1).clip(min=0.0)
+    gap_ok = mask[:, 1:]
+    log_gaps = np.log1p(gaps)
+    gap_log = np.concatenate([np.zeros((b, 1)), log_gaps], axis=1) / 10
+    dist = np.bitwise_count(sims[:, :, None] ^ sims[:, None, :]).astype(np.float64) / 64
+    earlier = np.tril(np.ones((size, size), dtype=bool), k=-1)[None] & mask[:, None, :]
+    dmin = np.where(earlier, dist, np.inf).min(axis=2)
+    dmin[:, 0] = 0.5
+    dmin = np.minimum(dmin, 1.0)
+    near = (dmin * 64 <= NEAR_DUPLICATE_BITS) & (idx[None, :] > 0) & mask
+    counts = _slot_counts(mh, mask)  # (b, size, K): how often each value recurs in its slot
+    need = np.maximum(2.0, TEMPLATE_SHARE * ns)[:, None, None]
+    shared = (counts >= need).mean(axis=2) * mask
+    best = counts.argmax(axis=1)  # (b, K)
+    signature = np.take_along_axis(mh, best[:, None, :], axis=1)[:, 0, :]
+    strength = (counts.max(axis=1) / nf[:, None]).mean(axis=1)
+
+    seq = np.zeros((b, size, N_SEQ), dtype=np.float32)
+    seq[:, :, :N_FEATURES] = vec
+    seq[:, :, N_FEATURES] = gap_log * mask
+    seq[:, :, N_FEATURES + 1] = dmin * mask
+    seq[:, :, N_FEATURES + 2] = near
+    seq[:, :, N_FEATURES + 3] = shared
+
+    real_ok = mask.copy()
+    real_ok[:, 0] = False
+    real = dmin[:, 1:]
+    pairs = np.triu(np.ones((size, size), dtype=bool), k=1)[None] & mask[:, :, None] \
+        & mask[:, None, :]
+    gaps_mean = _masked_mean(gaps, gap_ok, 1, 0.0)
+    cv = np.where(ns > 2, np.minimum(_masked_std(gaps, gap_ok, 1) / (gaps_mean + 1e-6), 5.0)
+                  / 5, 0.0)
+    vmask = mask[:, :, None]
+    vec64 = vec.astype(np.float64)
+    stats = np.zeros((b, N_STATS), dtype=np.float32)
+    stats[:, :len(STAT_SPECIAL)] = np.stack([
+        np.log1p(ns) / 5,
+        _masked_mean(log_gaps, gap_ok, 1, 0.0) / 10,
+        _masked_std(log_gaps, gap_ok, 1) / 10,
+        cv,
+        _masked_mean((gaps < 2.0).astype(np.float64), gap_ok, 1, 0.0),
+        _masked_mean(real, real_ok[:, 1:], 1, 0.5),
+        _masked_std(real, real_ok[:, 1:], 1),
+        _normality(real, ns - 1),
+        _masked_mean(near[:, 1:].astype(np.float64), real_ok[:, 1:], 1, 0.0),
+        _masked_mean(dist, pairs, (1, 2), 0.5) if b else np.zeros(0),
+        _masked_mean(shared, mask, 1, 0.0),
+        np.array([len(set(mh[i, :n, 0].tolist())) for i, n in enumerate(ns)]) / nf,
+    ], axis=1)
+    stats[:, len(STAT_SPECIAL):len(STAT_SPECIAL) + N_FEATURES] = (
+        np.where(vmask, vec64, 0).sum(axis=1) / nf[:, None])
+    stats[:, len(STAT_SPECIAL) + N_FEATURES:] = np.sqrt(
+        np.where(vmask, (vec64 - stats[:, None, len(STAT_SPECIAL):len(STAT_SPECIAL)
+                                       + N_FEATURES]) ** 2, 0).sum(axis=1) / nf[:, None])
+    out = []
+    for i, items in enumerate(lists):
+        n = int(ns[i])
+        networks = [it.network for it in items]
+        network = max(set(networks), key=networks.count) if networks else 0
+        out.append(WindowArrays(seq[i], mask[i].astype(np.float32), stats[i],
+                                signature[i] if n else np.zeros(MINHASH_K, np.uint32),
+                                float(strength[i]) if n else 0.0, network,
+                                real[i, :max(n - 1, 0)].copy()))
+    return out
+
+
+def build(items: Sequence[RequestFeatures], size: int) -> WindowArrays:
+    """Model inputs and statistics of the last ``size`` items (oldest first)."""
+    return build_batch([items], size)[0]
+
+
+def stack(windows: Sequence[WindowArrays]) -> tuple[F32, F32, F32]:
+    """Batch arrays (seq, mask, stats) for the scorer."""
+    return (
+        np.stack([w.seq for w in windows]),
+        np.stack([w.mask for w in windows]),
+        np.stack([w.stats for w in windows]),
+    )

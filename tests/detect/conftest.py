@@ -1,0 +1,67 @@
+"""Fixtures for detection tests: records, sessions, a tiny trained artifact, databases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from gateway.detect.train import TrainConfig, train
+from gateway.records import RequestRecord
+from gateway.store.db import create_engine, session_factory
+from gateway.store.migrate import upgrade_async
+from tests.support.postgres import create_database, drop_database
+
+
+def record(prompt: str = "hello there", *, account: str = "acct_1", ts: float = 1.0e9,
+           rid: str = "req_1", **fields: Any) -> tuple[RequestRecord, str]:
+    rec = RequestRecord(request_id=rid, account_id=account, key_id="key_1",
+                        route="/v1/chat/completions", method="POST", status_code=200,
+                        prompt_chars=len(prompt), created_at=datetime.fromtimestamp(ts, UTC),
+                        **fields)
+    return rec, prompt
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model trained in seconds on a few simulated accounts (quality is not the point)."""
+    out = tmp_path_factory.mktemp("artifact")
+    config = TrainConfig(seed=3, accounts_per_profile=3, requests=(24, 48), epochs=3,
+                         name="tiny")
+    return train(out, config, log=lambda _: None)
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A freshly migrated database, on the real PostgreSQL and on SQLite."""
+    if request.param == "postgres":
+        url = await create_database()
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'detect.db'}"
+    await upgrade_async(url)
+    try:
+        yield url
+    finally:
+        if request.param == "postgres":
+            await drop_database(url)
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(db_url)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return session_factory(engine)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    yield "redis://127.0.0.1:6379/0"

@@ -1,0 +1,70 @@
+"""Window math: encoding, PRADA statistic, and the statistics that separate behaviours."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gateway.detect import features, window
+from tests.detect.conftest import record
+
+
+def _items(prompts: list[str], gap: float = 1.0) -> list[features.RequestFeatures]:
+    return [features.extract(*record(p, ts=1e9 + i * gap, rid=f"r{i}"))
+            for i, p in enumerate(prompts)]
+
+
+def test_encode_decode_roundtrip() -> None:
+    item = features.extract(*record("some prompt text here", rid="req_abc", max_tokens=5,
+                                    client_addr="1.2.3.4"))
+    back = window.decode(window.encode(item))
+    assert back.request_id == "req_abc"
+    assert back.ts == item.ts and back.simhash == item.simhash and back.network == item.network
+    assert np.allclose(back.vector, item.vector)
+    assert np.array_equal(back.minhash, item.minhash)
+
+
+def test_shapiro_francia_separates_normal_from_clumped() -> None:
+    rng = np.random.default_rng(0)
+    assert window.shapiro_francia(rng.normal(size=60)) > 0.95
+    clumped = np.concatenate([np.zeros(50), np.ones(10)]) + rng.normal(scale=0.01, size=60)
+    assert window.shapiro_francia(clumped) < 0.8
+    assert window.shapiro_francia(np.ones(3)) == 1.0
+
+
+def test_near_duplicates_and_templates_show_in_stats() -> None:
+    stat = dict.fromkeys(window.STAT_NAMES)
+    base = "Classify the sentiment of this review about the hotel room and the breakfast"
+    perturbed = [base.replace("hotel", w) for w in ("motel", "inn", "hostel", "lodge")] * 5
+    diverse = [f"Tell me about topic number {i} {w} in history and science"
+               for i, w in enumerate("alpha beta gamma delta eps zeta eta theta iota kappa "
+                                     "lambda mu nu xi omicron pi rho sigma tau upsilon".split())]
+    a = window.build(_items(perturbed), 64)
+    b = window.build(_items(diverse), 64)
+    names = list(stat)
+    near = names.index("near_duplicate_share")
+    assert a.stats[near] > b.stats[near]
+    assert a.stats[names.index("distance_mean")] < b.stats[names.index("distance_mean")]
+    assert a.signature_strength > 0.3
+
+
+def test_window_is_bounded_and_masked() -> None:
+    items = _items([f"prompt {i} words here" for i in range(100)])
+    w = window.build(items, 64)
+    assert w.seq.shape == (64, window.N_SEQ) and w.mask.sum() == 64
+    short = window.build(items[:5], 64)
+    assert short.mask.sum() == 5 and not short.seq[5:].any()
+    seq, _, stats = window.stack([w, short])
+    assert seq.shape == (2, 64, window.N_SEQ) and stats.shape == (2, window.N_STATS)
+
+
+def test_regular_timing_shows_in_gap_cv() -> None:
+    regular = window.build(_items([f"p {i}" for i in range(30)], gap=2.0), 64)
+    rng = np.random.default_rng(1)
+    items = _items([f"p {i}" for i in range(30)])
+    ts = np.cumsum(rng.exponential(60, size=30))
+    jittered = [features.RequestFeatures(it.request_id, 1e9 + t, it.vector, it.simhash,
+                                         it.minhash, it.network) for it, t in zip(items, ts,
+                                                                                 strict=True)]
+    irregular = window.build(jittered, 64)
+    cv = window.STAT_NAMES.index("gap_cv")
+    assert regular.stats[cv] < 0.05 < irregular.stats[cv]

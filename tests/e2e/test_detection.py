@@ -1,0 +1,85 @@
+"""End to end: simulated extraction replayed over HTTP (openai SDK) through a running gateway
+ends with a flag — with reasons, evidence and enforcement — visible in the admin API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from gateway.detect import simulate
+from gateway.detect.replay import replay
+from tests.e2e.conftest import StackFactory
+
+DETECTION = {
+    "detection_enabled": True, "detection_min_score_interval_s": 0.0,
+    "detection_max_wait_ms": 1.0, "detection_risk_flush_interval_s": 0.2,
+    "detection_campaign_interval_s": 0.5,
+}
+
+
+def _wait_for(fetch: Callable[[], Any], timeout_s: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = fetch()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for the detector")
+
+
+def _flags(admin: httpx.Client, **params: str) -> list[dict[str, Any]]:
+    response = admin.get("/admin/v1/flags", params=params)
+    response.raise_for_status()
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+def test_distillation_is_flagged_and_throttled(make_stack: StackFactory) -> None:
+    with make_stack(**DETECTION, detection_throttle_threshold=0.6) as stack:
+        account_id, key = stack.new_account("distiller")
+        session = simulate.generate(21, "heldout", 1, (80, 80), ("distill",))[0]
+        outcomes = replay(session, stack.base, key, limit=80)
+        # Once flagged the account is throttled (5 requests a minute), so later requests get 429s.
+        assert outcomes["ok"] >= 8, outcomes
+        with stack.admin() as admin:
+            flag = _wait_for(lambda: _flags(admin, status="open", account_id=account_id))[0]
+            assert flag["kind"] == "account" and flag["account_ids"] == [account_id]
+            assert flag["score"] >= 0.5 and flag["reasons"]
+            assert flag["model_version"].startswith("window-v1")
+            detail = admin.get(f"/admin/v1/flags/{flag['id']}").json()
+            assert detail["evidence"]["request_ids"]
+            assert {r["account_id"] for r in _wait_for(
+                lambda: admin.get(f"/admin/v1/flags/{flag['id']}").json()["requests"])} == {
+                account_id}
+            account = _wait_for(lambda: (a := admin.get(
+                f"/admin/v1/accounts/{account_id}").json())["status"] == "throttled" and a)
+            assert account["risk_score"] >= 0.5
+            actions = admin.get(f"/admin/v1/accounts/{account_id}/actions").json()["items"]
+            assert [(a["action"], a["actor"]) for a in actions] == [("throttle", "detector")]
+            audit = admin.get("/admin/v1/audit", params={"actor": "detector"}).json()["items"]
+            assert {e["action"] for e in audit} >= {"flag.create", "account.throttle"}
+
+            review = admin.post(f"/admin/v1/flags/{flag['id']}/review",
+                                json={"decision": "confirm", "note": "distillation"})
+            assert review.status_code == 200 and review.json()["status"] == "confirmed"
+
+
+def test_campaign_accounts_get_one_cluster_flag(make_stack: StackFactory) -> None:
+    sessions = simulate.generate(5, "heldout", 8, (72, 72), ("campaign",))[:4]
+    with make_stack(**DETECTION) as stack:
+        accounts = []
+        for i, session in enumerate(sessions):
+            account_id, key = stack.new_account(f"hydra-{i}")
+            accounts.append(account_id)
+            replay(session, stack.base, key, limit=24)
+        with stack.admin() as admin:
+            campaign = _wait_for(lambda: [f for f in _flags(admin, kind="campaign")
+                                          if set(accounts) <= set(f["account_ids"])])
+            assert len(campaign) == 1
+            assert campaign[0]["reasons"][0].startswith(f"{len(campaign[0]['account_ids'])} ")
+            for account_id in accounts:
+                ids = [f["id"] for f in _flags(admin, kind="campaign", account_id=account_id)]
+                assert ids == [campaign[0]["id"]]
