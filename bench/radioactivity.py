@@ -93,6 +93,23 @@ def score(texts: list[list[int]], key: tuple[int, int], ring: KeyRing, owner: st
                 tail[counts[best]]) * len(ring)), "owner_rank": rank, "scan_s": scan}
 
 
+@torch.inference_mode()
+def green_mass(model: Any, texts: list[list[int]], key: tuple[int, int],
+               config: WatermarkConfig) -> float:
+    """Diagnostic (white-box, teacher-forced on the served texts): the model's mean probability
+    on the harvester's green list at each position — what fine-tuning moved, if anything."""
+    processor = WatermarkProcessor(config, int(model.config.vocab_size))
+    total, count = 0.0, 0
+    for text in texts:
+        ids = torch.tensor([text])
+        probs = torch.softmax(model(input_ids=ids).logits[0, config.width - 1:-1].float(), -1)
+        windows = ids[0].unfold(0, config.width, 1)[:probs.shape[0]]
+        green = processor.green_mask(windows, keys_tensor([key] * len(windows)))
+        total += float((probs * green).sum())
+        count += len(windows)
+    return total / count
+
+
 def student_base(kind: str, teacher: Any, args: argparse.Namespace) -> Any:
     if kind == "teacher":
         return copy.deepcopy(teacher)
@@ -164,7 +181,10 @@ def main() -> None:
         loss = finetune(student, [p + t for p, t in zip(asked, data, strict=True)],
                         args.steps, lr=args.lr, seed=args.seed + 3)
         texts = generate(student, fresh, args.gen_length, multinomial, seed=2)
-        print(f"{name}: final loss {loss:.3f}")
+        served = [p + t for p, t in zip(asked[:32], marked[:32], strict=True)]
+        print(f"{name}: final loss {loss:.3f}; green mass on the served texts (teacher-forced "
+              f"diagnostic) {green_mass(student, served, key, config):.4f} vs the base's "
+              f"{green_mass(base, served, key, config):.4f}")
         for label, only in (("all pairs", None), ("pairs in served contexts", seen)):
             results[name, label] = r = score(texts, key, ring, owner, config, only)
             print(f"  {label}: {r['pairs']} distinct pairs, green {r['green_fraction']:.4f} "

@@ -10,7 +10,8 @@ applied layer after layer (Dathathri et al. 2024, vectorised tournament), then o
 Detection scores each distinct (context, token) pair's ``layers`` g-values: under the null they
 are independent fair coins, so the sum is Binomial(pairs × layers, 1/2) — an exact p-value.
 
-    python -m bench.watermark_schemes [--samples 32] [--length 200] [--layers 30]
+    python -m bench.watermark_schemes [--samples 32] [--length 200] [--deltas 1,2,3]
+                                      [--layers 4,8,30]
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(DEFAULT_MODEL_DIR))
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--length", type=int, default=200)
-    parser.add_argument("--layers", type=int, default=30)
+    parser.add_argument("--layers", default="30", help="tournament depths to compare")
     parser.add_argument("--deltas", default="2.0", help="KGW strengths to compare")
     parser.add_argument("--width", type=int, default=4)
     args = parser.parse_args()
@@ -160,7 +161,7 @@ def main() -> None:
           f"unwatermarked samples {base_ppl:.3f}")
     schemes = [kgw(WatermarkConfig(delta=float(d), width=args.width), key, vocab)
                for d in args.deltas.split(",")]
-    schemes.append(synthid(args.layers, args.width, key, vocab))
+    schemes.extend(synthid(int(m), args.width, key, vocab) for m in args.layers.split(","))
     rng = np.random.default_rng(0)
     for scheme in schemes:
         began = time.perf_counter()

@@ -23,6 +23,7 @@ class ServerConfig:
     allow_unsigned: bool = False
     max_batch: int = 64
     model_name: str = "tiny-docstrings"
+    watermark_compile: bool = False  # the processor's optional, guarded torch.compile path
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServerConfig:
@@ -44,6 +45,7 @@ class ServerConfig:
                 width=int(env.get("GATEWAY_WATERMARK_CONTEXT_WIDTH", "4")),
             ),
             "allow_unsigned": env.get("GATEWAY_MODELSERVER_ALLOW_UNSIGNED", "") in ("1", "true"),
+            "watermark_compile": env.get("GATEWAY_WATERMARK_COMPILE", "") in ("1", "true"),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

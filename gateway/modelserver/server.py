@@ -79,7 +79,8 @@ class ModelServer:
         self.vocab = vocab
         processor = None
         if config.watermark_secret is not None:
-            processor = WatermarkProcessor(config.watermark, vocab, self.device)
+            processor = WatermarkProcessor(config.watermark, vocab, self.device,
+                                           compile=config.watermark_compile)
         else:
             log.warning("GATEWAY_WATERMARK_SECRET is not set: generations are not watermarked")
         self.engine = Engine(self.model, self.tokenizer.eos_id, self.window, processor,

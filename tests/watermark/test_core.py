@@ -160,3 +160,46 @@ def test_the_32_bit_processor_is_bit_identical_to_the_int64_reference(gamma: flo
     logits = torch.randn(5, vocab, generator=generator)
     assert torch.equal(processor(logits, context, keys),
                        logits + fast.to(logits.dtype) * processor.config.delta)
+
+
+def test_the_optional_compiled_path_falls_back_to_eager_when_it_differs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard, without paying for a real compilation: a 'compiled' function that is off by
+    one ulp is caught on first use and never used again."""
+    from gateway.watermark import processor as module
+
+    calls = []
+
+    def broken(*args: object, **kw: object) -> torch.Tensor:
+        calls.append(1)
+        return torch.nextafter(module.fused_watermark(*args, **kw),  # type: ignore[arg-type]
+                               torch.tensor(float("inf")))
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: broken)
+    processor = WatermarkProcessor(CONFIG, V, compile=True)
+    eager = WatermarkProcessor(CONFIG, V)
+    logits = torch.randn(3, V)
+    context = context_window([[1, 2], [3], []], 4)
+    keys = keys_tensor([derive_key(SECRET, a) for a in "abc"])
+    assert torch.equal(processor(logits, context, keys), eager(logits, context, keys))
+    assert torch.equal(processor(logits, context, keys), eager(logits, context, keys))
+    assert len(calls) == 1
+
+
+def test_the_fused_expression_is_the_processor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``compile=True`` compiles, run eagerly, equals the processor (both threshold paths,
+    inactive rows)."""
+    from gateway.watermark import processor as module
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: fn)
+    for gamma in (0.25, 0.1):
+        config = WatermarkConfig(gamma=gamma)
+        fused = WatermarkProcessor(config, V, compile=True)
+        logits = torch.randn(3, V)
+        context = context_window([[1, 2], [3], []], 4)
+        keys = keys_tensor([derive_key(SECRET, a) for a in "abc"])
+        active = torch.tensor([True, False, True])
+        assert fused._compiled is module.fused_watermark
+        assert torch.equal(fused(logits, context, keys, active),
+                           WatermarkProcessor(config, V)(logits, context, keys, active))
+        assert fused._compiled is module.fused_watermark  # the guard kept it
