@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     watermark_previous_secrets: list[SecretStr] = Field(default_factory=list)
     watermark_gamma: float = Field(default=0.25, gt=0, lt=1)
     watermark_delta: float = Field(default=2.0, ge=0)
-    watermark_context_width: int = Field(default=4, ge=1, le=16)
+    watermark_context_width: int = Field(default=2, ge=1, le=16)
     watermark_alpha: float = Field(default=1e-6, gt=0, lt=1)
     # Keyed noise (nats, standard deviation) and rounding on logprobs returned to clients.
     logprob_noise: float = Field(default=0.1, ge=0)

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.watermark.config import WatermarkConfig
+from gateway.watermark.config import WatermarkConfig, config_from_env
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "artifacts" / "tiny-docstrings"
 
@@ -39,11 +39,7 @@ class ServerConfig:
             "signing_secret": secret("GATEWAY_UPSTREAM_SIGNING_SECRET"),
             "signature_max_age_s": float(env.get("GATEWAY_UPSTREAM_SIGNATURE_MAX_AGE_S", "60")),
             "watermark_secret": secret("GATEWAY_WATERMARK_SECRET"),
-            "watermark": WatermarkConfig(
-                gamma=float(env.get("GATEWAY_WATERMARK_GAMMA", "0.25")),
-                delta=float(env.get("GATEWAY_WATERMARK_DELTA", "2.0")),
-                width=int(env.get("GATEWAY_WATERMARK_CONTEXT_WIDTH", "4")),
-            ),
+            "watermark": config_from_env(env),
             "allow_unsigned": env.get("GATEWAY_MODELSERVER_ALLOW_UNSIGNED", "") in ("1", "true"),
             "watermark_compile": env.get("GATEWAY_WATERMARK_COMPILE", "") in ("1", "true"),
         }

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from gateway.watermark.config import WatermarkConfig
+from gateway.watermark.config import WatermarkConfig, config_from_env
 from gateway.watermark.keys import derive_key
 from gateway.watermark.processor import WatermarkProcessor, context_window, keys_tensor
 
@@ -34,10 +34,7 @@ ACCOUNT_ARG = "watermark_account"
 
 
 def _config_from_env() -> WatermarkConfig:
-    env = os.environ
-    return WatermarkConfig(gamma=float(env.get("GATEWAY_WATERMARK_GAMMA", "0.25")),
-                           delta=float(env.get("GATEWAY_WATERMARK_DELTA", "2.0")),
-                           width=int(env.get("GATEWAY_WATERMARK_CONTEXT_WIDTH", "4")))
+    return config_from_env(os.environ)
 
 
 class RequestWatermark:
