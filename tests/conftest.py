@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from gateway.store.migrate import upgrade_async
 from tests.support.postgres import create_database, drop_database
 
 
@@ -22,3 +23,18 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A freshly migrated database, once on the real PostgreSQL and once on SQLite."""
+    if request.param == "postgres":
+        url = await create_database()
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
+    await upgrade_async(url)
+    try:
+        yield url
+    finally:
+        if request.param == "postgres":
+            await drop_database(url)

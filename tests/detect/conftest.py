@@ -13,8 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from gateway.detect.train import TrainConfig, train
 from gateway.records import RequestRecord
 from gateway.store.db import create_engine, session_factory
-from gateway.store.migrate import upgrade_async
-from tests.support.postgres import create_database, drop_database
 
 
 def record(prompt: str = "hello there", *, account: str = "acct_1", ts: float = 1.0e9,
@@ -33,21 +31,6 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = TrainConfig(seed=3, accounts_per_profile=3, requests=(24, 48), epochs=3,
                          name="tiny")
     return train(out, config, log=lambda _: None)
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A freshly migrated database, on the real PostgreSQL and on SQLite."""
-    if request.param == "postgres":
-        url = await create_database()
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'detect.db'}"
-    await upgrade_async(url)
-    try:
-        yield url
-    finally:
-        if request.param == "postgres":
-            await drop_database(url)
 
 
 @pytest.fixture

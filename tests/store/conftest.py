@@ -25,21 +25,6 @@ async def fresh_postgres_url() -> AsyncIterator[str]:
         await drop_database(url)
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A freshly migrated database, once on PostgreSQL and once on SQLite."""
-    if request.param == "postgres":
-        url = await create_database()
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
-    await upgrade_async(url)
-    try:
-        yield url
-    finally:
-        if request.param == "postgres":
-            await drop_database(url)
-
-
 @pytest.fixture
 async def pg_url(fresh_postgres_url: str) -> str:
     """A fresh, migrated PostgreSQL database."""
