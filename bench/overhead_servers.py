@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +37,22 @@ NGINX_TOKEN_CHARS = 2000  # nginx rejects a config token over 4 KiB (escapes inc
 
 class BenchError(RuntimeError):
     """A setup or measurement failure that ends the run with a message."""
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_cli(main: Callable[[], int]) -> None:
+    """Exit with ``main()``'s status: 2 on a BenchError, 130 on Ctrl-C (processes stopped)."""
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        log(f"ERROR: {exc}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        log("interrupted; processes stopped")
+        sys.exit(130)
 
 
 def free_port() -> int:

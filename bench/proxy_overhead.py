@@ -41,7 +41,6 @@ import platform
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -63,6 +62,8 @@ from overhead_servers import (
     Processes,
     Upstream,
     http_request,
+    log,
+    run_cli,
     start_nginx_proxy,
     start_passthrough,
     start_upstream,
@@ -130,10 +131,6 @@ class Outcome:
     skipped: dict[str, str] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     gateway_log: dict[str, dict[str, int | None]] = field(default_factory=dict)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def config_label(config: str, gateway_workers: int) -> str:
@@ -498,11 +495,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        log(f"ERROR: {exc}")
-        sys.exit(2)
-    except KeyboardInterrupt:
-        log("interrupted; processes stopped")
-        sys.exit(130)
+    run_cli(main)

@@ -53,7 +53,6 @@ import os
 import platform
 import signal
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -67,7 +66,16 @@ import overhead_cpu as cpu
 import uvloop
 from overhead_gateway import prepare
 from overhead_payloads import request_body
-from overhead_servers import BENCH_DIR, BenchError, Managed, Processes, http_request, start_upstream
+from overhead_servers import (
+    BENCH_DIR,
+    BenchError,
+    Managed,
+    Processes,
+    http_request,
+    log,
+    run_cli,
+    start_upstream,
+)
 from ratelimit_support import (
     Cell,
     Steps,
@@ -136,10 +144,6 @@ class Outcome:
     gateway: list[GatewayRun] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def median(values: list[float]) -> float | None:
@@ -584,11 +588,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        log(f"ERROR: {exc}")
-        sys.exit(2)
-    except KeyboardInterrupt:
-        log("interrupted; processes stopped")
-        sys.exit(130)
+    run_cli(main)
