@@ -79,8 +79,11 @@ def attack(query: Query, vocab: int, m: int, top_k: int = 20) -> AttackResult:
     return AttackResult(rank, spent, values.tolist())
 
 
-def openai_query(base_url: str, api_key: str, headers: Callable[[], dict[str, str]] | None = None
-                 ) -> Query:
+Signer = Callable[[str, str, bytes], dict[str, str]]
+"""Headers signing one exact request (method, path with query, body), as the gateway does."""
+
+
+def openai_query(base_url: str, api_key: str, signer: Signer | None = None) -> Query:
     """A :data:`Query` over ``/v1/chat/completions`` (byte-level vocabulary: the ``bytes`` field
     names the token id)."""
     import httpx
@@ -89,10 +92,14 @@ def openai_query(base_url: str, api_key: str, headers: Callable[[], dict[str, st
                         headers={"Authorization": f"Bearer {api_key}"})
 
     def query(prompt: str, bias: dict[int, float], top_k: int) -> dict[int, float]:
-        reply = http.post("/chat/completions", headers=headers() if headers else None, json={
+        request = http.build_request("POST", "/chat/completions", json={
             "model": "m", "messages": [{"role": "user", "content": prompt}], "max_tokens": 1,
             "logprobs": True, "top_logprobs": top_k, "temperature": 0,
             "logit_bias": {str(t): b for t, b in bias.items()}})
+        if signer is not None:
+            request.headers.update(signer(request.method, request.url.raw_path.decode(),
+                                          request.content))
+        reply = http.send(request)
         if reply.status_code != 200:
             raise PermissionError(reply.json()["error"])
         entry = reply.json()["choices"][0]["logprobs"]["content"][0]
@@ -110,7 +117,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=160)
     parser.add_argument("--top-k", type=int, default=20)
     args = parser.parse_args()
-    headers = None
+    signer = None
     if args.signing_secret:
         import itertools
 
@@ -119,10 +126,10 @@ def main() -> None:
         counter = itertools.count()
         secret = args.signing_secret.encode()
 
-        def headers() -> dict[str, str]:
-            return dict(sign(secret, "attacker", f"carlini-{next(counter)}"))
+        def signer(method: str, target: str, body: bytes) -> dict[str, str]:
+            return dict(sign(secret, "attacker", f"carlini-{next(counter)}", method, target, body))
 
-    result = attack(openai_query(args.base_url, args.api_key, headers), args.vocab,
+    result = attack(openai_query(args.base_url, args.api_key, signer), args.vocab,
                     args.prompts, args.top_k)
     print(f"estimated hidden size {result.hidden_size} after {result.queries} queries "
           f"(~{math.ceil(result.queries / args.prompts)} per prompt)")

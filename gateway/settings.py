@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     prompt_storage: Literal["none", "hash", "full"] = "hash"
     trust_forwarded_for: bool = False
+    passthrough_routes: list[str] = Field(default_factory=list)
+    """Extra ``"METHOD /v1/path"`` (or ``/v1/prefix/*``) routes forwarded without body checks;
+    every other non-GET route the gateway does not understand is refused (404)."""
     key_cache_ttl_s: float = Field(default=2.0, ge=0)
 
     request_log_batch_size: int = Field(default=500, ge=1)

@@ -1,5 +1,13 @@
 """Model-server configuration, from the environment (stdlib only: the GPU image has no
-pydantic-settings). Same variable names as the gateway where they are shared."""
+pydantic-settings). Same variable names as the gateway where they are shared.
+
+Its own: ``GATEWAY_MODELSERVER_REDIS_URL`` (default none) is the Redis through which every model
+server behind the gateway shares its memory of used request signatures, so a captured request
+cannot be replayed on another one; while it is unreachable, signed requests are refused (503).
+It is deliberately not ``GATEWAY_REDIS_URL``: the gateway's limiter may run fail-open, this
+must not, and a model server should not start refusing requests because an env file shared with
+the gateway names a Redis. Unset, each process remembers its own nonces, at most
+``GATEWAY_MODELSERVER_REPLAY_CACHE_SIZE`` (200000) live ones, refusing (503) beyond that."""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.watermark.config import WatermarkConfig, config_from_env
+from gateway.watermark.upstream_auth import MAX_NONCES
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "artifacts" / "tiny-docstrings"
 
@@ -18,6 +27,8 @@ class ServerConfig:
     device: str = "auto"
     signing_secret: bytes | None = None
     signature_max_age_s: float = 60.0
+    redis_url: str | None = None  # shared replay memory of the model servers
+    replay_cache_size: int = MAX_NONCES  # live nonces one process remembers without Redis
     watermark_secret: bytes | None = None
     watermark: WatermarkConfig = field(default_factory=WatermarkConfig)
     allow_unsigned: bool = False
@@ -38,6 +49,9 @@ class ServerConfig:
             "device": env.get("GATEWAY_MODEL_DEVICE", "auto"),
             "signing_secret": secret("GATEWAY_UPSTREAM_SIGNING_SECRET"),
             "signature_max_age_s": float(env.get("GATEWAY_UPSTREAM_SIGNATURE_MAX_AGE_S", "60")),
+            "redis_url": env.get("GATEWAY_MODELSERVER_REDIS_URL") or None,
+            "replay_cache_size": int(env.get("GATEWAY_MODELSERVER_REPLAY_CACHE_SIZE",
+                                             str(MAX_NONCES))),
             "watermark_secret": secret("GATEWAY_WATERMARK_SECRET"),
             "watermark": config_from_env(env),
             "allow_unsigned": env.get("GATEWAY_MODELSERVER_ALLOW_UNSIGNED", "") in ("1", "true"),

@@ -64,6 +64,8 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.steps = 0
         self.max_batch_seen = 0
+        self.generated_tokens = 0  # sampled tokens handed to sequences, for tests and metrics
+        self._active: list[Sequence] = []
         self.use_cache = use_cache
         self.prefilled_tokens = 0  # tokens run through the model without a cache (prefills)
         params = inspect.signature(model.forward).parameters if use_cache else {}
@@ -83,25 +85,32 @@ class Engine:
     def submit(self, sequence: Sequence) -> None:
         self._incoming.put(sequence)
 
+    @property
+    def active_sequences(self) -> int:
+        """Sequences the engine is generating (read from any thread), so that tests and
+        operators can see that a cancelled request no longer costs model work."""
+        return len(self._active)
+
     def _run(self) -> None:
-        active: list[Sequence] = []
         while True:
             try:
-                while len(active) < self._max_batch:
-                    item = self._incoming.get(block=not active)
+                while len(self._active) < self._max_batch:
+                    item = self._incoming.get(block=not self._active)
                     if item is None:
+                        self._active = []
                         return
-                    active.append(item)
+                    self._active.append(item)
             except queue.Empty:
                 pass
-            active = [s for s in active if not s.cancelled]
+            active = [s for s in self._active if not s.cancelled]
+            self._active = active
             if not active:
                 continue
             self.max_batch_seen = max(self.max_batch_seen, len(active))
             with torch.inference_mode():
                 out = self.step(active)
             self.steps += 1
-            active = self._advance(active, out)
+            self._active = self._advance(active, out)
 
     def _advance(self, active: list[Sequence], out: StepOutput) -> list[Sequence]:
         still: list[Sequence] = []
@@ -110,6 +119,7 @@ class Engine:
             done = token == self._eos
             if not done:
                 seq.generated.append(token)
+                self.generated_tokens += 1
                 self._send(seq, (token, out.logprobs[i], out.top[i]))
                 done = len(seq.generated) >= seq.max_tokens or seq.stop(seq.generated)
             if done:

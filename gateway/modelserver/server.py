@@ -3,9 +3,14 @@
 ``top_logprobs``, ``logit_bias``, ``seed``) and ``/v1/models`` around a transformers causal LM,
 watermarking each account's text with that account's key.
 
-Every request must carry the gateway's signed account header (see
-:mod:`gateway.watermark.upstream_auth`); unsigned or badly signed ones get an OpenAI-shaped 401.
-Only with ``allow_unsigned`` (tests, local experiments) is an unsigned request served, unmarked.
+Every request must carry the gateway's signature of that exact request (see
+:mod:`gateway.watermark.upstream_auth`), checked against the raw method, path, query and body
+before anything is parsed; unsigned, badly signed or replayed ones get an OpenAI-shaped 401, and
+a 503 when the replay memory (:mod:`gateway.modelserver.replay`) cannot record the nonce. Only
+with ``allow_unsigned`` (tests, local experiments) is an unsigned request served, unmarked.
+
+A client that disconnects stops the engine's work on its request at once, streamed or not, so
+the gateway's concurrency limits bound model work.
 """
 
 from __future__ import annotations
@@ -15,10 +20,10 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import torch
@@ -26,6 +31,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gateway.modelserver.config import ServerConfig
 from gateway.modelserver.engine import Engine, Sequence
@@ -37,13 +43,22 @@ from gateway.modelserver.openai_shapes import (
     legacy_logprobs,
     parse,
 )
+from gateway.modelserver.replay import RedisNonces
 from gateway.modelserver.tokenizer import Tokenizer, load_tokenizer
 from gateway.watermark.keys import derive_key
 from gateway.watermark.processor import WatermarkProcessor
-from gateway.watermark.upstream_auth import VerificationError, Verifier
+from gateway.watermark.upstream_auth import (
+    SIGNATURE_HEADER,
+    InProcessNonces,
+    NonceStore,
+    ReplayCacheUnavailable,
+    VerificationError,
+    Verifier,
+)
 
 log = logging.getLogger("gateway.modelserver")
 Item = tuple[int, float, list[tuple[int, float]]] | None
+T = TypeVar("T")
 
 
 def pick_device(name: str) -> torch.device:
@@ -85,12 +100,15 @@ class ModelServer:
             log.warning("GATEWAY_WATERMARK_SECRET is not set: generations are not watermarked")
         self.engine = Engine(self.model, self.tokenizer.eos_id, self.window, processor,
                              self.device, config.max_batch)
-        self.verifier = (Verifier(config.signing_secret, config.signature_max_age_s)
-                         if config.signing_secret else None)
+        self.nonces = _nonce_store(config)
+        self.verifier = (Verifier(config.signing_secret, config.signature_max_age_s,
+                                  self.nonces) if config.signing_secret else None)
 
     # --- auth ------------------------------------------------------------------------------
 
-    def account_key(self, request: Request) -> tuple[int, int] | None:
+    async def account_key(self, request: Request, body: bytes) -> tuple[int, int] | None:
+        """The watermark key of the account the gateway signed this exact request for (its
+        method, raw path and query, and ``body``), or None for a permitted unsigned one."""
         if self.verifier is None:
             if self.config.allow_unsigned:
                 return None
@@ -98,12 +116,17 @@ class ModelServer:
                              status=401, code="unsigned_request", type="authentication_error")
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
-            account = self.verifier.verify(headers)
+            account = await self.verifier.verify(headers, request.method,
+                                                 _target(request.scope), body)
         except VerificationError as exc:
-            if self.config.allow_unsigned and "x-gateway-signature" not in headers:
+            if self.config.allow_unsigned and SIGNATURE_HEADER not in headers:
                 return None
             raise BadRequest(f"Request refused: {exc}.", status=401, code="unsigned_request",
                              type="authentication_error") from None
+        except ReplayCacheUnavailable:
+            raise BadRequest("Request refused: the replay cache cannot record it; retry.",
+                             status=503, code="replay_cache_unavailable",
+                             type="server_error") from None
         if self.config.watermark_secret is None:
             return None
         return derive_key(self.config.watermark_secret, account)
@@ -152,6 +175,21 @@ class ModelServer:
         return text, False
 
 
+def _nonce_store(config: ServerConfig) -> NonceStore:
+    """Redis when configured, so that every model server refuses a request any one has served;
+    otherwise this process's own memory."""
+    if config.redis_url:
+        return RedisNonces(config.redis_url)
+    return InProcessNonces(config.replay_cache_size)
+
+
+def _target(scope: Scope) -> str:
+    """The request line's path and query, still percent-encoded: what the gateway signed."""
+    path: bytes = scope.get("raw_path") or scope["path"].encode()
+    query: bytes = scope.get("query_string", b"")
+    return (path + b"?" + query if query else path).decode("latin-1")
+
+
 def _emitter(queue: asyncio.Queue[tuple[int, Item]], index: int) -> Callable[[Item], None]:
     def emit(item: Item) -> None:
         queue.put_nowait((index, item))
@@ -173,6 +211,7 @@ def create_model_server_app(config: ServerConfig | None = None) -> Starlette:
             yield
         finally:
             server.engine.stop()
+            await server.nonces.aclose()
 
     async def models(_: Request) -> Response:
         return json_response({"object": "list", "data": [
@@ -200,9 +239,10 @@ def create_model_server_app(config: ServerConfig | None = None) -> Starlette:
 
 async def _complete(server: ModelServer, request: Request, *, chat: bool) -> Response:
     try:
-        key = server.account_key(request)
+        raw = await request.body()
+        key = await server.account_key(request, raw)
         try:
-            body = orjson.loads(await request.body())
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise BadRequest("The request body is not valid JSON.", code="invalid_json") from None
         params = parse(body, chat=chat, vocab=server.vocab)
@@ -213,14 +253,55 @@ async def _complete(server: ModelServer, request: Request, *, chat: bool) -> Res
     prompt, sequences = server.start(params, key, queue)
     meta = {"id": _rid(chat), "created": int(time.time()), "model": model}
     if params.stream:
-        return StreamingResponse(_stream(server, params, prompt, sequences, queue, meta),
-                                 media_type="text/event-stream")
+        return _GenerationStream(_stream(server, params, prompt, queue, meta),
+                                 sequences)
     try:
-        choices = await _collect(params.n, queue)
+        choices = await _unless_disconnected(_collect(params.n, queue), request.receive)
     finally:
-        for sequence in sequences:
-            sequence.cancelled = True
+        _cancel(sequences)
+    if choices is None:
+        return Response(status_code=499)  # nobody is left to read it
     return json_response(_final(server, params, prompt, choices, meta))
+
+
+def _cancel(sequences: list[Sequence]) -> None:
+    """Tells the engine to drop ``sequences`` before its next step (no-op once they are done)."""
+    for sequence in sequences:
+        sequence.cancelled = True
+
+
+class _GenerationStream(StreamingResponse):
+    """An event stream that cancels its sequences however the response ends — finished, or cut
+    short because the client went away — so the engine never generates for nobody."""
+
+    def __init__(self, content: AsyncIterator[bytes], sequences: list[Sequence]) -> None:
+        super().__init__(content, media_type="text/event-stream")
+        self._sequences = sequences
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            _cancel(self._sequences)
+
+
+async def _unless_disconnected(work: Awaitable[T], receive: Receive) -> T | None:
+    """``work``'s result, or None as soon as the client disconnects. A non-streamed reply sends
+    nothing while it waits, so only the request channel can tell that the client has gone."""
+    working = asyncio.ensure_future(work)
+    watching = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((working, watching), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        working.cancel()
+        watching.cancel()
+    return working.result() if working.done() and not working.cancelled() else None
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns once the ASGI server reports ``http.disconnect`` (the body is already read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _collect(n: int, queue: asyncio.Queue[tuple[int, Item]]) -> list[Choice]:
@@ -280,8 +361,8 @@ def _fingerprint(server: ModelServer) -> str:
 
 
 async def _stream(server: ModelServer, params: Params, prompt: list[int],
-                  sequences: list[Sequence], queue: asyncio.Queue[tuple[int, Item]],
-                  meta: dict[str, Any]) -> AsyncIterator[bytes]:
+                  queue: asyncio.Queue[tuple[int, Item]], meta: dict[str, Any]
+                  ) -> AsyncIterator[bytes]:
     kind = "chat.completion.chunk" if params.chat else "text_completion"
     base = {**meta, "object": kind, "system_fingerprint": _fingerprint(server)}
     if params.include_usage:
@@ -290,46 +371,42 @@ async def _stream(server: ModelServer, params: Params, prompt: list[int],
     sent = [0] * params.n
     remaining = params.n
     tok = server.tokenizer
-    try:
+    if params.chat:
+        for i in range(params.n):
+            first = {"index": i, "delta": {"role": "assistant", "content": ""},
+                     "logprobs": None, "finish_reason": None}
+            yield _event({**base, "choices": [first]})
+    while remaining:
+        index, item = await queue.get()
+        choice = choices[index]
+        logprobs: Any = None
+        if item is None:
+            choice.done = True
+            remaining -= 1
+        else:
+            token, logprob, top = item
+            choice.tokens.append(token)
+            choice.logprobs.append(logprob)
+            choice.tops.append(top)
+            if params.logprobs and params.chat:
+                logprobs = {"content": [chat_logprob_entry(tok, token, logprob, top)],
+                            "refusal": None}
+            elif params.logprobs:
+                logprobs = legacy_logprobs(tok, [token], [logprob], [top], sent[index])
+        text, _ = server.text_of(choice.tokens, params.stop, final=choice.done)
+        delta, sent[index] = text[sent[index]:], max(sent[index], len(text))
+        reason = _finish_reason(server, params, choice) if choice.done else None
+        entry: dict[str, Any] = {"index": index, "logprobs": logprobs,
+                                 "finish_reason": reason}
         if params.chat:
-            for i in range(params.n):
-                first = {"index": i, "delta": {"role": "assistant", "content": ""},
-                         "logprobs": None, "finish_reason": None}
-                yield _event({**base, "choices": [first]})
-        while remaining:
-            index, item = await queue.get()
-            choice = choices[index]
-            logprobs: Any = None
-            if item is None:
-                choice.done = True
-                remaining -= 1
-            else:
-                token, logprob, top = item
-                choice.tokens.append(token)
-                choice.logprobs.append(logprob)
-                choice.tops.append(top)
-                if params.logprobs and params.chat:
-                    logprobs = {"content": [chat_logprob_entry(tok, token, logprob, top)],
-                                "refusal": None}
-                elif params.logprobs:
-                    logprobs = legacy_logprobs(tok, [token], [logprob], [top], sent[index])
-            text, _ = server.text_of(choice.tokens, params.stop, final=choice.done)
-            delta, sent[index] = text[sent[index]:], max(sent[index], len(text))
-            reason = _finish_reason(server, params, choice) if choice.done else None
-            entry: dict[str, Any] = {"index": index, "logprobs": logprobs,
-                                     "finish_reason": reason}
-            if params.chat:
-                entry["delta"] = {"content": delta} if (delta or reason is None) else {}
-            else:
-                entry["text"] = delta
-            yield _event({**base, "choices": [entry]})
-        if params.include_usage:
-            usage = _usage(prompt, sum(len(c.tokens) for c in choices))
-            yield _event({**base, "choices": [], "usage": usage})
-        yield b"data: [DONE]\n\n"
-    finally:
-        for sequence in sequences:
-            sequence.cancelled = True
+            entry["delta"] = {"content": delta} if (delta or reason is None) else {}
+        else:
+            entry["text"] = delta
+        yield _event({**base, "choices": [entry]})
+    if params.include_usage:
+        usage = _usage(prompt, sum(len(c.tokens) for c in choices))
+        yield _event({**base, "choices": [], "usage": usage})
+    yield b"data: [DONE]\n\n"
 
 
 def _event(payload: dict[str, Any]) -> bytes:

@@ -8,6 +8,9 @@ handed to the durable writer and the detector afterwards; neither can block the 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import logging
+import traceback
 from time import perf_counter
 from typing import Any, Protocol
 
@@ -19,19 +22,12 @@ from gateway.auth.cache import KeyCache
 from gateway.auth.keys import KEY_SCHEME, hash_key
 from gateway.auth.principal import Principal
 from gateway.detect.sink import FeatureSink
-from gateway.errors import GatewayError, account_blocked, invalid_api_key
+from gateway.errors import GatewayError, account_blocked, invalid_api_key, invalid_request
 from gateway.proxy.asgi import Receive, Scope, Send
-from gateway.proxy.body import (
-    ClientDisconnected,
-    RequestParams,
-    extract_params,
-    parse_json_object,
-    prompt_hash,
-    read_body,
-)
+from gateway.proxy.body import ClientDisconnected, parse_json_object, prompt_hash, read_body
 from gateway.proxy.exchange import Exchange
 from gateway.proxy.headers import downstream_headers, header, upstream_headers
-from gateway.proxy.paths import JSON_ROUTES, canonical_v1_path, route_label
+from gateway.proxy.paths import RouteRules, canonical_v1_path, route_label
 from gateway.proxy.policy import RequestPolicy
 from gateway.proxy.streaming import (
     DONE,
@@ -44,6 +40,7 @@ from gateway.proxy.streaming import (
     usage_from,
 )
 from gateway.proxy.upstream import UpstreamClient
+from gateway.proxy.validation import VALIDATED_ROUTES, RequestParams, validate
 from gateway.ratelimit.estimate import (
     PromptCounter,
     char_estimate,
@@ -56,8 +53,13 @@ from gateway.settings import Settings
 from gateway.watermark.shaping import ResponseShaper
 from gateway.watermark.signing import UpstreamSigner
 
+log = logging.getLogger("gateway.proxy")
 STREAM_USAGE_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
 MAX_KEY_LENGTH = 256
+
+
+def internal_error() -> GatewayError:
+    return GatewayError(500, "The gateway failed to handle this request.", type="server_error")
 
 
 class RecordSink(Protocol):
@@ -80,6 +82,7 @@ class ProxyApp:
         self._shaper = shaper
         self._policy = policy
         self._signer = signer
+        self._routes = RouteRules(settings.passthrough_routes)
         self._hash_secret = settings.key_hash_key()
         self._count_prompt: PromptCounter = (
             tokenizer_counter(settings.tokenizer_path) if settings.tokenizer_path
@@ -98,6 +101,9 @@ class ProxyApp:
             await ex.fail(error)
         except ClientDisconnected:
             ex.status = 499
+        except Exception as exc:  # the last resort: an OpenAI-shaped 500, recorded, no secrets
+            _log_unexpected(exc)
+            await ex.fail(internal_error())
         finally:
             metrics.IN_FLIGHT.dec()
             self._finish(ex)
@@ -110,28 +116,17 @@ class ProxyApp:
         record = ex.record = self._new_record(ex, principal)
         if principal.blocked:
             raise account_blocked(principal.status)
+        method = scope["method"]
+        self._routes.check(method, path)
         body = await read_body(
             ex.receive, self._settings.max_body_bytes, header(scope["headers"], b"content-length")
         )
         strip_usage = False
         estimate = 0
-        if scope["method"] == "POST" and path in JSON_ROUTES:
-            payload = parse_json_object(body)
-            params = extract_params(path, payload)
-            self._describe(record, params)
-            ex.prompt = params.prompt
-            self._policy.check(principal, path, payload)
-            if self._shaper.active:
-                ex.shaping = self._shaper.begin(principal.account_id, path, payload)
-            if params.stream and path in STREAM_USAGE_ROUTES and not _asks_usage(payload):
-                payload["stream_options"] = {**(payload.get("stream_options") or {}),
-                                             "include_usage": True}
-                body = orjson.dumps(payload)
-                strip_usage = True
-            estimate = estimate_tokens(
-                self._count_prompt(params.prompt), params.max_tokens, params.n,
-                completes=path != "/v1/embeddings",
-            )
+        if method == "POST" and path in VALIDATED_ROUTES:
+            body, estimate, strip_usage = self._prepare(ex, path, principal, body)
+        elif method == "GET" and body:
+            raise invalid_request("A GET request must not have a body.", param="body")
         admission = await self._limiter.admit(principal.account_id, principal.limits, estimate)
         if not admission.allowed:
             assert admission.error is not None
@@ -143,6 +138,30 @@ class ProxyApp:
         finally:
             used = _record_usage(record, usage)
             await self._limiter.settle(principal.account_id, admission, used)
+
+    def _prepare(
+        self, ex: Exchange, path: str, principal: Principal, body: bytes
+    ) -> tuple[bytes, int, bool]:
+        """Validate a JSON request the gateway understands: the body to forward, the token
+        reservation, and whether to strip the usage chunk the gateway asked for."""
+        assert ex.record is not None
+        payload = parse_json_object(body)
+        params = validate(path, payload)
+        self._describe(ex.record, params)
+        ex.prompt = params.prompt
+        self._policy.check(principal, path, payload)
+        if self._shaper.active:
+            ex.shaping = self._shaper.begin(principal.account_id, path, payload)
+        strip_usage = params.stream and path in STREAM_USAGE_ROUTES and not params.asks_usage
+        if strip_usage:
+            payload["stream_options"] = {**(payload.get("stream_options") or {}),
+                                         "include_usage": True}
+            body = orjson.dumps(payload)
+        estimate = estimate_tokens(
+            self._count_prompt(params.prompt), params.max_tokens, params.n,
+            completes=path != "/v1/embeddings",
+        )
+        return body, estimate, strip_usage
 
     async def _authenticate(self, headers: list[tuple[bytes, bytes]]) -> Principal:
         value = header(headers, b"authorization")
@@ -170,15 +189,21 @@ class ProxyApp:
         )
 
     def _client_addr(self, scope: Scope) -> str | None:
+        """The client's IP: the first ``X-Forwarded-For`` hop when trusted and a valid address,
+        else the socket peer."""
         if self._settings.trust_forwarded_for:
             forwarded = header(scope["headers"], b"x-forwarded-for")
             if forwarded:
-                return forwarded.split(b",")[0].strip().decode("latin-1")[:64]
+                first = forwarded.split(b",")[0].strip().decode("latin-1")
+                try:
+                    return str(ipaddress.ip_address(first))
+                except ValueError:
+                    pass
         client = scope.get("client")
-        return client[0] if client else None
+        return str(client[0])[:64] if client else None
 
     def _describe(self, record: RequestRecord, params: RequestParams) -> None:
-        record.model = params.model[:200] if params.model else None
+        record.model = params.model
         record.stream = params.stream
         record.max_tokens = params.max_tokens
         record.n = params.n
@@ -220,9 +245,16 @@ class ProxyApp:
     ) -> Usage | None:
         scope = ex.scope
         url = self._upstream.url_for(path, scope.get("query_string", b""))
-        headers = upstream_headers(scope["headers"], self._upstream_key, ex.request_id)
-        if ex.record is not None and ex.record.account_id:
-            for name, value in self._signer.headers(ex.record.account_id, ex.request_id):
+        record = ex.record
+        client_addr = record.client_addr if record is not None else None
+        headers = upstream_headers(
+            scope["headers"], self._upstream_key, ex.request_id, client_addr
+        )
+        if record is not None and record.account_id:
+            signed = self._signer.headers(
+                record.account_id, ex.request_id, scope["method"], url.raw_path_qs, body
+            )
+            for name, value in signed:
                 headers[name] = value
         sent = perf_counter()
         try:
@@ -238,7 +270,7 @@ class ProxyApp:
     ) -> Usage | None:
         data = await response.read()
         usage = None
-        if path in JSON_ROUTES and response.content_type == "application/json":
+        if ex.scope["method"] != "GET" and response.content_type == "application/json":
             payload = _loads_or_none(data)
             usage = usage_from(payload)
             if ex.shaping is not None and response.status == 200 and isinstance(payload, dict):
@@ -338,9 +370,10 @@ def _record_usage(record: RequestRecord, usage: Usage | None) -> int | None:
     return (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
 
 
-def _asks_usage(payload: dict[str, Any]) -> bool:
-    options = payload.get("stream_options")
-    return isinstance(options, dict) and bool(options.get("include_usage"))
+def _log_unexpected(exc: Exception) -> None:
+    """Log where it failed, not what: exception messages can echo request content."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unhandled %s in the proxy\n%s", type(exc).__name__, frames)
 
 
 def _loads_or_none(data: bytes) -> Any:

@@ -16,6 +16,7 @@ from gateway.errors import GatewayError
 from gateway.settings import Settings
 
 COMPLETION_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
+RESPONSES = "/v1/responses"
 
 
 class LogprobCaps(BaseModel):
@@ -55,21 +56,28 @@ class CapsPolicy:
         return self._caps.get(tier) or self._caps["standard"]
 
     def check(self, principal: Principal, route: str, payload: dict[str, Any]) -> None:
+        caps = self.caps_for(principal.tier)
+        if route == RESPONSES:
+            self._check_top(payload, "top_logprobs", caps)
+            return
         if route not in COMPLETION_ROUTES:
             return
-        caps = self.caps_for(principal.tier)
         chat = route == "/v1/chat/completions"
         n = _int(payload, "n", 1)
         if n > caps.max_n:
             raise refused("n", f"'n' may be at most {caps.max_n} for this account's tier.")
-        top_name = "top_logprobs" if chat else "logprobs"
-        top = _int(payload, top_name, 0)
-        if top > caps.max_top_logprobs:
-            raise refused(top_name, f"'{top_name}' may be at most {caps.max_top_logprobs} for "
-                          "this account's tier.")
+        top = self._check_top(payload, "top_logprobs" if chat else "logprobs", caps)
         wants_logprobs = bool(payload.get("logprobs")) or top > 0 if chat else (
             payload.get("logprobs") is not None)
         self._check_bias(payload.get("logit_bias"), caps, wants_logprobs)
+
+    @staticmethod
+    def _check_top(payload: dict[str, Any], name: str, caps: LogprobCaps) -> int:
+        top = _int(payload, name, 0)
+        if top > caps.max_top_logprobs:
+            raise refused(name, f"'{name}' may be at most {caps.max_top_logprobs} for "
+                          "this account's tier.")
+        return top
 
     @staticmethod
     def _check_bias(bias: Any, caps: LogprobCaps, wants_logprobs: bool) -> None:

@@ -63,15 +63,25 @@ class Usage:
 
 
 def usage_from(payload: Any) -> Usage | None:
-    usage = payload.get("usage") if isinstance(payload, dict) else None
+    """Token counts in a response or stream chunk: chat/completions (``usage.prompt_tokens``),
+    or the Responses API (``usage.input_tokens``, also inside a ``response.*`` event). Counts
+    that are not non-negative integers are ignored: usage can only be charged, never credited."""
+    if not isinstance(payload, dict):
+        return None
+    usage = payload.get("usage")
+    if usage is None and isinstance(payload.get("response"), dict):
+        usage = payload["response"].get("usage")
     if not isinstance(usage, dict):
         return None
-    prompt = usage.get("prompt_tokens")
-    completion = usage.get("completion_tokens")
-    return Usage(
-        prompt if isinstance(prompt, int) else None,
-        completion if isinstance(completion, int) else None,
-    )
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens"))
+    return Usage(_count(prompt), _count(completion))
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
 
 
 def may_carry_usage(data: bytes) -> bool:

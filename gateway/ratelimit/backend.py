@@ -33,6 +33,12 @@ class AdmitRequest:
     lease_us: int
     now_us: int | None = None
 
+    def __post_init__(self) -> None:
+        # Defence in depth: a negative cost would move the token TATs into the past, crediting
+        # the account (and erasing its debt). The edge refuses such requests; so does this.
+        if self.cost < 0:
+            raise ValueError("a rate-limit cost is never negative")
+
 
 class Backend(Protocol):
     async def admit(self, request: AdmitRequest) -> Decision:
@@ -92,7 +98,7 @@ class InProcessBackend:
     ) -> None:
         now = wall_clock_us() if now_us is None else now_us
         self._slots.get(account_id, {}).pop(slot, None)
-        delta = 0 if used is None else used - reserved
+        delta = settle_delta(reserved, used)
         if delta == 0:
             return
         for kind, period in RATE_LIMITS[1:]:
@@ -113,6 +119,12 @@ class InProcessBackend:
         for slot in [s for s, expiry in slots.items() if expiry <= now]:
             del slots[slot]
         return slots
+
+
+def settle_delta(reserved: int, used: int | None) -> int:
+    """Tokens to charge (> 0) or refund (< 0) after the fact; unknown or negative usage is
+    never a refund below zero use."""
+    return 0 if used is None else max(used, 0) - max(reserved, 0)
 
 
 def decide(

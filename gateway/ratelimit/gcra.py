@@ -37,6 +37,7 @@ class Check:
 
 
 def check(stored_tat: int | None, now: int, cost: float, period: int, limit: int) -> Check:
+    cost = max(cost, 0)  # never a credit, whatever the caller passes
     tat = now if stored_tat is None or stored_tat < now else stored_tat
     new_tat = tat + increment(cost, period, limit)
     allow_at = new_tat - period

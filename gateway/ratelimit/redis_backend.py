@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from gateway.ratelimit.backend import AdmitRequest
+from gateway.ratelimit.backend import AdmitRequest, settle_delta
 from gateway.ratelimit.decision import KIND_CODES, Decision
 from gateway.ratelimit.pipeline import ScriptPipeline
 from gateway.ratelimit.redis_scripts import ADMIT, SETTLE
@@ -52,7 +52,7 @@ class RedisBackend:
         now_us: int | None = None,
     ) -> None:
         """Deferred: applied before this process's next admission, or within a few ms."""
-        delta = 0 if used is None else used - reserved
+        delta = settle_delta(reserved, used)
         self._pipeline.defer(SETTLE, SETTLE_SHA, self._keys(account_id), (
             _now_arg(now_us), limits.tokens_per_minute, limits.tokens_per_day, delta, slot,
         ))

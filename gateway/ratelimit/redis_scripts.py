@@ -32,7 +32,7 @@ ADMIT = PRELUDE + """
 -- returns: allowed, rejected_by (0 none, 1 requests, 2 tokens/minute, 3 tokens/day,
 --          4 concurrency), retry_after, should_retry, requests remaining, requests reset,
 --          tokens remaining, tokens reset
-local cost, lease = tonumber(ARGV[6]), tonumber(ARGV[8])
+local cost, lease = math.max(tonumber(ARGV[6]), 0), tonumber(ARGV[8])
 local rpm, tpm, tpd = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local state = redis.call('HMGET', KEYS[1], 'r', 'm', 'd')
 local function check(stored, c, period, limit)

@@ -71,6 +71,7 @@ class LogprobShaper:
     ) -> dict[str, Any]:
         choices = payload.get("choices")
         if not isinstance(choices, list):
+            self._responses(key, ctx, payload)
             return payload
         for choice in choices:
             if not isinstance(choice, dict) or not isinstance(choice.get("logprobs"), dict):
@@ -85,6 +86,28 @@ class LogprobShaper:
                 prefix = self._legacy(key, ctx.fingerprint, prefix, logprobs)
             ctx.prefixes[index] = prefix
         return payload
+
+    def _responses(
+        self, key: bytes, ctx: request_context.RequestContext, payload: dict[str, Any]
+    ) -> None:
+        """The Responses API: a whole response (``output[].content[].logprobs``, also inside a
+        ``response.*`` stream event), or a stream event carrying ``logprobs`` for one content
+        part; deltas continue that part's prefix chain, anything else restarts it, so the
+        final event repeats exactly the noise the deltas carried."""
+        events = payload.get("type")
+        if isinstance(payload.get("logprobs"), list) and isinstance(events, str):
+            part = _part_key(payload.get("output_index"), payload.get("content_index"))
+            prefix = ctx.prefixes.get(part, b"") if events.endswith(".delta") else b""
+            ctx.prefixes[part] = self._chat(key, ctx.fingerprint, prefix, payload["logprobs"])
+            return
+        inner = payload.get("response")
+        response: dict[str, Any] = inner if isinstance(inner, dict) else payload
+        output = response.get("output")
+        for item in output if isinstance(output, list) else []:
+            content = item.get("content") if isinstance(item, dict) else None
+            for part in content if isinstance(content, list) else []:
+                if isinstance(part, dict) and isinstance(part.get("logprobs"), list):
+                    self._chat(key, ctx.fingerprint, b"", part["logprobs"])
 
     def _chat(self, key: bytes, fp: bytes, prefix: bytes, content: list[Any]) -> bytes:
         for entry in content:
@@ -134,6 +157,13 @@ class _LogprobSession:
 
     def shape(self, payload: dict[str, Any]) -> dict[str, Any]:
         return self._shaper.shape(self._key, self._context, payload)
+
+
+def _part_key(output_index: Any, content_index: Any) -> int:
+    """A stream-state slot for one Responses content part, apart from chat's choice indexes."""
+    o = output_index if isinstance(output_index, int) else 0
+    c = content_index if isinstance(content_index, int) else 0
+    return -1 - (o % (1 << 20)) * 4096 - c % 4096
 
 
 def _is_number(value: Any) -> bool:

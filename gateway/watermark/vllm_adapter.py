@@ -12,8 +12,11 @@ Two entry points, for vLLM's two logits-processor interfaces:
   ``vllm serve MODEL --logits-processors gateway.watermark.vllm_adapter:BatchWatermark`` and
   ``GATEWAY_WATERMARK_SECRET`` in the server's environment; the gateway's account arrives in each
   request's ``vllm_xargs`` / ``extra_args`` as ``{"watermark_account": "<id>"}`` — put a small
-  proxy in front of vLLM that verifies the gateway's signed header
-  (:mod:`gateway.watermark.upstream_auth`) and sets it, so clients cannot choose it.
+  proxy in front of vLLM that verifies the gateway's signature the way the reference model
+  server does (:meth:`gateway.watermark.upstream_auth.Verifier.verify` on the raw method, path
+  and query, and body bytes it received, before parsing; nonces shared through
+  :class:`gateway.modelserver.replay.RedisNonces` when there are several) and only then sets
+  it, so clients can neither choose it nor replay the gateway's requests.
 
 The hashing is :mod:`gateway.watermark.hashing`, so :func:`gateway.watermark.detector.detect`
 detects text from either server.

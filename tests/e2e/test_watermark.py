@@ -100,8 +100,9 @@ def test_carlini_attack_recovers_the_hidden_size_directly_but_not_through_the_ga
         wm_stack: Stack, model_server: str) -> None:
     counter = itertools.count()
 
-    def as_gateway() -> dict[str, str]:
-        return dict(sign(SIGNING_SECRET.encode(), "attacker", f"carlini-{next(counter)}"))
+    def as_gateway(method: str, target: str, body: bytes) -> dict[str, str]:
+        return dict(sign(SIGNING_SECRET.encode(), "attacker", f"carlini-{next(counter)}",
+                         method, target, body))
 
     _, standard_key = wm_stack.new_account("thief", tier="standard")
     with pytest.raises(PermissionError, match="top_logprobs"):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
@@ -13,11 +15,31 @@ from gateway.modelserver.server import create_model_server_app
 from gateway.modelserver.tokenizer import BYTE_EOS, BYTE_VOCAB
 from gateway.modelserver.train_tiny import save
 from gateway.watermark.config import WatermarkConfig
+from gateway.watermark.upstream_auth import sign
 from tests.support.servers import serve_in_thread
 
 SIGNING = b"upstream-signing-secret-0123456789abcdef"
 WATERMARK = b"model-server-watermark-secret-0123456789"
 TOY_HIDDEN = 24
+
+
+def signed(method: str, target: str, body: bytes, account: str = "acct-1") -> dict[str, str]:
+    """The headers the gateway would add to exactly this request (fresh nonce each call)."""
+    return dict(sign(SIGNING, account, f"nonce-{uuid.uuid4().hex}", method, target, body))
+
+
+class GatewaySignature(httpx.Auth):
+    """Signs each httpx request as the gateway would: its method, path and query, and body."""
+
+    requires_request_body = True
+
+    def __init__(self, account: str = "acct-1") -> None:
+        self.account = account
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers.update(signed(request.method, request.url.raw_path.decode(),
+                                      request.content, self.account))
+        yield request
 
 
 def make_toy_model(out: Path, hidden: int = TOY_HIDDEN) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -14,23 +13,18 @@ from openai import AuthenticationError, OpenAI
 from gateway.watermark.config import WatermarkConfig
 from gateway.watermark.detector import detect
 from gateway.watermark.keys import derive_key
-from gateway.watermark.upstream_auth import sign
-from tests.modelserver.conftest import SIGNING, WATERMARK
-
-_nonce = itertools.count()
-
-
-def signed(account: str = "acct-1") -> dict[str, str]:
-    return dict(sign(SIGNING, account, f"nonce-{next(_nonce)}"))
+from tests.modelserver.conftest import WATERMARK, GatewaySignature
 
 
 def client(url: str, account: str = "acct-1") -> OpenAI:
-    class Signing(httpx.Client):
-        def send(self, request: httpx.Request, **kw: Any) -> httpx.Response:
-            request.headers.update(signed(account))
-            return super().send(request, **kw)
+    return OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0,
+                  http_client=httpx.Client(auth=GatewaySignature(account)))
 
-    return OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, http_client=Signing())
+
+def post(url: str, path: str, payload: dict[str, Any], account: str = "acct-1"
+         ) -> httpx.Response:
+    return httpx.post(url + path, content=json.dumps(payload), timeout=60,
+                      auth=GatewaySignature(account))
 
 
 def test_unsigned_and_replayed_requests_get_an_openai_shaped_401(
@@ -40,10 +34,10 @@ def test_unsigned_and_replayed_requests_get_an_openai_shaped_401(
     with pytest.raises(AuthenticationError) as caught:
         plain.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
     assert caught.value.code == "unsigned_request"
-    headers = signed()
-    payload = {"model": "m", "prompt": "x", "max_tokens": 2}
-    assert httpx.post(url + "/v1/completions", json=payload, headers=headers).status_code == 200
-    again = httpx.post(url + "/v1/completions", json=payload, headers=headers)
+    first = post(url, "/v1/completions", {"model": "m", "prompt": "x", "max_tokens": 2})
+    assert first.status_code == 200
+    again = httpx.post(url + "/v1/completions", content=first.request.content,
+                       headers=first.request.headers)
     assert again.status_code == 401 and again.json()["error"]["code"] == "unsigned_request"
 
 
@@ -108,8 +102,7 @@ def test_concurrent_requests_share_decoding_steps(model_server: tuple[str, Any])
     payload = {"model": "m", "prompt": "x", "max_tokens": 40}
 
     def one(_: int) -> int:
-        return httpx.post(url + "/v1/completions", json=payload, headers=signed(),
-                          timeout=60).status_code
+        return post(url, "/v1/completions", payload).status_code
 
     with ThreadPoolExecutor(8) as pool:
         assert set(pool.map(one, range(8))) == {200}
@@ -118,8 +111,8 @@ def test_concurrent_requests_share_decoding_steps(model_server: tuple[str, Any])
 
 def test_generations_carry_the_named_accounts_watermark(model_server: tuple[str, Any]) -> None:
     url, _ = model_server
-    reply = httpx.post(url + "/v1/completions", headers=signed("acct-42"), timeout=60, json={
-        "model": "m", "prompt": "The", "max_tokens": 200, "logprobs": 0})
+    reply = post(url, "/v1/completions", {
+        "model": "m", "prompt": "The", "max_tokens": 200, "logprobs": 0}, account="acct-42")
     tokens = [b for entry in reply.json()["choices"][0]["logprobs"]["tokens"]
               for b in _token_bytes(entry)]
     config = WatermarkConfig()
@@ -135,12 +128,12 @@ def _token_bytes(token: str) -> list[int]:
 
 def test_bad_parameters_get_400s_naming_them(model_server: tuple[str, Any]) -> None:
     url, _ = model_server
-    for payload, param in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"model": "m", "prompt": "x", "temperature": 5}, "temperature"),
         ({"model": "m", "prompt": "x", "logit_bias": {"x": 1}}, "logit_bias"),
         ({"model": "m", "prompt": "x", "n": 0}, "n"),
         ({"model": "m", "prompt": 3}, "prompt"),
-    ]:
-        reply = httpx.post(url + "/v1/completions", content=json.dumps(payload),
-                           headers=signed())
+    ]
+    for payload, param in cases:
+        reply = post(url, "/v1/completions", payload)
         assert reply.status_code == 400 and reply.json()["error"]["param"] == param

@@ -3,7 +3,7 @@
 import pytest
 
 from gateway.errors import GatewayError
-from gateway.proxy.body import extract_params, parse_json_object, read_body
+from gateway.proxy.body import parse_json_object, read_body
 
 
 def _receiver(*chunks: bytes):  # type: ignore[no-untyped-def]
@@ -41,36 +41,3 @@ def test_malformed_or_non_object_json_is_a_400_naming_the_body(body: bytes) -> N
         parse_json_object(body)
     assert caught.value.status == 400
     assert caught.value.param == "body"
-
-
-@pytest.mark.parametrize(("payload", "param"), [
-    ({"messages": [{"role": "user", "content": "x"}]}, "model"),
-    ({"model": "m", "messages": "hi"}, "messages"),
-    ({"model": "m", "messages": [{"content": "x"}], "max_tokens": "10"}, "max_tokens"),
-    ({"model": "m", "messages": [{"content": "x"}], "n": True}, "n"),
-    ({"model": "m", "messages": [{"content": "x"}], "stream": "yes"}, "stream"),
-    ({"model": "m", "messages": [{"content": "x"}], "temperature": "hot"}, "temperature"),
-    ({"model": "m", "messages": [{"content": "x"}], "logit_bias": [1]}, "logit_bias"),
-])
-def test_mistyped_parameters_are_a_400_naming_the_parameter(payload: dict, param: str) -> None:
-    with pytest.raises(GatewayError) as caught:
-        extract_params("/v1/chat/completions", payload)
-    assert caught.value.status == 400
-    assert caught.value.param == param
-
-
-def test_parameters_that_matter_for_abuse_are_extracted() -> None:
-    params = extract_params("/v1/chat/completions", {
-        "model": "m", "stream": True, "max_tokens": 7, "n": 2, "temperature": 0.5,
-        "logprobs": True, "top_logprobs": 5, "logit_bias": {"1": 10, "2": -100},
-        "messages": [{"role": "system", "content": "sys"},
-                     {"role": "user", "content": [{"type": "text", "text": "hello"}]}],
-    })
-    assert (params.stream, params.max_tokens, params.n, params.temperature) == (True, 7, 2, 0.5)
-    assert (params.logprobs, params.top_logprobs, params.logit_bias_size) == (True, 5, 2)
-    assert params.prompt == "sys\nhello"
-
-
-def test_completions_logprobs_is_the_top_k_count() -> None:
-    params = extract_params("/v1/completions", {"model": "m", "prompt": "p", "logprobs": 3})
-    assert (params.logprobs, params.top_logprobs, params.prompt) == (True, 3, "p")

@@ -3,7 +3,7 @@
 import pytest
 
 from gateway.errors import GatewayError
-from gateway.proxy.paths import canonical_v1_path, route_label
+from gateway.proxy.paths import RouteRules, canonical_v1_path, route_label
 
 
 @pytest.mark.parametrize("path", [
@@ -31,3 +31,40 @@ def test_route_labels_are_bounded() -> None:
     assert route_label("/v1/chat/completions") == "/v1/chat/completions"
     assert route_label("/v1/models/abc") == "/v1/models/{id}"
     assert route_label("/v1/files/file-1") == "other"
+
+
+# --- which methods may reach the upstream: deny by default ------------------------------------
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/embeddings"),
+    ("POST", "/v1/responses"), ("GET", "/v1/models"), ("GET", "/v1/models/echo-1"),
+])
+def test_understood_routes_and_gets_are_forwarded(method: str, path: str) -> None:
+    RouteRules([]).check(method, path)
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/v1/moderations"), ("POST", "/v1/files"), ("POST", "/v1/audio/transcriptions"),
+    ("DELETE", "/v1/models/echo-1"), ("PUT", "/v1/chat/completions"),
+    ("PATCH", "/v1/responses"), ("HEAD", "/v1/models"), ("OPTIONS", "/v1/models"),
+])
+def test_every_other_route_is_refused_unless_listed(method: str, path: str) -> None:
+    with pytest.raises(GatewayError) as caught:
+        RouteRules([]).check(method, path)
+    assert (caught.value.status, caught.value.code) == (404, "unsupported_route")
+
+
+def test_operators_list_extra_routes_exactly_or_by_subtree() -> None:
+    rules = RouteRules(["POST /v1/moderations", "delete /v1/files/*"])
+    rules.check("POST", "/v1/moderations")
+    rules.check("DELETE", "/v1/files/file-1")
+    for method, path in [("POST", "/v1/moderations/x"), ("POST", "/v1/files/file-1"),
+                         ("DELETE", "/v1/filesystem")]:
+        with pytest.raises(GatewayError):
+            rules.check(method, path)
+
+
+@pytest.mark.parametrize("entry", ["/v1/x", "POST v1/x", "POST /admin/v1/accounts", "P0ST /v1/x"])
+def test_malformed_passthrough_entries_refuse_to_start(entry: str) -> None:
+    with pytest.raises(ValueError, match="GATEWAY_PASSTHROUGH_ROUTES"):
+        RouteRules([entry])

@@ -27,7 +27,7 @@ def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
     """Run ``app`` under uvicorn in a background thread; yields its base URL."""
     port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            access_log=False, lifespan="on", loop="asyncio")
+                            access_log=False, proxy_headers=False, lifespan="on", loop="asyncio")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -1,0 +1,142 @@
+"""The validated request model: every parameter the gateway reads is typed and range-checked
+before anything uses it; violations are a 400 naming the parameter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.errors import GatewayError
+from gateway.proxy.validation import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    MAX_DEPTH,
+    RESPONSES,
+    check_depth,
+    flatten,
+    validate,
+)
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def _chat(**fields: Any) -> dict[str, Any]:
+    return {"model": "m", "messages": MESSAGES, **fields}
+
+
+def _refusal(route: str, payload: dict[str, Any]) -> GatewayError:
+    with pytest.raises(GatewayError) as caught:
+        validate(route, payload)
+    assert caught.value.status == 400
+    return caught.value
+
+
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"max_tokens": -10**15}, "max_tokens"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"max_completion_tokens": -1}, "max_completion_tokens"),
+    ({"max_tokens": 2**64}, "max_tokens"),
+    ({"max_tokens": 1.5}, "max_tokens"),
+    ({"max_tokens": "10"}, "max_tokens"),
+    ({"n": 0}, "n"), ({"n": 129}, "n"), ({"n": True}, "n"), ({"n": 2**64}, "n"),
+    ({"top_logprobs": 21}, "top_logprobs"), ({"top_logprobs": -1}, "top_logprobs"),
+    ({"top_logprobs": 2**64}, "top_logprobs"),
+    ({"temperature": 2.5}, "temperature"), ({"temperature": -0.1}, "temperature"),
+    ({"temperature": "hot"}, "temperature"), ({"top_p": 1.01}, "top_p"),
+    ({"presence_penalty": 3}, "presence_penalty"), ({"seed": 2**63}, "seed"),
+    ({"stream": "yes"}, "stream"), ({"stream_options": "x"}, "stream_options"),
+    ({"logprobs": 1}, "logprobs"), ({"logit_bias": [1]}, "logit_bias"),
+    ({"logit_bias": {"abc": 1}}, "logit_bias"), ({"logit_bias": {"1": 101}}, "logit_bias"),
+    ({"logit_bias": {"99999999999": 1}}, "logit_bias"), ({"logit_bias": {"1": "x"}}, "logit_bias"),
+    ({"stop": ["a"] * 5}, "stop"), ({"stop": [1]}, "stop"), ({"user": 5}, "user"),
+    ({"model": "m\u0000"}, "model"), ({"model": "x" * 300}, "model"), ({"model": ""}, "model"),
+    ({"model": 7}, "model"), ({"messages": "hi"}, "messages"), ({"messages": []}, "messages"),
+    ({"messages": ["hi"]}, "messages"),
+])
+def test_chat_parameters_out_of_type_or_range_are_a_400_naming_them(
+    fields: dict[str, Any], param: str
+) -> None:
+    assert _refusal(CHAT, _chat(**fields)).param == param
+
+
+@pytest.mark.parametrize("name", ["prompt_logprobs", "allowed_token_ids", "logits_processors",
+                                  "vllm_xargs", "priority", "request_id"])
+def test_upstream_extensions_that_bypass_controls_are_refused(name: str) -> None:
+    error = _refusal(CHAT, _chat(**{name: 1}))
+    assert (error.param, error.code) == (name, "parameter_not_allowed")
+
+
+@pytest.mark.parametrize(("route", "payload", "param"), [
+    (COMPLETIONS, {"model": "m", "prompt": "p", "logprobs": 21}, "logprobs"),
+    (COMPLETIONS, {"model": "m", "prompt": "p", "max_tokens": -1}, "max_tokens"),
+    (COMPLETIONS, {"model": "m", "prompt": "p", "best_of": 0}, "best_of"),
+    (RESPONSES, {"model": "m", "input": "p", "max_output_tokens": -5}, "max_output_tokens"),
+    (RESPONSES, {"model": "m", "input": "p", "top_logprobs": 99}, "top_logprobs"),
+    (RESPONSES, {"model": "m", "input": "p", "instructions": 3}, "instructions"),
+    (EMBEDDINGS, {"model": "m"}, "input"),
+    (EMBEDDINGS, {"model": "m", "input": "x", "dimensions": 0}, "dimensions"),
+])
+def test_every_route_has_its_own_ranges(route: str, payload: dict[str, Any], param: str) -> None:
+    assert _refusal(route, payload).param == param
+
+
+def test_parameters_that_matter_for_abuse_are_read() -> None:
+    params = validate(CHAT, _chat(
+        stream=True, max_tokens=7, n=2, temperature=0.5, logprobs=True, top_logprobs=5,
+        logit_bias={"1": 10, "2": -100}, stream_options={"include_usage": True},
+        messages=[{"role": "system", "content": "sys"},
+                  {"role": "user", "content": [{"type": "text", "text": "hello"}]}],
+    ))
+    assert (params.stream, params.max_tokens, params.n, params.temperature) == (True, 7, 2, 0.5)
+    assert (params.logprobs, params.top_logprobs, params.logit_bias_size) == (True, 5, 2)
+    assert (params.prompt, params.asks_usage) == ("sys\nhello", True)
+
+
+def test_max_completion_tokens_wins_over_max_tokens() -> None:
+    assert validate(CHAT, _chat(max_tokens=9, max_completion_tokens=3)).max_tokens == 3
+
+
+def test_completions_logprobs_is_the_top_k_count() -> None:
+    params = validate(COMPLETIONS, {"model": "m", "prompt": "p", "logprobs": 3})
+    assert (params.logprobs, params.top_logprobs, params.prompt) == (True, 3, "p")
+
+
+def test_responses_read_instructions_input_and_output_budget() -> None:
+    params = validate(RESPONSES, {
+        "model": "m", "instructions": "be brief", "max_output_tokens": 40, "top_logprobs": 2,
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": "why?"}]}],
+    })
+    assert (params.prompt, params.max_tokens, params.logprobs, params.top_logprobs) == (
+        "be brief\nwhy?", 40, True, 2)
+
+
+def test_nesting_beyond_the_limit_is_refused_without_recursion() -> None:
+    deep: Any = "x"
+    for _ in range(5000):
+        deep = [deep]
+    error = _refusal(CHAT, _chat(messages=[{"role": "user", "content": deep}]))
+    assert (error.param, error.code) == ("body", "too_deep")
+    check_depth([[[]]], limit=MAX_DEPTH)  # shallow is fine
+
+
+def test_accepted_payloads_can_always_be_reencoded() -> None:
+    deep: Any = {"a": 1}
+    for _ in range(MAX_DEPTH - 2):
+        deep = {"a": deep}
+    payload = _chat(tools=[deep])
+    with pytest.raises(GatewayError):
+        validate(CHAT, payload)  # MAX_DEPTH + 1 levels
+    payload = _chat(tools=deep["a"])
+    validate(CHAT, payload)
+    orjson.dumps(payload)  # orjson's own limit is 255: accepted bodies stay re-encodable
+
+
+def test_flatten_reads_parts_in_document_order_iteratively() -> None:
+    assert flatten(["a", {"text": "b"}, [{"content": [{"text": "c"}]}], 4, None]) == "a\nb\nc\n4"
+    nested: Any = "z"
+    for _ in range(10_000):
+        nested = [nested]
+    assert flatten(nested) == "z"
