@@ -23,6 +23,7 @@ from gateway import __version__, metrics
 from gateway.admin.deps import AdminDeps
 from gateway.admin.errors import install_error_handlers
 from gateway.admin.flags import create_flags_router
+from gateway.admin.quarantine import create_quarantine_router
 from gateway.admin.routes import create_admin_router
 from gateway.admin.watermark import create_watermark_router
 from gateway.auth.admin_tokens import AdminTokens
@@ -203,6 +204,7 @@ def _create_api(runtime: Runtime) -> FastAPI:
     api.include_router(create_admin_router(deps))
     api.include_router(create_flags_router(deps))
     api.include_router(create_watermark_router(deps))
+    api.include_router(create_quarantine_router(deps))
     _add_operations_routes(api, runtime)
     return api
 

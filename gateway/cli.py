@@ -126,10 +126,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _uvicorn_options() -> dict[str, Any]:
+    """``proxy_headers`` off: uvicorn would otherwise believe ``X-Forwarded-For`` from loopback
+    peers and put a client-chosen address into the evidence; the gateway decides that itself
+    (``GATEWAY_TRUST_FORWARDED_FOR``)."""
     return {
         "log_level": os.environ.get("GATEWAY_LOG_LEVEL", "info").lower(),
         "access_log": False, "server_header": False, "http": "httptools", "loop": "uvloop",
-        "timeout_graceful_shutdown": 30,
+        "timeout_graceful_shutdown": 30, "proxy_headers": False,
     }
 
 
@@ -144,14 +147,15 @@ def _echo_server(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     state = Path(args.state_dir).resolve()
-    state.mkdir(parents=True, exist_ok=True)
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)  # records, prompts and secrets live here
     admin_token = args.admin_token or "adm-" + secrets.token_urlsafe(24)
     # The watermark secret persists with the state, so earlier runs' texts stay attributable;
     # the gateway↔model-server signing secret only has to live as long as this run.
     secret_file = state / "watermark.secret"
-    if not secret_file.exists():
-        secret_file.write_text(secrets.token_urlsafe(32))
-        secret_file.chmod(0o600)
+    if not secret_file.exists():  # created 0600: never readable by others, not even briefly
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32))
     settings = Settings(
         mode="local",
         database_url=f"sqlite+aiosqlite:///{state / 'gateway.db'}",
@@ -161,8 +165,10 @@ def _demo(args: argparse.Namespace) -> int:
         watermark_secret=SecretStr(secret_file.read_text().strip()),
         upstream_signing_secret=SecretStr(secrets.token_urlsafe(32)),
     )
+    from gateway.store.db import make_sqlite_file_private
     from gateway.store.migrate import upgrade
 
+    make_sqlite_file_private(settings.async_database_url)  # before migrations create it 0644
     upgrade(settings.async_database_url)
     api_key = asyncio.run(_ensure_demo_key(settings, args.api_key))
     _print_demo_banner(args, api_key, admin_token)

@@ -99,6 +99,11 @@ LOG_SPILL_PENDING = Gauge(
     "Bytes of request records in spill files awaiting replay.",
     multiprocess_mode="livesum",
 )
+LOG_QUARANTINED = Counter(
+    "gateway_request_log_quarantined_total",
+    "Request records the database refused as data, and spill-file lines that were no "
+    "readable record, set aside in the spill directory's quarantine file (not retried).",
+)
 ADMIN_ACTIONS = Counter(
     "gateway_enforcement_actions_total",
     "Enforcement actions taken on accounts, by action.",

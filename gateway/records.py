@@ -50,13 +50,19 @@ class RequestRecord:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def to_json_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict for the spill file (datetimes as ISO strings)."""
+        """A dict for the spill file (datetimes as ISO strings). JSON-safe only once the store
+        has sanitised the record (gateway.store.sanitize): until then fields hold whatever the
+        proxy copied from the request, e.g. integers beyond 64 bits or lone surrogates."""
         row = self.to_row()
-        row["created_at"] = self.created_at.isoformat()
+        if isinstance(self.created_at, datetime):
+            row["created_at"] = self.created_at.isoformat()
         return row
 
     @classmethod
     def from_json_dict(cls, data: dict[str, Any]) -> RequestRecord:
+        """The record of a spill line; TypeError/ValueError/KeyError when it is not one."""
+        if not isinstance(data, dict):
+            raise TypeError("a request record is a JSON object")
         data = dict(data)
         data["created_at"] = datetime.fromisoformat(data["created_at"])
         return cls(**data)

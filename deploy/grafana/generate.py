@@ -200,6 +200,12 @@ def evidence() -> dict[str, Any]:
         panel("Spill awaiting replay", [(
             f"sum by (instance) (gateway_request_log_spill_pending_bytes{{{I}}})",
             "{{instance}}")], "bytes"),
+        panel("Records quarantined", [(
+            f"sum by (instance) (increase(gateway_request_log_quarantined_total{{{I}}}[{R}]))",
+            "{{instance}}")],
+            description="Records the database refused as data (and unreadable spill lines), "
+            "set aside in the spill directory instead of stored; list them with "
+            "GET /admin/v1/request-log/quarantine."),
     ])
 
 

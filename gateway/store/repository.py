@@ -6,7 +6,11 @@ to UTC; SQLite hands them back naive (UTC), :func:`as_utc` fixes that on the way
 
 Lists use keyset pagination: newest first, with an opaque cursor (urlsafe base64 of JSON) that
 points just past the last item returned, so walking a list visits every row exactly once even
-while new rows arrive.
+while new rows arrive. A cursor names its list (the table) and is decoded strictly: anything
+this module did not produce for that list — malformed, mistyped, out of the columns' range, or
+from another list — raises :class:`InvalidCursor` before a query is built. Cursors are not
+signed: a forged one can only move the caller, who may read the whole list anyway, to another
+position in it, so strict decoding is all that safety needs.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +55,12 @@ STATUS_AFTER: Final[Mapping[str, str | None]] = {
 LIMIT_NAMES: Final = (
     "requests_per_minute", "tokens_per_minute", "tokens_per_day", "max_concurrent"
 )
+MAX_CURSOR_CHARS: Final = 256
+_CURSOR_CHARS: Final = re.compile(r"[A-Za-z0-9_-]+")
+#: Integer keys are BIGINT on PostgreSQL, INTEGER (also 64-bit) on SQLite, and start at 1.
+_MAX_ROW_ID: Final = 2**63 - 1
+_MAX_KEY_CHARS: Final = 64
+_UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
 
 
 class InvalidCursor(ValueError):
@@ -74,47 +85,79 @@ def as_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def encode_cursor(*parts: str | int) -> str:
-    raw = json.dumps(list(parts), separators=(",", ":")).encode()
+def is_storable(text: str) -> bool:
+    """False for text no database here can store: with NUL (PostgreSQL text refuses it) or an
+    unpaired UTF-16 surrogate (no driver encodes it; JSON can carry one as ``"\\ud800"``)."""
+    return _UNSTORABLE.search(text) is None
+
+
+def encode_cursor(list_name: str, *parts: str | int) -> str:
+    raw = json.dumps([list_name, *parts], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, kinds: tuple[type, ...]) -> list[Any]:
-    """The cursor's parts, checked against ``kinds``; raises :class:`InvalidCursor`."""
-    try:
-        raw = base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode("ascii"))
-        parts = json.loads(raw)
-    except (ValueError, binascii.Error, UnicodeError) as exc:
-        raise InvalidCursor("malformed cursor") from exc
-    if (
-        not isinstance(parts, list)
-        or len(parts) != len(kinds)
-        or any(isinstance(p, bool) or not isinstance(p, k) for p, k in zip(parts, kinds))  # noqa: B905
-    ):
+def decode_cursor(cursor: str, list_name: str, kinds: tuple[type, ...]) -> list[Any]:
+    """The parts of a cursor of ``list_name``, each of its kind and within its column's range
+    (ints are row ids, strs are keys); raises :class:`InvalidCursor`."""
+    parts = _cursor_json(cursor)
+    if not isinstance(parts, list) or len(parts) != len(kinds) + 1 or parts[0] != list_name:
         raise InvalidCursor("malformed cursor")
-    return parts
+    values = parts[1:]
+    if not all(_fits(value, kind) for value, kind in zip(values, kinds, strict=True)):
+        raise InvalidCursor("malformed cursor")
+    return values
+
+
+def _cursor_json(cursor: str) -> Any:
+    """The JSON inside a cursor, read only when the cursor is short urlsafe base64."""
+    if len(cursor) > MAX_CURSOR_CHARS or not _CURSOR_CHARS.fullmatch(cursor):
+        raise InvalidCursor("malformed cursor")
+    try:
+        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error, RecursionError) as exc:
+        raise InvalidCursor("malformed cursor") from exc
+
+
+def _fits(value: Any, kind: type) -> bool:
+    if kind is int:
+        return type(value) is int and 0 < value <= _MAX_ROW_ID
+    return (
+        type(value) is str and 0 < len(value) <= _MAX_KEY_CHARS and is_storable(value)
+    )
+
+
+def _list_name(model: Any) -> str:
+    """A list's name in its cursors: its table's (``model`` is a mapped class)."""
+    return str(model.__table__.name)
 
 
 def _time_cursor(created_at: datetime, ident: str) -> tuple[str, str]:
     return as_utc(created_at).isoformat(), ident
 
 
-def _decode_time_cursor(cursor: str) -> tuple[datetime, str]:
-    stamp, ident = decode_cursor(cursor, (str, str))
+def _decode_time_cursor(cursor: str, list_name: str) -> tuple[datetime, str]:
+    stamp, ident = decode_cursor(cursor, list_name, (str, str))
     try:
         when = datetime.fromisoformat(stamp)
-    except ValueError as exc:
+        utc = as_utc(when)
+    except (ValueError, OverflowError) as exc:  # OverflowError: beyond the UTC range
         raise InvalidCursor("malformed cursor") from exc
     if when.tzinfo is None:
         raise InvalidCursor("malformed cursor")
-    return as_utc(when), ident
+    return utc, ident
 
 
 def _older_than(
     created: InstrumentedAttribute[datetime], ident: InstrumentedAttribute[str], cursor: str
 ) -> ColumnElement[bool]:
-    when, last_id = _decode_time_cursor(cursor)
+    when, last_id = _decode_time_cursor(cursor, _list_name(ident.class_))
     return or_(created < when, and_(created == when, ident < last_id))
+
+
+def _below(row_id: InstrumentedAttribute[int], cursor: str) -> ColumnElement[bool]:
+    (last_id,) = decode_cursor(cursor, _list_name(row_id.class_), (int,))
+    below: ColumnElement[bool] = row_id < last_id
+    return below
 
 
 async def _page(
@@ -125,8 +168,10 @@ async def _page(
 ) -> Page[T]:
     rows = list((await session.scalars(query.limit(limit + 1))).all())
     items = rows[:limit]
-    more = len(rows) > limit
-    return Page(items, encode_cursor(*cursor_of(items[-1])) if more else None)
+    if len(rows) <= limit:
+        return Page(items, None)
+    last = items[-1]
+    return Page(items, encode_cursor(_list_name(type(last)), *cursor_of(last)))
 
 
 # --- API keys --------------------------------------------------------------------------------
@@ -324,8 +369,7 @@ async def list_actions(
         .order_by(EnforcementAction.id.desc())
     )
     if cursor is not None:
-        (last_id,) = decode_cursor(cursor, (int,))
-        query = query.where(EnforcementAction.id < last_id)
+        query = query.where(_below(EnforcementAction.id, cursor))
     return await _page(session, query, limit, lambda a: (a.id,))
 
 
@@ -412,8 +456,7 @@ async def list_audit(
         if value is not None:
             query = query.where(column == value)
     if cursor is not None:
-        (last_id,) = decode_cursor(cursor, (int,))
-        query = query.where(AuditEntry.id < last_id)
+        query = query.where(_below(AuditEntry.id, cursor))
     return await _page(session, query, limit, lambda e: (e.id,))
 
 

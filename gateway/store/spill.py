@@ -15,6 +15,10 @@ in one process):
   so each file is attributed to exactly one live owner and the per-process pending-bytes gauge
   sums to the total across workers.
 
+Spill files hold full records (prompts, when stored), so the directory is private to the
+gateway's user (0700) and every file in it 0600; a directory or files left with looser modes
+(by an earlier version, or a restored backup) are tightened when a ``SpillDir`` is opened.
+
 Every method here does blocking file I/O: call it through ``asyncio.to_thread``.
 """
 
@@ -25,9 +29,11 @@ import fcntl
 import logging
 import os
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -38,6 +44,8 @@ from gateway.records import RequestRecord
 log = logging.getLogger(__name__)
 
 SPILL_GLOB = "spill-*.jsonl"
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 
 
 def encode(records: Sequence[RequestRecord]) -> bytes:
@@ -46,13 +54,15 @@ def encode(records: Sequence[RequestRecord]) -> bytes:
 
 
 def _decode(line: bytes) -> RequestRecord | None:
-    """The record on one line, or None for a line that is torn (crash mid-write) or malformed."""
+    """The record on one line, or None for a line that is torn (crash mid-write) or malformed.
+
+    Any failure counts as malformed: a line must never stop the replay of its file."""
     if not line.endswith(b"\n"):
         return None
     try:
         data: Any = orjson.loads(line)
         return RequestRecord.from_json_dict(data)
-    except (ValueError, TypeError, KeyError):
+    except Exception:
         return None
 
 
@@ -72,11 +82,37 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _append_to(path: Path, data: bytes) -> None:
-    with open(path, "ab") as sink:
-        sink.write(data)
-        sink.flush()
-        os.fsync(sink.fileno())
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) if needed; make it and every file directly in it private.
+
+    Only the directory itself is chmod-ed, not its parents (they may be anyone's, e.g. /var).
+    Symbolic links and other non-regular entries are left alone. A mode the process may not
+    change (a volume mount point owned by root, as Kubernetes makes them) is logged, not fatal:
+    the files themselves are created 0600 regardless.
+    """
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    try:
+        if stat.S_IMODE(path.stat().st_mode) != DIR_MODE:
+            path.chmod(DIR_MODE)
+    except PermissionError:
+        log.warning("spill directory %s: cannot make it private (not its owner)", path)
+    for entry in os.scandir(path):
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(
+                    follow_symlinks=False).st_mode & 0o077:
+                os.chmod(entry.path, FILE_MODE)
+        except FileNotFoundError:  # another replayer deleted or renamed it meanwhile
+            continue
+        except PermissionError:
+            log.warning("spill directory %s: cannot make %s private", path, entry.name)
+
+
+@dataclass
+class Chunk:
+    """Records read from a spill file, and the lines that were not a readable record."""
+
+    records: list[RequestRecord] = field(default_factory=list)
+    unreadable: list[bytes] = field(default_factory=list)
 
 
 class ClaimedSpill:
@@ -86,23 +122,24 @@ class ClaimedSpill:
         self.path = path
         self._reader: BinaryIO = os.fdopen(fd, "rb")
 
-    def read_chunk(self, size: int) -> list[RequestRecord]:
-        """Up to ``size`` records, [] at the end. Unreadable lines go to ``<name>.corrupt``."""
-        records: list[RequestRecord] = []
-        bad: list[bytes] = []
-        while len(records) < size:
+    def read_chunk(self, size: int) -> Chunk | None:
+        """Up to ``size`` lines, None at the end of the file. Lines that are not a record (torn
+        by a crash, malformed, or written by something else) come back apart, for the caller
+        to quarantine: one bad line must not keep the rest of the file out."""
+        chunk = Chunk()
+        for _ in range(size):
             line = self._reader.readline()
             if not line:
                 break
             record = _decode(line)
             if record is None:
-                bad.append(line if line.endswith(b"\n") else line + b"\n")
+                chunk.unreadable.append(line.rstrip(b"\n"))
             else:
-                records.append(record)
-        if bad:
-            log.error("spill file %s: %d unreadable line(s) set aside", self.path.name, len(bad))
-            _append_to(self.path.with_suffix(".corrupt"), b"".join(bad))
-        return records
+                chunk.records.append(record)
+        if chunk.unreadable:
+            log.error("spill file %s: %d unreadable line(s) set aside",
+                      self.path.name, len(chunk.unreadable))
+        return chunk if chunk.records or chunk.unreadable else None
 
     def delete(self) -> None:
         """Unlink the file (every record is committed), then unlock it."""
@@ -118,7 +155,7 @@ class SpillDir:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path)
         self.owner = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._lock = threading.Lock()
         self._active_fd: int | None = None
@@ -154,10 +191,6 @@ class SpillDir:
             self._close_active()
 
     close = rotate
-
-    def reject(self, records: Sequence[RequestRecord]) -> None:
-        """Set aside records the database refused as invalid (kept for forensics, not replayed)."""
-        _append_to(self.path / f"rejected-{self.owner}.jsonl", encode(records))
 
     def files(self) -> list[Path]:
         """Every spill file in the directory, oldest name first."""
@@ -209,7 +242,7 @@ class SpillDir:
             return self._active_fd
         while True:
             path = self._new_path()
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, FILE_MODE)
             fcntl.flock(fd, fcntl.LOCK_EX)
             if _same_inode(path, fd):
                 break

@@ -11,6 +11,15 @@ After a failed write the writer stops trying the database for new batches (they 
 the spill file, so a dead database costs no timeouts on the way) until the replay loop gets a
 write or a probe through.
 
+No record can stop the log (see ``sanitize.py``, ``errors.py`` and ``quarantine.py``): every
+record is sanitised to fit its columns when submitted and again when replayed, so it can always
+be encoded, spilled and bound. Should the database still refuse a batch *as data*, the batch is
+split in halves until the refused rows stand alone; every other row is inserted, and the refused
+ones are quarantined — never spilled, never replayed, and never taken for an outage. Only an
+error that says the database is unavailable spills the batch and marks the database unhealthy.
+A spill line that is not a record at all is quarantined too, so a poison line cannot keep the
+rest of its file (or every file after it) out of the database.
+
 Every method must be called from the event loop's thread.
 """
 
@@ -18,22 +27,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import asyncpg
-from sqlalchemy import String, Table, text
-from sqlalchemy import exc as sa_exc
+from sqlalchemy import Table, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
 from gateway.metrics import (
     LOG_BATCH_DURATION,
+    LOG_QUARANTINED,
     LOG_QUEUE_DEPTH,
     LOG_REPLAYED,
     LOG_SPILL_PENDING,
@@ -42,17 +51,13 @@ from gateway.metrics import (
     LOG_WRITTEN,
 )
 from gateway.records import RequestRecord
+from gateway.store.errors import Failure, classify, describe
 from gateway.store.models import RequestRow
+from gateway.store.quarantine import Quarantine
+from gateway.store.sanitize import sanitize_record
 from gateway.store.spill import ClaimedSpill, SpillDir
 
 log = logging.getLogger(__name__)
-
-# Errors that mean "the database is not there right now": the batch is spilled and retried.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    sa_exc.SQLAlchemyError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
-)
-# Errors that mean "the database refuses these rows": retrying the batch would never succeed.
-ROW_ERRORS: tuple[type[BaseException], ...] = (sa_exc.DataError, sa_exc.IntegrityError)
 
 State = Literal["new", "running", "stopping", "stopped"]
 
@@ -66,28 +71,16 @@ def insert_ignoring_duplicates(dialect: str, table: Table) -> Insert:
     raise ValueError(f"request log writer supports postgresql and sqlite, not {dialect!r}")
 
 
-def _row_maker(table: Table) -> Callable[[RequestRecord], dict[str, Any]]:
-    """Record → row: strings cut to their column's length (an over-long value must not make
-    the whole batch unwritable), ``created_at`` in UTC (SQLite stores the wall-clock time)."""
-    limits = {
-        column.name: column.type.length
-        for column in table.columns
-        if isinstance(column.type, String) and column.type.length
-    }
+@dataclass
+class Settled:
+    """The outcome of writing a batch: what went in, what was quarantined, what is pending."""
 
-    def make(record: RequestRecord) -> dict[str, Any]:
-        row = record.to_row()
-        for name, length in limits.items():
-            value = row[name]
-            if isinstance(value, str) and len(value) > length:
-                row[name] = value[:length]
-        created: datetime = row["created_at"]
-        row["created_at"] = (
-            created.replace(tzinfo=UTC) if created.tzinfo is None else created.astimezone(UTC)
-        )
-        return row
-
-    return make
+    written: int = 0
+    refused: list[tuple[RequestRecord, str]] = field(default_factory=list)
+    pending: list[RequestRecord] = field(default_factory=list)
+    """Records still to be stored (spilled, or replayed again): the database is unavailable
+    (``error`` says why), or the quarantine could not be written."""
+    error: BaseException | None = None
 
 
 class RequestLogWriter:
@@ -108,8 +101,8 @@ class RequestLogWriter:
         assert isinstance(table, Table)
         self._engine = engine
         self._insert = insert_ignoring_duplicates(engine.dialect.name, table)
-        self._make_row = _row_maker(table)
         self._spill = SpillDir(Path(spill_dir))
+        self._quarantine = Quarantine(Path(spill_dir))
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
         self._replay_interval_s = replay_interval_s
@@ -151,6 +144,7 @@ class RequestLogWriter:
         record is spilled synchronously (there is no loop machinery left to hand it to).
         """
         try:
+            record = sanitize_record(record)
             if self._state == "stopped":
                 self._spill_late(record)
                 return
@@ -317,59 +311,108 @@ class RequestLogWriter:
     async def _store(self, records: list[RequestRecord]) -> None:
         """Into the database if it is believed up, else (or on failure) into the spill file."""
         try:
-            if self._healthy and await self._write(records):
-                return
+            if self._healthy:
+                records = (await self._write(records)).pending
+                if not records:
+                    return
             await self._spill_records(records)
         except Exception:  # a bug must not stop the write loop (flush() would hang)
             log.exception("request log: %d record(s) could not be stored", len(records))
 
-    async def _write(self, records: Sequence[RequestRecord]) -> bool:
-        """One transaction for the batch. False (and unhealthy) when the database failed."""
-        rows = [self._make_row(record) for record in records]
+    async def _write(self, records: Sequence[RequestRecord]) -> Settled:
+        """Insert the (sanitised) records; those the database refuses as data are quarantined.
+        When it is unavailable, the records not yet settled come back as ``pending`` and the
+        database is marked unhealthy; a data error never does that."""
         started = time.perf_counter()
-        try:
-            try:
-                written = await self._insert_rows(rows)
-            except ROW_ERRORS:
-                written = await self._insert_singly(records)
-        except TRANSIENT_ERRORS as exc:
-            LOG_WRITE_ERRORS.inc()
-            if self._healthy:
-                log.warning("request log: database write failed (%s); spilling", _describe(exc))
-            self._healthy = False
-            return False
+        settled = await self._settle(records)
+        LOG_WRITTEN.inc(settled.written)
+        if settled.refused:
+            await self._quarantine_refused(settled)
+        if settled.error is not None:
+            self._mark_unavailable(settled.error)
+            return settled
         LOG_BATCH_DURATION.observe(time.perf_counter() - started)
-        LOG_WRITTEN.inc(written)
         self._healthy = True
-        return True
+        return settled
+
+    async def _settle(self, records: Sequence[RequestRecord]) -> Settled:
+        """One transaction for the batch; on a data error, split it in halves until each
+        refused row stands alone (a few transactions per bad row, not one per row)."""
+        settled = Settled()
+        parts = [list(records)] if records else []  # a stack: the earliest records on top
+        while parts:
+            part = parts.pop()
+            try:
+                await self._insert_rows([record.to_row() for record in part])
+            except Exception as exc:
+                if await self._is_unavailable(exc):
+                    settled.pending = [*part, *itertools.chain.from_iterable(reversed(parts))]
+                    settled.error = exc
+                    return settled
+                if len(part) == 1:
+                    settled.refused.append((part[0], describe(exc)))
+                else:
+                    middle = len(part) // 2
+                    parts += [part[middle:], part[:middle]]
+                continue
+            settled.written += len(part)
+        return settled
 
     async def _insert_rows(self, rows: list[dict[str, Any]]) -> int:
         async with asyncio.timeout(self._write_timeout_s), self._engine.begin() as conn:
             await conn.execute(self._insert, rows)
         return len(rows)
 
-    async def _insert_singly(self, records: Sequence[RequestRecord]) -> int:
-        """A batch the database refused as data: isolate the bad rows and set them aside, so one
-        malformed record cannot keep the rest out (or poison the spill file forever)."""
-        rejected: list[RequestRecord] = []
-        for record in records:
-            try:
-                await self._insert_rows([self._make_row(record)])
-            except ROW_ERRORS as exc:
-                log.error("request log: record %s refused: %s", record.request_id, _describe(exc))
-                rejected.append(record)
-        if rejected:
-            await asyncio.to_thread(self._spill.reject, rejected)
-        return len(records) - len(rejected)
+    async def _is_unavailable(self, exc: BaseException) -> bool:
+        """Whether a failed insert means "no database" rather than "bad rows". An error that
+        says neither counts as bad rows only if the database answers a probe."""
+        failure = classify(exc)
+        if failure is Failure.UNKNOWN:
+            log.warning("request log: unclassified database error (%s)", describe(exc))
+            failure = Failure.DATA if await self._database_answers() else Failure.UNAVAILABLE
+        return failure is Failure.UNAVAILABLE
 
-    async def _probe(self) -> None:
-        """After a failure with nothing left to replay, find out whether the database is back."""
+    def _mark_unavailable(self, exc: BaseException) -> None:
+        LOG_WRITE_ERRORS.inc()
+        if self._healthy:
+            log.warning("request log: database write failed (%s); spilling", describe(exc))
+        self._healthy = False
+
+    async def _quarantine_refused(self, settled: Settled) -> None:
+        """Set the refused records aside; should the disk fail, they stay pending instead."""
+        reasons = sorted({reason for _, reason in settled.refused})
+        try:
+            await asyncio.to_thread(self._quarantine.add_records, settled.refused)
+        except OSError:
+            log.exception("request log: cannot write the quarantine; records kept pending")
+            settled.pending += [record for record, _ in settled.refused]
+            return
+        LOG_QUARANTINED.inc(len(settled.refused))
+        log.error("request log: %d record(s) refused by the database (%s), quarantined",
+                  len(settled.refused), ", ".join(reasons))
+
+    async def _quarantine_lines(self, lines: list[bytes], source: str) -> bool:
+        """Set aside spill lines that are no record; False when the disk refused."""
+        try:
+            await asyncio.to_thread(self._quarantine.add_lines, lines, source)
+        except OSError:
+            log.exception("request log: cannot write the quarantine")
+            return False
+        LOG_QUARANTINED.inc(len(lines))
+        return True
+
+    async def _database_answers(self) -> bool:
         try:
             async with asyncio.timeout(self._write_timeout_s), self._engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
-        except TRANSIENT_ERRORS:
-            return
-        self._healthy = True
+        except Exception:
+            return False
+        return True
+
+    async def _probe(self) -> None:
+        """After a failure with nothing left to replay, find out whether the database is back."""
+        if await self._database_answers():
+            self._healthy = True
 
     # -- spill ------------------------------------------------------------------------------
 
@@ -392,7 +435,8 @@ class RequestLogWriter:
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
-            if await self._write(records):
+            records = (await self._write(records)).pending
+            if not records:
                 return
 
     def _spill_late(self, record: RequestRecord) -> None:
@@ -421,14 +465,21 @@ class RequestLogWriter:
         return replayed, True
 
     async def _replay_file(self, claimed: ClaimedSpill) -> tuple[int, bool]:
-        """Chunks of one file into the database; the file is deleted only once all committed.
-        After a failure the whole file is replayed again later (the insert is idempotent)."""
+        """Chunks of one file into the database; the file is deleted only once every line is
+        stored or quarantined. After a failure the whole file is replayed again later (the
+        insert is idempotent; lines quarantined in that first pass are quarantined again)."""
         replayed = 0
-        while records := await asyncio.to_thread(claimed.read_chunk, self._batch_size):
-            if not await self._write(records):
+        while chunk := await asyncio.to_thread(claimed.read_chunk, self._batch_size):
+            if chunk.unreadable and not await self._quarantine_lines(
+                    chunk.unreadable, claimed.path.name):
                 return replayed, False
-            LOG_REPLAYED.inc(len(records))
-            replayed += len(records)
+            if not chunk.records:
+                continue
+            settled = await self._write([sanitize_record(r) for r in chunk.records])
+            if settled.pending:
+                return replayed, False
+            LOG_REPLAYED.inc(settled.written)
+            replayed += settled.written
         await asyncio.to_thread(claimed.delete)
         if replayed:
             log.info("request log: replayed %d record(s) from %s", replayed, claimed.path.name)
@@ -456,10 +507,3 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-def _describe(exc: BaseException) -> str:
-    """A one-line error description (SQLAlchemy's messages carry the SQL and parameters,
-    which may include prompt text)."""
-    original = getattr(exc, "orig", None) or exc
-    return f"{type(original).__name__}: {str(original).splitlines()[0] if str(original) else ''}"

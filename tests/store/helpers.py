@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -55,3 +56,11 @@ def metric(name: str) -> float:
 
 def spill_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("spill-*.jsonl"))
+
+
+def quarantined(spill_dir: Path) -> list[dict[str, Any]]:
+    """The entries of the spill directory's quarantine file, oldest first."""
+    path = spill_dir / "quarantine.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -14,7 +14,15 @@ from gateway.store.db import create_engine
 from gateway.store.models import RequestRow
 from gateway.store.spill import SpillDir
 from tests.store.conftest import WriterFactory
-from tests.store.helpers import eventually, metric, record, row_count, spill_files, stored_ids
+from tests.store.helpers import (
+    eventually,
+    metric,
+    quarantined,
+    record,
+    row_count,
+    spill_files,
+    stored_ids,
+)
 from tests.support.tcp_proxy import TcpProxy
 
 SPILLED = "gateway_request_log_spilled_total"
@@ -116,7 +124,7 @@ async def test_replaying_known_records_does_not_duplicate_them(
 
     assert sorted(await stored_ids(engine)) == sorted(r.request_id for r in known + fresh)
     assert spill_files(tmp_path / "spill") == []
-    assert list((tmp_path / "spill").glob("rejected-*")) == []  # not refused: ignored
+    assert quarantined(tmp_path / "spill") == []  # not refused: ignored
     assert second.database_healthy
 
 
@@ -186,7 +194,8 @@ async def test_torn_last_line_is_set_aside_and_the_rest_replayed(
 
     assert await row_count(engine) == 10
     assert spill_files(tmp_path / "spill") == []
-    assert len(list((tmp_path / "spill").glob("*.corrupt"))) == 1
+    (torn,) = quarantined(tmp_path / "spill")  # set aside verbatim, never replayed
+    assert (torn["reason"], torn["request_id"]) == ("UnreadableLine", None)
 
 
 async def test_a_refused_record_does_not_keep_its_batch_out(
@@ -205,8 +214,7 @@ async def test_a_refused_record_does_not_keep_its_batch_out(
     assert sorted(await stored_ids(engine)) == sorted(r.request_id for r in good)
     assert writer.database_healthy
     assert spill_files(tmp_path / "spill") == []
-    (rejected,) = (tmp_path / "spill").glob("rejected-*.jsonl")
-    assert bad.request_id in rejected.read_text()
+    assert [e["request_id"] for e in quarantined(tmp_path / "spill")] == [bad.request_id]
     async with engine.connect() as conn:
         models = set((await conn.execute(select(RequestRow.model))).scalars())
     assert models == {"m" * 200}
