@@ -158,7 +158,7 @@ class ProxyApp:
                                          "include_usage": True}
             body = orjson.dumps(payload)
         estimate = estimate_tokens(
-            self._count_prompt(params.prompt), params.max_tokens, params.n,
+            self._count_prompt(params.prompt), params.max_tokens, params.sequences,
             completes=path != "/v1/embeddings",
         )
         return body, estimate, strip_usage

@@ -66,6 +66,9 @@ class CapsPolicy:
         n = _int(payload, "n", 1)
         if n > caps.max_n:
             raise refused("n", f"'n' may be at most {caps.max_n} for this account's tier.")
+        if _int(payload, "best_of", 1) > caps.max_n:  # completions: sequences generated
+            raise refused("best_of", f"'best_of' may be at most {caps.max_n} for this "
+                          "account's tier.")
         top = self._check_top(payload, "top_logprobs" if chat else "logprobs", caps)
         wants_logprobs = bool(payload.get("logprobs")) or top > 0 if chat else (
             payload.get("logprobs") is not None)

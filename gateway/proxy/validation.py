@@ -107,6 +107,8 @@ class RequestParams:
     logit_bias_size: int
     prompt: str
     asks_usage: bool
+    sequences: int = 1
+    """Sequences the upstream generates per request: ``max(n, best_of)`` (what it costs)."""
 
 
 def validate(route: str, payload: dict[str, Any]) -> RequestParams:
@@ -135,6 +137,7 @@ def validate(route: str, payload: dict[str, Any]) -> RequestParams:
         logit_bias_size=len(bias) if bias else 0,
         prompt=prompt_text(route, payload),
         asks_usage=isinstance(options, dict) and options.get("include_usage") is True,
+        sequences=max(payload.get("n") or 1, payload.get("best_of") or 1),
     )
 
 

@@ -140,3 +140,9 @@ def test_flatten_reads_parts_in_document_order_iteratively() -> None:
     for _ in range(10_000):
         nested = [nested]
     assert flatten(nested) == "z"
+
+
+def test_completions_reserve_for_every_sequence_generated() -> None:
+    params = validate(COMPLETIONS, {"model": "m", "prompt": "p", "n": 2, "best_of": 5})
+    assert (params.n, params.sequences) == (2, 5)
+    assert validate(CHAT, _chat(n=3)).sequences == 3
