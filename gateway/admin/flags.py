@@ -14,13 +14,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from gateway import metrics
 from gateway.admin.deps import AdminDeps, require_role
 from gateway.admin.errors import not_found
-from gateway.admin.schemas import ErrorResponse
+from gateway.admin.schemas import ID_MAX_CHARS, ID_PATTERN, Cursor, ErrorResponse, FlagId, Note
 from gateway.auth.admin_tokens import Actor
 from gateway.detect.risk import DISMISS_FACTOR
 from gateway.errors import GatewayError, invalid_request
@@ -30,7 +30,6 @@ from gateway.store.models import RequestRow
 
 FlagStatus = Literal["open", "confirmed", "dismissed"]
 UtcDatetime = Annotated[datetime, AfterValidator(repo.as_utc)]
-Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409)
 }
@@ -106,10 +105,12 @@ def create_flags_router(deps: AdminDeps) -> APIRouter:
     @router.get("/flags", response_model=FlagList)
     async def list_flags(
         status: FlagStatus | None = None,
-        account_id: str | None = None,
+        account_id: Annotated[
+            str | None, Query(pattern=ID_PATTERN, max_length=ID_MAX_CHARS)
+        ] = None,
         kind: Literal["account", "campaign"] | None = None,
         limit: Annotated[int, Query(ge=1, le=200, description="At most 200.")] = 50,
-        cursor: str | None = None,
+        cursor: Cursor | None = None,
         _actor: Actor = viewer,
     ) -> FlagList:
         """Flags, newest first; ``account_id`` matches campaign members too (viewer)."""
@@ -124,7 +125,7 @@ def create_flags_router(deps: AdminDeps) -> APIRouter:
         return FlagList(items=items, next_cursor=page.next_cursor)
 
     @router.get("/flags/{flag_id}", response_model=FlagDetail)
-    async def get_flag(flag_id: str, _actor: Actor = viewer) -> FlagDetail:
+    async def get_flag(flag_id: FlagId, _actor: Actor = viewer) -> FlagDetail:
         """One flag with its evidence: sample request records (viewer)."""
         async with deps.sessions() as session:
             flag = await store.get_flag(session, flag_id)
@@ -139,7 +140,7 @@ def create_flags_router(deps: AdminDeps) -> APIRouter:
                               requests=[EvidenceRequest.model_validate(r) for r in rows])
 
     @router.post("/flags/{flag_id}/review", response_model=FlagOut)
-    async def review_flag(flag_id: str, body: Review, actor: Actor = reviewer) -> FlagOut:
+    async def review_flag(flag_id: FlagId, body: Review, actor: Actor = reviewer) -> FlagOut:
         """Confirm or dismiss an open flag (reviewer). Dismissal lowers the risk score of the
         accounts it covers; the same evidence is not flagged again."""
         async with deps.sessions() as session, session.begin():

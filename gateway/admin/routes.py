@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query
@@ -21,6 +20,7 @@ from gateway.admin.deps import AdminDeps, require_role
 from gateway.admin.errors import insufficient_role, not_found
 from gateway.admin.schemas import (
     AccountCreate,
+    AccountId,
     AccountList,
     AccountOut,
     AccountPatch,
@@ -31,13 +31,19 @@ from gateway.admin.schemas import (
     ActionResult,
     AuditList,
     AuditOut,
+    Cursor,
     ErrorResponse,
     KeyCreate,
     KeyCreated,
+    KeyId,
     KeyList,
     KeyOut,
+    Reason,
     RequestList,
     RequestOut,
+    Text,
+    TierName,
+    UtcBound,
 )
 from gateway.auth.admin_tokens import Actor, has_role
 from gateway.errors import invalid_request
@@ -159,11 +165,13 @@ def _account_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
     @router.get("/accounts", response_model=AccountList, tags=["accounts"])
     async def list_accounts(
         status: AccountStatus | None = None,
-        tier: str | None = None,
-        min_risk: Annotated[float | None, Query(ge=0, description="At or above this risk.")] = None,
+        tier: TierName | None = None,
+        min_risk: Annotated[
+            float | None, Query(ge=0, allow_inf_nan=False, description="At or above this risk.")
+        ] = None,
         flagged: Annotated[bool | None, Query(description="Covered by an open flag.")] = None,
         limit: PageSize = DEFAULT_PAGE,
-        cursor: str | None = None,
+        cursor: Cursor | None = None,
         _actor: Actor = roles["viewer"],
     ) -> AccountList:
         """Accounts, newest first, filtered (viewer)."""
@@ -176,14 +184,14 @@ def _account_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
         return AccountList(items=items, next_cursor=page.next_cursor)
 
     @router.get("/accounts/{account_id}", response_model=AccountOut, tags=["accounts"])
-    async def get_account(account_id: str, _actor: Actor = roles["viewer"]) -> AccountOut:
+    async def get_account(account_id: AccountId, _actor: Actor = roles["viewer"]) -> AccountOut:
         """One account with its effective limits (viewer)."""
         async with deps.sessions() as session:
             return AccountOut.build(await _account(session, account_id), settings)
 
     @router.patch("/accounts/{account_id}", response_model=AccountOut, tags=["accounts"])
     async def patch_account(
-        account_id: str, body: AccountPatch, actor: Actor = roles["admin"]
+        account_id: AccountId, body: AccountPatch, actor: Actor = roles["admin"]
     ) -> AccountOut:
         """Change name, tier or limit overrides (admin); ``null`` removes an override."""
         changes = _patch_changes(body)
@@ -218,7 +226,7 @@ def _key_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
         "/accounts/{account_id}/keys", status_code=201, response_model=KeyCreated, tags=["keys"]
     )
     async def create_key(
-        account_id: str, body: KeyCreate | None = None, actor: Actor = roles["admin"]
+        account_id: AccountId, body: KeyCreate | None = None, actor: Actor = roles["admin"]
     ) -> KeyCreated:
         """Create an API key (admin). The plaintext ``key`` is in this response only."""
         async with _transaction(deps) as session:
@@ -236,7 +244,7 @@ def _key_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
             )
 
     @router.get("/accounts/{account_id}/keys", response_model=KeyList, tags=["keys"])
-    async def list_keys(account_id: str, _actor: Actor = roles["viewer"]) -> KeyList:
+    async def list_keys(account_id: AccountId, _actor: Actor = roles["viewer"]) -> KeyList:
         """The account's keys, revoked ones included; never plaintext or hash (viewer)."""
         async with deps.sessions() as session:
             await _account(session, account_id)
@@ -245,8 +253,8 @@ def _key_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
 
     @router.delete("/keys/{key_id}", response_model=KeyOut, tags=["keys"])
     async def revoke_key(
-        key_id: str,
-        reason: Annotated[str | None, Query(max_length=2000, description="For the audit.")] = None,
+        key_id: KeyId,
+        reason: Annotated[Reason | None, Query(description="For the audit.")] = None,
         actor: Actor = roles["admin"],
     ) -> KeyOut:
         """Revoke a key (admin); idempotent. Takes effect on every replica within the cache TTL."""
@@ -269,7 +277,7 @@ def _enforcement_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> Non
         tags=["enforcement"],
     )
     async def take_action(
-        account_id: str, body: ActionCreate, actor: Actor = roles["reviewer"]
+        account_id: AccountId, body: ActionCreate, actor: Actor = roles["reviewer"]
     ) -> ActionResult:
         """Warn, throttle, suspend, ban or reinstate an account, with a reason (reviewer; ban and
         anything that changes a banned account's status need admin)."""
@@ -298,9 +306,9 @@ def _enforcement_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> Non
 
     @router.get("/accounts/{account_id}/actions", response_model=ActionList, tags=["enforcement"])
     async def list_actions(
-        account_id: str,
+        account_id: AccountId,
         limit: PageSize = DEFAULT_PAGE,
-        cursor: str | None = None,
+        cursor: Cursor | None = None,
         _actor: Actor = roles["viewer"],
     ) -> ActionList:
         """The account's enforcement history, newest first (viewer)."""
@@ -316,11 +324,11 @@ def _enforcement_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> Non
 def _read_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
     @router.get("/accounts/{account_id}/requests", response_model=RequestList, tags=["traffic"])
     async def list_requests(
-        account_id: str,
-        since: Annotated[datetime | None, Query(description="Inclusive; naive = UTC.")] = None,
-        until: Annotated[datetime | None, Query(description="Exclusive; naive = UTC.")] = None,
+        account_id: AccountId,
+        since: Annotated[UtcBound | None, Query(description="Inclusive; naive = UTC.")] = None,
+        until: Annotated[UtcBound | None, Query(description="Exclusive; naive = UTC.")] = None,
         limit: PageSize = DEFAULT_PAGE,
-        cursor: str | None = None,
+        cursor: Cursor | None = None,
         _actor: Actor = roles["viewer"],
     ) -> RequestList:
         """The account's request records, newest first (viewer)."""
@@ -334,12 +342,12 @@ def _read_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
 
     @router.get("/audit", response_model=AuditList, tags=["audit"])
     async def list_audit(
-        actor: str | None = None,
-        action: str | None = None,
-        target_type: str | None = None,
-        target_id: str | None = None,
+        actor: Annotated[Text | None, Query(max_length=200)] = None,
+        action: Annotated[Text | None, Query(max_length=64)] = None,
+        target_type: Annotated[Text | None, Query(max_length=32)] = None,
+        target_id: Annotated[Text | None, Query(max_length=64)] = None,
         limit: PageSize = DEFAULT_PAGE,
-        cursor: str | None = None,
+        cursor: Cursor | None = None,
         _actor: Actor = roles["viewer"],
     ) -> AuditList:
         """The audit log, newest first, filtered by exact match (viewer)."""

@@ -1,23 +1,162 @@
-"""Request and response bodies of the admin API (``/admin/v1``); these shapes are public."""
+"""Request and response bodies of the admin API (``/admin/v1``); these shapes are public.
+
+Every string a client sends is checked here, at the edge, against what the databases can store:
+no NUL (PostgreSQL text cannot hold it), no unpaired UTF-16 surrogate (JSON can escape one, no
+driver can encode it), and no longer than its column. Left to the driver, either would be a 500.
+The OpenAPI document states the same rules (``pattern``, ``maxLength``), so that clients and the
+schemathesis fuzzer (tests/admin/test_fuzz_admin.py) know what is valid.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import MAXYEAR, UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from fastapi import Path
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    StringConstraints,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from gateway.auth.principal import effective_limits
 from gateway.settings import Settings, TierLimits
 from gateway.store.models import Account, ApiKey
-from gateway.store.repository import LIMIT_NAMES, as_utc
+from gateway.store.repository import LIMIT_NAMES, MAX_CURSOR_CHARS, as_utc, is_storable
+
+# --- strings, ids and times a client sends ---------------------------------------------------
+
+#: Every id this API hands out (``acct_…``, ``key_…``, ``flag_…``) has this shape.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+ID_MAX_CHARS = 64
+#: Cursors are urlsafe base64 without padding (see gateway.store.repository).
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
+_BLANK = " \t\n\r"
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaHint:
+    """JSON Schema that pydantic cannot derive from a check written in code: a ``pattern`` or
+    ``maxLength`` the code enforces, or that ``null`` is refused (by the route) although the
+    Python type allows it. It documents; it does not validate."""
+
+    pattern: str | None = None
+    max_length: int | None = None
+    not_null: bool = False
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        if self.not_null:
+            schema = _without_null(schema)
+        if self.pattern is not None:
+            schema["pattern"] = self.pattern
+        if self.max_length is not None:
+            schema["maxLength"] = self.max_length
+        return schema
+
+
+def _without_null(schema: JsonSchemaValue) -> JsonSchemaValue:
+    """``{"anyOf": [X, {"type": "null"}], ...}`` → ``{**X, ...}``."""
+    members = [m for m in schema.get("anyOf", []) if m != {"type": "null"}]
+    if len(members) != 1:
+        return schema
+    rest = {k: v for k, v in schema.items() if k != "anyOf"}
+    return {**members[0], **rest}
+
+
+def _storable(value: str) -> str:
+    if not is_storable(value):
+        raise ValueError("must not contain NUL or unpaired surrogate characters")
+    return value
+
+
+def _encodable(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must not contain unpaired surrogate characters") from None
+    return value
+
+
+def _trimmed(value: str) -> str:
+    """Leading and trailing blanks go; a value of blanks only is refused."""
+    trimmed = value.strip(_BLANK)
+    if not trimmed:
+        raise ValueError("must not be blank")
+    return trimmed
+
+
+def _stripped(value: str) -> str:
+    return value.strip(_BLANK)
+
+
+def clamp_to_utc(value: datetime) -> datetime:
+    """``value`` in UTC (naive = UTC); beyond the range of UTC datetimes, that range's end.
+
+    ``9999-12-31T23:59:59-14:00`` is after ``datetime.max`` in UTC. Every stored time lies
+    within the range, so as a filter bound the clamped value selects exactly the same rows;
+    refusing it would refuse a valid RFC 3339 date-time.
+    """
+    try:
+        return as_utc(value)
+    except OverflowError:
+        extreme = datetime.max if value.year == MAXYEAR else datetime.min
+        return extreme.replace(tzinfo=UTC)
+
+
+_NO_NUL = SchemaHint(pattern=r"^[^\x00]*$")
+_NOT_BLANK = SchemaHint(pattern=r"^[ \t\n\r]*[^ \t\n\r\x00][^\x00]*$")
+
+#: Storable text (no NUL, no unpaired surrogate); bound its length where it is used.
+Text = Annotated[str, _NO_NUL, AfterValidator(_storable)]
+#: Text that is examined, never stored (a suspect model's output may hold NUL bytes): any
+#: characters UTF-8 can encode.
+AnyText = Annotated[str, AfterValidator(_encodable)]
+#: Free text kept as given, less surrounding blanks; not blank.
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=200), _NOT_BLANK,
+    AfterValidator(_storable), AfterValidator(_trimmed),
+]
+Reason = Annotated[
+    str, StringConstraints(min_length=1, max_length=2000), _NOT_BLANK,
+    AfterValidator(_storable), AfterValidator(_trimmed),
+]
+#: Like Reason, but may be blank (then stored as "").
+Note = Annotated[Text, StringConstraints(max_length=2000), AfterValidator(_stripped)]
+TierName = Annotated[Text, StringConstraints(min_length=1, max_length=40)]
+UtcBound = Annotated[datetime, AfterValidator(clamp_to_utc)]
+#: Path ids: anything else cannot exist, and is refused before it reaches the database.
+AccountId = Annotated[str, Path(pattern=ID_PATTERN, max_length=ID_MAX_CHARS)]
+KeyId = Annotated[str, Path(pattern=ID_PATTERN, max_length=ID_MAX_CHARS)]
+FlagId = Annotated[str, Path(pattern=ID_PATTERN, max_length=ID_MAX_CHARS)]
+#: Opaque; its structure is checked when decoded (400 ``invalid_cursor``), its alphabet here
+#: only documented so that the error code stays ``invalid_cursor`` for any bad cursor.
+Cursor = Annotated[str, SchemaHint(pattern=CURSOR_PATTERN, max_length=MAX_CURSOR_CHARS)]
 
 AccountStatus = Literal["active", "throttled", "suspended", "banned"]
 ActionName = Literal["warn", "throttle", "suspend", "ban", "reinstate"]
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
-LimitValue = Annotated[int, Field(ge=0, le=10**12, strict=True)]
+
+
+def _integral(value: Any) -> Any:
+    """``2.0`` → ``2``: JSON Schema's integer includes it (and strings and bools stay out)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+#: Beside ``Field(strict=True, ...)`` in one Annotated: a JSON integer is ``2`` or ``2.0``,
+#: never ``"2"`` or ``true``. (In a nested Annotated, pydantic would document the Field's
+#: bounds as unknown keywords.)
+JSON_INTEGER = BeforeValidator(_integral)
+LimitValue = Annotated[int, Field(ge=0, le=10**12, strict=True), JSON_INTEGER]
 
 
 class _In(BaseModel):
@@ -64,16 +203,23 @@ class LimitOverrides(_In):
 
 class AccountCreate(_In):
     name: Name
-    tier: str | None = Field(default=None, description="Defaults to GATEWAY_DEFAULT_TIER.")
+    tier: TierName | None = Field(default=None, description="Defaults to GATEWAY_DEFAULT_TIER.")
     limits: LimitOverrides | None = None
     reason: Reason | None = Field(default=None, description="Written to the audit log.")
 
 
 class AccountPatch(_In):
-    """Partial update: absent fields are unchanged; ``"limits": null`` removes all overrides."""
+    """Partial update: absent fields are unchanged; ``"limits": null`` removes all overrides.
 
-    name: Name | None = None
-    tier: str | None = None
+    At least one of name, tier and limits; name and tier may be absent but not null.
+    """
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "anyOf": [{"required": ["name"]}, {"required": ["tier"]}, {"required": ["limits"]}],
+    })
+
+    name: Annotated[Name | None, SchemaHint(not_null=True)] = None
+    tier: Annotated[TierName | None, SchemaHint(not_null=True)] = None
     limits: LimitOverrides | None = None
     reason: Reason | None = Field(default=None, description="Written to the audit log.")
 

@@ -7,25 +7,36 @@ against every account's key and the p-value corrected for the number of keys tri
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from sqlalchemy import select
 
 from gateway import metrics
 from gateway.admin.deps import AdminDeps, require_role
+from gateway.admin.schemas import JSON_INTEGER, AnyText, ErrorResponse
 from gateway.auth.admin_tokens import Actor
 from gateway.store.models import Account
 from gateway.watermark.service import AttributionService, text_token_ids
 
 MAX_TOKENS = 100_000
+TokenId = Annotated[int, Field(ge=0, lt=2**31, strict=True), JSON_INTEGER]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 403)
+}
 
 
 class DetectRequest(BaseModel):
-    text: str | None = Field(default=None, max_length=MAX_TOKENS)
-    token_ids: list[Annotated[int, Field(ge=0, lt=2**31)]] | None = Field(
-        default=None, max_length=MAX_TOKENS)
+    """Exactly one of ``text`` and ``token_ids`` (the other absent or null)."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["text"], "properties": {"text": {"type": "string"}}},
+        {"required": ["token_ids"], "properties": {"token_ids": {"type": "array"}}},
+    ]})
+
+    text: Annotated[AnyText, StringConstraints(max_length=MAX_TOKENS)] | None = None
+    token_ids: list[TokenId] | None = Field(default=None, max_length=MAX_TOKENS)
 
     @model_validator(mode="after")
     def _one_input(self) -> DetectRequest:
@@ -44,7 +55,7 @@ class DetectResponse(BaseModel):
 
 
 def create_watermark_router(deps: AdminDeps) -> APIRouter:
-    router = APIRouter(prefix="/admin/v1", tags=["watermark"])
+    router = APIRouter(prefix="/admin/v1", tags=["watermark"], responses=_ERRORS)
     service = AttributionService(deps.settings)
     viewer = Depends(require_role(deps.tokens, "viewer"))
 

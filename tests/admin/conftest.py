@@ -14,6 +14,9 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.admin import AdminDeps, create_admin_router, install_error_handlers
+from gateway.admin.flags import create_flags_router
+from gateway.admin.quarantine import create_quarantine_router
+from gateway.admin.watermark import create_watermark_router
 from gateway.auth.admin_tokens import AdminTokens
 from gateway.settings import AdminTokenConfig, Settings
 from gateway.store.db import create_engine, session_factory
@@ -70,6 +73,17 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return session_factory(engine)
 
 
+def build_admin_app(deps: AdminDeps) -> FastAPI:
+    """Every ``/admin/v1`` router with the app's error handlers, as ``gateway.app`` wires them."""
+    app = FastAPI(title="admin under test")
+    install_error_handlers(app)
+    app.include_router(create_admin_router(deps))
+    app.include_router(create_flags_router(deps))
+    app.include_router(create_watermark_router(deps))
+    app.include_router(create_quarantine_router(deps))
+    return app
+
+
 @dataclass
 class Admin:
     """The admin API under test, plus what its post-commit callbacks received."""
@@ -94,9 +108,7 @@ async def admin(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[Adm
         on_account_changed=changed.append,
         on_key_revoked=revoked.append,
     )
-    app = FastAPI()
-    app.include_router(create_admin_router(deps))
-    install_error_handlers(app)
+    app = build_admin_app(deps)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw/admin/v1") as client:
         yield Admin(app, client, sessions, settings, changed, revoked)
@@ -124,3 +136,9 @@ def assert_openai_error(
     if code is not None:
         assert error["code"] == code
     return error
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "fuzz: schemathesis fuzzing of the admin API (GATEWAY_FUZZ_EXAMPLES sizes it)"
+    )
