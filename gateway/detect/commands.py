@@ -42,7 +42,12 @@ def register(commands: Any) -> None:
     export.add_argument("--window", type=int, default=64)
     export.set_defaults(handler=_export)
 
-    ev = commands.add_parser("evaluate", help="model vs GBT and PRADA baselines, held-out split")
+    ev = commands.add_parser("evaluate", help="model vs GBT and PRADA baselines, held-out split; "
+                             "--suite adaptive: adaptive attacks on real traffic")
+    ev.add_argument("--suite", choices=["holdout", "adaptive"], default="holdout")
+    ev.add_argument("--size", choices=["small", "full"], default="small",
+                    help="adaptive suite size (small: CI, ~10 s; full: ~7 min)")
+    ev.add_argument("--json", help="adaptive suite: also write the report here")
     ev.add_argument("--model", default=str(DEFAULT_ARTIFACT), help="artifact JSON")
     ev.add_argument("--seed", type=int, default=1007)
     ev.add_argument("--accounts", type=int, default=170, help="held-out accounts per profile")
@@ -93,6 +98,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.suite == "adaptive":
+        from gateway.detect.adaptive import run_cli
+
+        return run_cli(Path(args.model), args.size, args.seed, args.json)
     from gateway.detect.evaluate import EvalConfig, run
     from gateway.detect.evaluation import format_reports
 

@@ -137,7 +137,8 @@ def validate(route: str, payload: dict[str, Any]) -> RequestParams:
         logit_bias_size=len(bias) if bias else 0,
         prompt=prompt_text(route, payload),
         asks_usage=isinstance(options, dict) and options.get("include_usage") is True,
-        sequences=max(payload.get("n") or 1, payload.get("best_of") or 1),
+        sequences=max(payload.get("n") or 1,
+                      (payload.get("best_of") if route == COMPLETIONS else None) or 1),
     )
 
 

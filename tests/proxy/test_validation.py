@@ -146,3 +146,5 @@ def test_completions_reserve_for_every_sequence_generated() -> None:
     params = validate(COMPLETIONS, {"model": "m", "prompt": "p", "n": 2, "best_of": 5})
     assert (params.n, params.sequences) == (2, 5)
     assert validate(CHAT, _chat(n=3)).sequences == 3
+    # best_of means nothing to chat: passed through unread, whatever its type (found by the fuzzer)
+    assert validate(CHAT, _chat(best_of="x")).sequences == 1

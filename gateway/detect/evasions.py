@@ -1,0 +1,164 @@
+"""What an informed attacker does to an extraction operation to slip past the detector.
+
+An evasion is a name; a *combination* is evasions joined by ``+`` (``"stream+paraphrase"``).
+Two act while the requests are written (:class:`~gateway.detect.real_traffic.Style`):
+``paraphrase`` (reasoning cues reworded past the keyword list, templates rephrased per
+request) and ``completions`` (the completions route, a plain document instead of chat
+messages). The others rewrite the operation's accounts afterwards, in the order an attacker
+would stack them (:data:`ORDER`): mix in real benign conversations as cover (``dilute25/50/75``:
+that share of the account's requests is benign), pace requests like a person reading and typing
+(``human_timing``), take parameters from real chat clients (``chat_params``), stream
+everything (``stream``), put a long real passage before every instruction so the head of the
+prompt — all the features read — is innocent text (``head_camouflage``), and finally spread
+the operation over fresh accounts on distinct networks with at most seven requests each, one
+under the first scoring at eight (``sybil_split``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from itertools import pairwise
+from typing import Final
+
+from gateway.detect.real_traffic import (
+    COMPLETIONS,
+    Gen,
+    Request,
+    Style,
+    address,
+    client_params,
+    human_times,
+    retime,
+    user,
+    with_params,
+)
+from gateway.detect.simulate import Session
+
+SINGLE: Final = ("stream", "chat_params", "dilute25", "dilute50", "dilute75", "head_camouflage",
+                 "paraphrase", "human_timing", "completions", "sybil_split")
+PAIRS: Final = ("stream+chat_params", "stream+paraphrase", "chat_params+paraphrase",
+                "head_camouflage+stream", "head_camouflage+paraphrase",
+                "dilute50+human_timing", "human_timing+chat_params", "completions+chat_params",
+                "sybil_split+paraphrase", "sybil_split+human_timing")
+DEFAULT: Final = ("none", *SINGLE, *PAIRS)
+ORDER: Final = ("dilute25", "dilute50", "dilute75", "human_timing", "chat_params", "stream",
+                "head_camouflage", "sybil_split")
+WRITING: Final = frozenset({"paraphrase", "completions"})
+SYBIL_MAX_REQUESTS: Final = 7
+SYBIL_MIN_ACCOUNTS: Final = 10
+CAMOUFLAGE_CHARS: Final = 2500
+"""Longer than the 2,000 characters any feature reads."""
+
+
+def parse(combo: str) -> tuple[str, ...]:
+    """The evasions of a combination; ``"none"`` is the empty one."""
+    names = tuple(n for n in combo.split("+") if n and n != "none")
+    unknown = [n for n in names if n not in SINGLE]
+    if unknown:
+        raise ValueError(f"unknown evasion(s): {', '.join(unknown)}")
+    return names
+
+
+def style(combo: str) -> Style:
+    names = parse(combo)
+    return Style(paraphrase="paraphrase" in names,
+                 route=COMPLETIONS if "completions" in names else Style().route)
+
+
+def apply(g: Gen, sessions: list[Session], combo: str) -> list[Session]:
+    """The operation after the post-writing evasions of ``combo``, in :data:`ORDER`."""
+    names = set(parse(combo))
+    for name in ORDER:
+        if name in names:
+            sessions = TRANSFORMS[name](g, sessions)
+    return sessions
+
+
+def _each(fn: Callable[[Gen, Session], list[Request]]
+          ) -> Callable[[Gen, list[Session]], list[Session]]:
+    """An evasion applied to every account of the operation separately."""
+    def run(g: Gen, sessions: list[Session]) -> list[Session]:
+        return [replace(s, requests=list(fn(g, s))) for s in sessions]
+    return run
+
+
+def _reqs(s: Session) -> list[Request]:
+    return [r for r in s.requests if isinstance(r, Request)]
+
+
+def _stream(g: Gen, s: Session) -> list[Request]:
+    return [replace(r, stream=True) for r in _reqs(s)]
+
+
+def _chat_params(g: Gen, s: Session) -> list[Request]:
+    p = client_params(g)
+    return [with_params(r, stream=p.stream, temperature=p.temperature, max_tokens=p.max_tokens,
+                        n=p.n) for r in _reqs(s)]
+
+
+def _head_camouflage(g: Gen, s: Session) -> list[Request]:
+    return [replace(r, prompt=f"{g.passage(CAMOUFLAGE_CHARS)}\n\n{r.prompt}") for r in _reqs(s)]
+
+
+def _human_timing(g: Gen, s: Session) -> list[Request]:
+    reqs = _reqs(s)
+    new, left = [], 0
+    for _ in reqs:
+        new.append(left == 0)
+        left = g.rng.randint(3, 15) if left == 0 else left - 1
+    return retime(reqs, human_times(g, reqs, new))
+
+
+def _gaps(reqs: Sequence[Request]) -> list[float]:
+    return [0.0] + [b.ts - a.ts for a, b in pairwise(reqs)]
+
+
+def _dilute(share: float) -> Callable[[Gen, Session], list[Request]]:
+    """Cover traffic: real conversations replayed by the same account, so ``share`` of its
+    requests are benign; each kind keeps its own pacing between its requests."""
+    def run(g: Gen, s: Session) -> list[Request]:
+        attack = _reqs(s)
+        count = math.ceil(len(attack) * share / (1 - share))
+        cover = [replace(r, harvest=False) for r in _reqs(user(g, count)[0])] if count else []
+        kinds = [True] * len(attack) + [False] * len(cover)
+        g.rng.shuffle(kinds)
+        sources = {True: iter(zip(attack, _gaps(attack), strict=True)),
+                   False: iter(zip(cover, _gaps(cover), strict=True))}
+        t = attack[0].ts if attack else 0.0
+        out = []
+        for kind in kinds:
+            req, gap = next(sources[kind])
+            t += gap
+            out.append(replace(req, ts=t))
+        return out
+    return run
+
+
+def _fresh_addresses(g: Gen, count: int) -> list[str]:
+    """``count`` client addresses on pairwise distinct /24 networks."""
+    out: dict[str, str] = {}
+    while len(out) < count:
+        addr = address(g.rng)
+        out.setdefault(addr.rsplit(".", 1)[0], addr)
+    return list(out.values())
+
+
+def _sybil_split(g: Gen, sessions: list[Session]) -> list[Session]:
+    """The operation's requests, in time order, dealt round-robin to fresh accounts: at most
+    :data:`SYBIL_MAX_REQUESTS` each, at least :data:`SYBIL_MIN_ACCOUNTS`, one network each."""
+    merged = sorted((r for s in sessions for r in _reqs(s)), key=lambda r: r.ts)
+    accounts = max(SYBIL_MIN_ACCOUNTS, math.ceil(len(merged) / SYBIL_MAX_REQUESTS))
+    first = sessions[0]
+    return [Session("", first.profile, first.label, addr, list(merged[k::accounts]),
+                    first.campaign)
+            for k, addr in enumerate(_fresh_addresses(g, accounts)) if merged[k::accounts]]
+
+
+TRANSFORMS: Final[dict[str, Callable[[Gen, list[Session]], list[Session]]]] = {
+    "stream": _each(_stream), "chat_params": _each(_chat_params),
+    "head_camouflage": _each(_head_camouflage), "human_timing": _each(_human_timing),
+    "dilute25": _each(_dilute(0.25)), "dilute50": _each(_dilute(0.5)),
+    "dilute75": _each(_dilute(0.75)), "sybil_split": _sybil_split,
+}

@@ -1,0 +1,188 @@
+"""Replay labelled sessions through the production detection engine, on a simulated clock.
+
+An offline scorer that builds every window of a session and scores it in bulk measures an
+idealised detector. This drives :class:`gateway.detect.runtime.Engine` itself — the same
+``observe`` (prompt head cut where production cuts it), micro-batcher, account selection
+(every ``score_every`` requests, none before ``min_requests``), window store, model, risk
+update and campaign clustering — with the requests of all sessions merged in time order and fed
+in micro-batches as the runtime would form them (requests within ``max_wait_s`` of each other,
+at most ``max_batch``). The engine's clock is the simulated time.
+
+What comes back is threshold-free: each account's trajectory (requests seen, classifier score,
+risk) at every scoring, and when each account first appeared in a campaign found by
+:func:`gateway.detect.campaign.find_campaigns` on the sweep schedule (``campaign_interval_s``).
+Campaign sweeps run per *group* of accounts (an operation; all benign accounts as one), so that
+unrelated simulated actors are never clustered together by accident of a shared generator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from gateway.detect import campaign
+from gateway.detect.real_traffic import to_record
+from gateway.detect.runtime import Engine, EngineConfig, Scored
+from gateway.detect.scoring import Artifact, Scorer
+from gateway.detect.simulate import Session
+from gateway.detect.store import MemoryStore
+
+CHUNK_SPAN_S = 1.0
+"""A micro-batch never spans more simulated time than this, so campaign sweeps land within a
+second of their schedule."""
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One scoring of an account."""
+
+    position: int
+    """How many of the account's requests the engine had seen."""
+    ts: float
+    score: float
+    risk: float
+
+
+@dataclass
+class Replay:
+    trajectories: dict[str, list[Point]] = field(default_factory=lambda: defaultdict(list))
+    campaign_at: dict[str, float] = field(default_factory=dict)
+    """Account -> simulated time of the first sweep that listed it in a campaign."""
+    campaigns: list[tuple[float, list[str]]] = field(default_factory=list)
+
+    def peak(self, account: str) -> float:
+        return max((p.risk for p in self.trajectories.get(account, [])), default=0.0)
+
+    def flagged_at(self, account: str, threshold: float) -> Point | None:
+        """The scoring at which the account's risk first reached ``threshold``."""
+        return next((p for p in self.trajectories.get(account, []) if p.risk >= threshold),
+                    None)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Recorder:
+    """The engine's policy sink: keeps what was scored, acts on nothing."""
+
+    def __init__(self) -> None:
+        self.scored: list[Scored] = []
+
+    async def on_scored(self, results: Sequence[Scored]) -> None:
+        self.scored.extend(results)
+
+    async def on_campaigns(self, found: Sequence[campaign.Campaign]) -> None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+def engine_config(artifact: Artifact) -> EngineConfig:
+    """The configuration the gateway runs the artifact with, default settings otherwise."""
+    return EngineConfig(window=artifact.window, min_requests=artifact.min_requests,
+                        score_every=artifact.score_every)
+
+
+Event = tuple[float, int, int]
+"""(time, session index, request index)"""
+
+
+def _events(sessions: Sequence[Session]) -> list[Event]:
+    return sorted((req.ts, si, ri) for si, s in enumerate(sessions)
+                  for ri, req in enumerate(s.requests))
+
+
+def _chunks(events: Sequence[Event], sessions: Sequence[Session], config: EngineConfig
+            ) -> Iterator[list[Event]]:
+    """Micro-batches: an account's second request joins a batch only within ``max_wait_s``."""
+    chunk: list[Event] = []
+    members: set[str] = set()
+    start = 0.0
+    for ev in events:
+        account = sessions[ev[1]].account
+        if chunk and (len(chunk) >= config.max_batch or ev[0] - start > CHUNK_SPAN_S
+                      or (account in members and ev[0] - start > config.max_wait_s)):
+            yield chunk
+            chunk, members = [], set()
+        if not chunk:
+            start = ev[0]
+        chunk.append(ev)
+        members.add(account)
+    if chunk:
+        yield chunk
+
+
+class _Sweeper:
+    """Campaign sweeps on the runtime's schedule, per group, only for groups that changed."""
+
+    def __init__(self, engine: Engine, store: MemoryStore, group_of: Callable[[str], str],
+                 result: Replay) -> None:
+        self.engine, self.store, self.group_of, self.result = engine, store, group_of, result
+        self.members: dict[str, set[str]] = defaultdict(set)
+        self.dirty: set[str] = set()
+        self.tick: float | None = None
+
+    def changed(self, accounts: Sequence[str], now: float) -> None:
+        for account in accounts:
+            group = self.group_of(account)
+            self.members[group].add(account)
+            self.dirty.add(group)
+        if accounts and self.tick is None:
+            interval = self.engine.config.campaign_interval_s
+            self.tick = math.ceil(now / interval) * interval
+
+    async def until(self, now: float) -> None:
+        """Run the sweep that was due at or before ``now``."""
+        if self.tick is None or now < self.tick:
+            return
+        cfg = self.engine.config
+        sketches = await self.store.sketches(self.tick - cfg.campaign_horizon_s)
+        for group in sorted(self.dirty):
+            # In name order: clustering links accounts in the order it meets them, and a set's
+            # order changes with the interpreter's hash seed.
+            mine = {a: sketches[a] for a in sorted(self.members[group]) if a in sketches}
+            for found in campaign.find_campaigns(mine, min_accounts=cfg.campaign_min_accounts,
+                                                 min_mean_score=cfg.campaign_min_score):
+                self.result.campaigns.append((self.tick, found.accounts))
+                for account in found.accounts:
+                    self.result.campaign_at.setdefault(account, self.tick)
+        self.dirty.clear()
+        self.tick = None
+
+
+async def replay(sessions: Sequence[Session], scorer: Scorer, artifact: Artifact,
+                 group_of: Callable[[str], str], config: EngineConfig | None = None) -> Replay:
+    """Every request of ``sessions`` through a fresh engine; trajectories and campaigns."""
+    config = config or engine_config(artifact)
+    clock = _Clock()
+    recorder = _Recorder()
+    store = MemoryStore(config.window, max_accounts=max(100_000, 2 * len(sessions)))
+    engine = Engine(config, scorer, artifact, store, recorder, clock=clock)
+    result = Replay()
+    sweeper = _Sweeper(engine, store, group_of, result)
+    seen: Counter[str] = Counter()
+    for chunk in _chunks(_events(sessions), sessions, config):
+        await sweeper.until(chunk[0][0])
+        clock.now = chunk[-1][0]
+        for _, si, ri in chunk:
+            engine.observe(*to_record(sessions[si], ri))
+            seen[sessions[si].account] += 1
+        await engine.cycle()
+        for r in recorder.scored:
+            result.trajectories[r.account].append(
+                Point(seen[r.account], r.state.updated, r.score, r.state.risk))
+        sweeper.changed([r.account for r in recorder.scored], clock.now)
+        recorder.scored.clear()
+    await sweeper.until(math.inf)
+    return result

@@ -1,0 +1,88 @@
+"""The replay drives the production engine: its schedule, windows, scores and campaigns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gateway.detect import features, risk, window
+from gateway.detect.online import Replay, replay
+from gateway.detect.real_traffic import Request, to_record
+from gateway.detect.scoring import DEFAULT_ARTIFACT, F32, Artifact, load_scorer
+from gateway.detect.simulate import EPOCH, Session
+
+
+class ConstantScorer:
+    name = "constant"
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def score(self, seq: F32, mask: F32, stats: F32) -> F32:
+        return np.full(len(seq), self.value, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def artifact() -> Artifact:
+    return Artifact.load(DEFAULT_ARTIFACT)
+
+
+def _session(account: str, n: int, *, addr: str = "203.0.113.9", gap: float = 30.0,
+             template: str = "Summarise ticket {i} for the weekly report, please.") -> Session:
+    reqs = [Request(EPOCH + i * gap, template.format(i=i), 200, 512, 0.2, natural_tokens=200)
+            for i in range(n)]
+    return Session(account, "test", 0, addr, list(reqs))
+
+
+async def _run(sessions: list[Session], artifact: Artifact, value: float = 0.9) -> Replay:
+    return await replay(sessions, ConstantScorer(value), artifact, lambda a: "all")
+
+
+async def test_accounts_are_first_scored_at_min_requests_then_every_score_every(
+        artifact: Artifact) -> None:
+    result = await _run([_session("a", 30), _session("b", artifact.min_requests - 1)], artifact)
+    positions = [p.position for p in result.trajectories["a"]]
+    assert positions == list(range(artifact.min_requests, 31, artifact.score_every))
+    assert "b" not in result.trajectories  # below the first scoring: never seen by the model
+
+
+async def test_risk_follows_the_runtime_policy(artifact: Artifact) -> None:
+    result = await _run([_session("a", 24)], artifact, value=0.9)
+    state = risk.RiskState()
+    for point in result.trajectories["a"]:
+        state = risk.update(state, 0.9, point.ts, 3 * 86400.0)
+        assert point.risk == pytest.approx(state.risk)
+    assert result.flagged_at("a", 0.8) is not None
+    assert result.flagged_at("a", 0.95) is None
+
+
+async def test_scores_equal_the_shipped_model_on_the_same_windows(artifact: Artifact) -> None:
+    session = _session("a", 20, template="Explain step by step how item {i} works.")
+    result = await replay([session], load_scorer(artifact, "cpu"), artifact, lambda a: "all")
+    items = [features.extract(*to_record(session, i)) for i in range(20)]
+    scorer = load_scorer(artifact, "cpu")
+    for point in result.trajectories["a"]:
+        built = window.build(items[:point.position], artifact.window)
+        expected = scorer.score(*window.stack([built]))[0]
+        assert point.score == pytest.approx(float(expected), abs=1e-6)
+
+
+async def test_accounts_sharing_a_template_and_network_become_a_campaign(
+        artifact: Artifact) -> None:
+    scored = [_session(f"s{i}", 12) for i in range(3)]
+    result = await _run(scored, artifact, value=0.0)
+    assert set(result.campaign_at) == {"s0", "s1", "s2"}
+    assert min(result.campaign_at.values()) >= max(
+        s.requests[artifact.min_requests - 1].ts for s in scored)
+
+
+async def test_accounts_never_scored_never_join_a_campaign(artifact: Artifact) -> None:
+    result = await _run([_session(f"s{i}", artifact.min_requests - 1) for i in range(5)],
+                        artifact)
+    assert result.campaign_at == {} and result.campaigns == []
+
+
+async def test_campaigns_are_only_sought_within_a_group(artifact: Artifact) -> None:
+    sessions = [_session(f"s{i}", 12) for i in range(4)]
+    result = await replay(sessions, ConstantScorer(0.0), artifact, lambda a: a)
+    assert result.campaign_at == {}

@@ -1,0 +1,142 @@
+"""Profiles over real text, attack generators and evasions: what each promises to produce."""
+
+from __future__ import annotations
+
+import random
+from itertools import pairwise
+
+import pytest
+
+from gateway.detect import adaptive, corpus, evasions, features
+from gateway.detect.real_attacks import ATTACK_FNS, COT_CUES, PARAPHRASED_CUES
+from gateway.detect.real_traffic import (
+    ATTACKS,
+    BENIGN,
+    BENIGN_FNS,
+    COMPLETIONS,
+    Gen,
+    Request,
+    to_record,
+)
+from gateway.detect.simulate import Session
+
+LIMITS = corpus.Limits(conversations=600, modules=60)
+
+
+@pytest.fixture(scope="module")
+def pool() -> corpus.Pool:
+    return corpus.pool("heldout", LIMITS)
+
+
+def _gen(pool: corpus.Pool, name: str) -> Gen:
+    return Gen(random.Random(name), pool)
+
+
+def _requests(s: Session) -> list[Request]:
+    return [r for r in s.requests if isinstance(r, Request)]
+
+
+def test_every_named_profile_has_a_generator() -> None:
+    assert tuple(BENIGN_FNS) == BENIGN and tuple(ATTACK_FNS) == ATTACKS
+
+
+@pytest.mark.parametrize("profile", list(BENIGN_FNS))
+def test_benign_profiles_are_labelled_benign_and_in_time_order(pool: corpus.Pool,
+                                                                profile: str) -> None:
+    for s in BENIGN_FNS[profile](_gen(pool, profile), 30):
+        assert s.label == 0 and len(s.requests) == 30
+        assert all(a.ts <= b.ts for a, b in pairwise(s.requests))
+
+
+def test_a_chat_user_resends_the_conversation_so_far(pool: corpus.Pool) -> None:
+    s = BENIGN_FNS["user"](_gen(pool, "user"), 40)[0]
+    follow_ups = [(a, b) for a, b in pairwise(_requests(s)) if b.prompt.startswith(a.prompt)]
+    assert follow_ups, "multi-turn conversations carry their history"
+    assert all(len(b.prompt) > len(a.prompt) for a, b in follow_ups)
+
+
+def test_a_ci_smoke_test_repeats_one_prompt(pool: corpus.Pool) -> None:
+    s = BENIGN_FNS["ci_smoke"](_gen(pool, "ci"), 20)[0]
+    assert len({r.prompt for r in s.requests}) == 1
+
+
+def test_a_coding_assistant_heads_every_request_with_its_system_prompt(pool: corpus.Pool
+                                                                       ) -> None:
+    s = BENIGN_FNS["coding_assistant"](_gen(pool, "coding"), 20)[0]
+    assert len({r.prompt[:features.MAX_SIGNAL_CHARS] for r in s.requests}) == 1
+
+
+def test_an_organisation_shares_one_address_and_one_template(pool: corpus.Pool) -> None:
+    accounts = BENIGN_FNS["org_nat"](_gen(pool, "org"), 10)
+    assert len(accounts) >= 3
+    assert len({s.client_addr for s in accounts}) == 1
+    assert len({r.prompt[:40] for s in accounts for r in s.requests}) == 1
+
+
+def test_paraphrased_cues_escape_the_reasoning_keywords_the_standard_ones_hit() -> None:
+    assert all(features.prompt_signals(c)[0] == 0 for c in PARAPHRASED_CUES)
+    assert all(features.prompt_signals(c)[0] > 0 for c in COT_CUES)
+
+
+@pytest.mark.parametrize("attack", list(ATTACK_FNS))
+def test_attack_operations_harvest_the_requested_volume(pool: corpus.Pool, attack: str
+                                                        ) -> None:
+    op = adaptive.operation(pool, attack, "none", 0, 48, seed=5)
+    assert all(s.label == 1 and s.campaign == op[0].campaign for s in op)
+    assert len({s.account for s in op}) == len(op)
+    assert sum(len(s.requests) for s in op) >= 48
+
+
+def test_operations_are_reproducible_from_their_seed(pool: corpus.Pool) -> None:
+    a = adaptive.operation(pool, "distill_cot", "human_timing+paraphrase", 3, 20, seed=9)
+    b = adaptive.operation(pool, "distill_cot", "human_timing+paraphrase", 3, 20, seed=9)
+    assert [(r.ts, r.prompt) for r in a[0].requests] == [(r.ts, r.prompt) for r in b[0].requests]
+
+
+def test_sybil_split_stays_under_the_first_scoring_on_fresh_networks(pool: corpus.Pool) -> None:
+    plain = adaptive.operation(pool, "distill", "none", 0, 100, seed=1)
+    split = adaptive.operation(pool, "distill", "sybil_split", 0, 100, seed=1)
+    assert sum(len(s.requests) for s in split) == sum(len(s.requests) for s in plain)
+    assert len(split) >= evasions.SYBIL_MIN_ACCOUNTS
+    assert all(len(s.requests) <= evasions.SYBIL_MAX_REQUESTS for s in split)
+    networks = {features.network_of(s.client_addr) for s in split}
+    assert len(networks) == len(split)
+
+
+@pytest.mark.parametrize("share", [25, 50, 75])
+def test_dilution_mixes_in_that_share_of_benign_requests(pool: corpus.Pool, share: int) -> None:
+    plain = adaptive.operation(pool, "self_instruct", "none", 0, 40, seed=2)[0]
+    mixed = adaptive.operation(pool, "self_instruct", f"dilute{share}", 0, 40, seed=2)[0]
+    cover = [r for r in _requests(mixed) if not r.harvest]
+    assert len(mixed.requests) - len(cover) == len(plain.requests)
+    assert len(cover) / len(mixed.requests) == pytest.approx(share / 100, abs=0.03)
+    assert all(a.ts <= b.ts for a, b in pairwise(mixed.requests))
+
+
+def test_head_camouflage_pushes_the_instruction_past_what_features_read(pool: corpus.Pool
+                                                                        ) -> None:
+    plain = adaptive.operation(pool, "distill_cot", "none", 0, 10, seed=4)
+    hidden = evasions.apply(_gen(pool, "camouflage"), plain, "head_camouflage")
+    for a, b in zip(plain[0].requests, hidden[0].requests, strict=True):
+        assert b.prompt.endswith(a.prompt)
+        assert len(b.prompt) - len(a.prompt) > features.MAX_PROMPT_CHARS
+
+
+def test_chat_params_and_stream_look_like_a_chat_client(pool: corpus.Pool) -> None:
+    op = adaptive.operation(pool, "distill_cot", "stream+chat_params", 0, 30, seed=6)[0]
+    reqs = _requests(op)
+    assert all(r.stream for r in reqs)
+    assert len({(r.temperature, r.max_tokens, r.n) for r in reqs}) == 1
+    assert all(r.max_tokens is None or r.completion_tokens <= r.max_tokens for r in reqs)
+
+
+def test_the_completions_route_is_recorded_as_such(pool: corpus.Pool) -> None:
+    op = adaptive.operation(pool, "logit_steal", "completions", 0, 10, seed=7)[0]
+    record, prompt = to_record(op, 0)
+    assert record.route == COMPLETIONS and record.logit_bias_size > 0
+    assert record.prompt_chars == len(prompt)
+
+
+def test_unknown_evasions_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown evasion"):
+        evasions.parse("stream+teleport")
