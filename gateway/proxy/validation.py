@@ -116,29 +116,30 @@ def validate(route: str, payload: dict[str, Any]) -> RequestParams:
     check_depth(payload)
     for name in DENIED_FIELDS.intersection(payload):
         raise _refused(name)
+    # Only what this route's table checked is ever read: a field of another route's table
+    # (``n`` on responses, ``logit_bias`` on embeddings) passes through unread, whatever it holds.
+    read = {name: payload.get(name) for name in ROUTE_SPECS[route]}
     for name, spec in ROUTE_SPECS[route].items():
-        _check(name, payload.get(name), spec)
+        _check(name, read[name], spec)
     _check_model(payload.get("model"))
     _check_stop(payload.get("stop"))
-    bias = payload.get("logit_bias")
+    bias = read.get("logit_bias")
     if bias:
         _check_logit_bias(bias)
-    options = payload.get("stream_options")
+    options = read.get("stream_options")
     return RequestParams(
         model=payload["model"],
-        stream=payload.get("stream") is True,
-        max_tokens=_max_tokens(route, payload),
-        n=payload.get("n"),
-        temperature=_float(payload.get("temperature")),
-        top_p=_float(payload.get("top_p")),
-        logprobs=_wants_logprobs(route, payload),
-        top_logprobs=payload.get("logprobs") if route == COMPLETIONS
-        else payload.get("top_logprobs"),
+        stream=read.get("stream") is True,
+        max_tokens=_max_tokens(route, read),
+        n=read.get("n"),
+        temperature=_float(read.get("temperature")),
+        top_p=_float(read.get("top_p")),
+        logprobs=_wants_logprobs(route, read),
+        top_logprobs=read.get("logprobs") if route == COMPLETIONS else read.get("top_logprobs"),
         logit_bias_size=len(bias) if bias else 0,
         prompt=prompt_text(route, payload),
         asks_usage=isinstance(options, dict) and options.get("include_usage") is True,
-        sequences=max(payload.get("n") or 1,
-                      (payload.get("best_of") if route == COMPLETIONS else None) or 1),
+        sequences=max(read.get("n") or 1, read.get("best_of") or 1),
     )
 
 

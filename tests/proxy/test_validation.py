@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.errors import GatewayError
 from gateway.proxy.validation import (
@@ -15,6 +17,7 @@ from gateway.proxy.validation import (
     EMBEDDINGS,
     MAX_DEPTH,
     RESPONSES,
+    ROUTE_SPECS,
     check_depth,
     flatten,
     validate,
@@ -148,3 +151,30 @@ def test_completions_reserve_for_every_sequence_generated() -> None:
     assert validate(CHAT, _chat(n=3)).sequences == 3
     # best_of means nothing to chat: passed through unread, whatever its type (found by the fuzzer)
     assert validate(CHAT, _chat(best_of="x")).sequences == 1
+
+
+ANY_FIELD = sorted({name for spec in ROUTE_SPECS.values() for name in spec}
+                   | {"stop", "messages", "prompt", "input"})
+HOSTILE = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=4),
+                    st.lists(st.integers(), max_size=2),
+                    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+@settings(max_examples=400, deadline=None)
+@given(route=st.sampled_from(sorted(ROUTE_SPECS)),
+       fields=st.dictionaries(st.sampled_from(ANY_FIELD), HOSTILE, max_size=4))
+def test_any_field_of_any_route_is_a_400_or_a_typed_value_never_a_crash(
+    route: str, fields: dict[str, Any]
+) -> None:
+    """Found by the proxy fuzzer: fields of another route's table (``n`` on responses,
+    ``logit_bias`` on embeddings) must pass unread instead of reaching arithmetic."""
+    payload = {**{"model": "m", "messages": MESSAGES, "prompt": "p", "input": "i"}, **fields}
+    try:
+        params = validate(route, payload)
+    except GatewayError as error:
+        assert error.status == 400
+        return
+    assert params.n is None or isinstance(params.n, int)
+    assert params.top_logprobs is None or isinstance(params.top_logprobs, int)
+    assert isinstance(params.sequences, int) and params.sequences >= 1
+    assert params.max_tokens is None or params.max_tokens >= 1
