@@ -231,6 +231,9 @@ def _demo_upstream(settings: Settings) -> Any:
 
 
 def _print_demo_banner(args: argparse.Namespace, api_key: str, admin_token: str) -> None:
+    import importlib.util
+    import shlex
+
     base = f"http://{args.host}:{args.port}"
     watermarked = _has_model_server()
     model = "tiny-docstrings" if watermarked else "echo-1"
@@ -245,12 +248,20 @@ Gateway demo on {base}  (upstream: {upstream}, on :{args.upstream_port})
   curl {base}/v1/chat/completions -H "Authorization: Bearer {api_key}" \\
        -H "Content-Type: application/json" \\
        -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
-
-  python -c "from openai import OpenAI; \\
+""", flush=True)
+    # The SDK example names this interpreter by its full path, so that it works as printed from
+    # any shell (not only one with the venv activated), and is shown only where the ``openai``
+    # package is installed (the ``demo`` extra, which the README's first command installs).
+    if importlib.util.find_spec("openai") is not None:
+        print(f"""  {shlex.quote(sys.executable)} -c "from openai import OpenAI; \\
 c = OpenAI(base_url='{base}/v1', api_key='{api_key}'); \\
 r = c.chat.completions.create(model='{model}', \\
 messages=[{{'role': 'user', 'content': 'Return the'}}], max_tokens=400); \\
 print(r.choices[0].message.content)"
+""", flush=True)
+    else:
+        print("""  (for an example with the official openai SDK, install the demo extra:
+   pip install -e ".[demo]")
 """, flush=True)
     if watermarked:
         print(f"""  Whose text is it? (the watermark names the demo account)

@@ -41,8 +41,9 @@ from gateway.modelserver.echo import create_echo_app
 from gateway.store.migrate import upgrade
 from tests.deploy import shipped
 from tests.e2e.conftest import ADMIN_TOKEN, HASH_SECRET, UPSTREAM_KEY, WATERMARK_SECRET
-from tests.support.servers import free_port, poll, serve_in_thread, wait_healthy
+from tests.support.servers import free_port, serve_in_thread, wait_healthy
 from tests.support.tcp_proxy import ThreadedTcpProxy
+from tests.support.waiting import STARTUP_TIMEOUT_S, wait_until
 
 REDIS_DB = 0
 # Ordinary requests vary their prompts like a person would: a fixed prompt sent over and over is
@@ -129,7 +130,7 @@ def _gateway_process(env: dict[str, str], log: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def prometheus_binary() -> str:
     path = shutil.which("prometheus")
-    assert path, "prometheus is missing: .ci/run installs it (Debian package)"
+    assert path, "prometheus is missing: `bash scripts/test` installs it (Debian package)"
     return path
 
 
@@ -155,7 +156,8 @@ def live(postgres_url: str, prometheus_binary: str,
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             base = f"http://127.0.0.1:{port}"
             try:
-                poll(lambda: _ready(base, process), timeout=30, interval=0.2)
+                wait_until(lambda: _ready(base, process), timeout=STARTUP_TIMEOUT_S,
+                           interval=0.2, what="Prometheus ready")
                 admin = httpx.Client(base_url=gateway, timeout=30,
                                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
                 live = Live(gateway, base, admin)
@@ -227,22 +229,22 @@ def _drive_traffic(live: Live, pg: ThreadedTcpProxy, redis: ThreadedTcpProxy) ->
     replay(distill, live.gateway, distiller_key, limit=80)
     for i, session in enumerate(simulate.generate(5, "heldout", 8, (72, 72), ("campaign",))[:4]):
         replay(session, live.gateway, _account(admin, f"hydra-{i}")[1], limit=24)
-    poll(lambda: _metric(live, "gateway_detect_flags_total") >= 2, timeout=30, interval=0.2)
+    wait_until(lambda: _metric(live, "gateway_detect_flags_total") >= 2, timeout=30, interval=0.2)
     _reviewers(live, distiller_id)
 
     # Redis outage: the limiter falls back (gauge at 1, backend errors), then recovers.
     ops = _operator(live)
     redis.cut()
     try:
-        poll(lambda: _chat(ops) == 200
-             and _metric(live, "gateway_ratelimit_fallback_active") >= 1, timeout=20,
-             interval=0.2)
+        wait_until(lambda: _chat(ops) == 200
+                   and _metric(live, "gateway_ratelimit_fallback_active") >= 1, timeout=20,
+                   interval=0.2)
         _wait_scraped(live, "max(gateway_ratelimit_fallback_active) > 0")
     finally:
         redis.restore()
-    poll(lambda: _chat(ops) == 200
-         and _metric(live, "gateway_ratelimit_fallback_active") == 0, timeout=20,
-         interval=0.2)
+    wait_until(lambda: _chat(ops) == 200
+               and _metric(live, "gateway_ratelimit_fallback_active") == 0, timeout=20,
+               interval=0.2)
 
     # Database outage: request records spill to disk, then are replayed. (The key must have
     # been used before: during an outage only recently seen keys are let through.)
@@ -250,13 +252,14 @@ def _drive_traffic(live: Live, pg: ThreadedTcpProxy, redis: ThreadedTcpProxy) ->
     assert _chat(ops) == 200
     pg.cut()
     try:
-        poll(lambda: _chat(ops) and _metric(live, "gateway_request_log_spilled_total") > 0,
-             timeout=20, interval=0.2)
+        wait_until(lambda: _chat(ops) and _metric(live, "gateway_request_log_spilled_total") > 0,
+                   timeout=20, interval=0.2)
         _wait_scraped(live, "max(gateway_request_log_spill_pending_bytes) > 0")
     finally:
         pg.restore()
-    poll(lambda: _chat(ops) == 200
-         and _metric(live, "gateway_request_log_replayed_total") > 0, timeout=30, interval=0.2)
+    wait_until(lambda: _chat(ops) == 200
+               and _metric(live, "gateway_request_log_replayed_total") > 0,
+               timeout=30, interval=0.2)
 
     # Once Prometheus has seen every series, the everyday events once more, so that rates
     # and histogram quantiles over the last minute have something to compute from.
@@ -300,7 +303,7 @@ def _reviewers(live: Live, account_id: str) -> None:
 
 
 def _wait_scraped(live: Live, expr: str) -> None:
-    poll(lambda: live.series(expr), timeout=20, interval=0.2)
+    wait_until(lambda: live.series(expr), timeout=20, interval=0.2)
 
 
 def _without_data(live: Live, queries: list[shipped.Query]) -> list[str]:
@@ -329,7 +332,7 @@ def test_prometheus_loaded_and_evaluated_every_shipped_rule(live: Live) -> None:
         done = all(r["lastEvaluation"] > "2000" for r in rules)
         return rules if done and {r["name"] for r in rules} == names else []
 
-    for rule in poll(evaluated, timeout=20, interval=0.5):
+    for rule in wait_until(evaluated, timeout=20, interval=0.5):
         assert rule["health"] == "ok", (rule["name"], rule.get("lastError"))
 
 

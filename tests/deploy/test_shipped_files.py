@@ -24,7 +24,7 @@ COMPOSE_ENV = shipped.ROOT / "deploy" / "compose" / "example.env"
 
 def tool(name: str) -> str:
     path = shutil.which(name)
-    assert path, f"{name} is missing: .ci/run installs it (Debian package)"
+    assert path, f"{name} is missing: `bash scripts/test` installs it (Debian package)"
     return path
 
 

@@ -8,8 +8,8 @@ import asyncpg
 import httpx
 
 from tests.e2e.conftest import StackFactory
-from tests.support.servers import poll
 from tests.support.tcp_proxy import ThreadedTcpProxy
+from tests.support.waiting import wait_until
 
 N = 150
 
@@ -47,7 +47,7 @@ def test_cutting_the_database_mid_run_loses_no_record(
             assert raw.http_response.status_code == 200
             request_ids.append(raw.headers["x-request-id"])
         assert len(set(request_ids)) == N
-        poll(lambda: len(_stored_ids(migrated_postgres, account_id)) >= N, timeout=30)
+        wait_until(lambda: len(_stored_ids(migrated_postgres, account_id)) >= N, timeout=30)
         assert _stored_ids(migrated_postgres, account_id) == set(request_ids)
         metrics = httpx.get(stack.base + "/metrics").text
         assert "gateway_request_log_spilled_total" in metrics

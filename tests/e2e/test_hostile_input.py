@@ -15,7 +15,8 @@ import pytest
 from gateway.settings import TierLimits, default_tiers
 from tests.e2e.conftest import Stack, StackFactory
 from tests.support.scripted_upstream import RAW_LOGPROB, RAW_TOP, ScriptedUpstream
-from tests.support.servers import poll, serve_in_thread
+from tests.support.servers import serve_in_thread
+from tests.support.waiting import wait_until
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 MESSAGES = [{"role": "user", "content": "harvest me"}]
@@ -56,7 +57,7 @@ def _records(stack: Stack, account_id: str, count: int) -> list[dict[str, Any]]:
                               params={"limit": 200}).json()["items"]
         return items if len(items) >= count else None
 
-    return poll(found, timeout=20)
+    return wait_until(found, timeout=20)
 
 
 def _error(response: httpx.Response) -> dict[str, Any]:

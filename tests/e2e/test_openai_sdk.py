@@ -8,7 +8,8 @@ import pytest
 
 from gateway.modelserver.echo import reply_words
 from tests.e2e.conftest import UPSTREAM_KEY, Stack, StackFactory
-from tests.support.servers import free_port, poll
+from tests.support.servers import free_port
+from tests.support.waiting import wait_until
 
 MESSAGES = [{"role": "user", "content": "Explain photosynthesis in one line"}]
 
@@ -19,7 +20,7 @@ def _wait_for_record(stack: Stack, account_id: str, request_id: str) -> dict:
             items = admin.get(f"/admin/v1/accounts/{account_id}/requests").json()["items"]
         return next((r for r in items if r["request_id"] == request_id), None)
 
-    return poll(find, timeout=15)
+    return wait_until(find, timeout=15)
 
 
 def test_chat_completion_round_trip_with_exact_usage_and_a_record(stack: Stack) -> None:
@@ -141,7 +142,7 @@ def test_revocation_elsewhere_takes_effect_without_restart(stack: Stack) -> None
             return True
         return False
 
-    poll(refused, timeout=5)
+    wait_until(refused, timeout=5)
 
 
 def _account_of(stack: Stack, key: str) -> str:
@@ -203,7 +204,7 @@ def test_client_disconnect_mid_stream_cancels_the_upstream(stack: Stack) -> None
     assert record["status_code"] == 499
     assert record["error_code"] == "client_disconnected"
     upstream_request = _upstream_request(stack, request_id)
-    poll(lambda: upstream_request["finished"], timeout=5)
+    wait_until(lambda: upstream_request["finished"], timeout=5)
     assert not upstream_request["completed"], "the upstream kept streaming to nobody"
 
 

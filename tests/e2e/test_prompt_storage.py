@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from tests.e2e.conftest import Stack, StackFactory
-from tests.support.servers import poll
+from tests.support.waiting import wait_until
 
 PROMPT = "Summarise the causes of the French revolution"
 
@@ -18,7 +18,7 @@ def _record(stack: Stack, account_id: str, request_id: str) -> dict:
             items = admin.get(f"/admin/v1/accounts/{account_id}/requests").json()["items"]
         return next((r for r in items if r["request_id"] == request_id), None)
 
-    return poll(find, timeout=15)
+    return wait_until(find, timeout=15)
 
 
 @pytest.mark.parametrize("storage", ["none", "hash", "full"])

@@ -13,8 +13,8 @@ import pytest
 from gateway import metrics
 from gateway.settings import TierLimits, default_tiers
 from tests.e2e.conftest import Stack, StackFactory
-from tests.support.servers import poll
 from tests.support.tcp_proxy import ThreadedTcpProxy
+from tests.support.waiting import wait_until
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 MESSAGES = [{"role": "user", "content": "Tell me about rate limits"}]
@@ -120,7 +120,7 @@ def test_concurrency_slots_are_released_on_disconnect_and_on_upstream_error(
             next(chunks)
             busy = http.get("/v1/models")
             assert busy.status_code == 429  # the one slot is taken by the stream
-        poll(lambda: http.get("/v1/models").status_code == 200, timeout=5)
+        wait_until(lambda: http.get("/v1/models").status_code == 200, timeout=5)
         assert _post(limited, key, model="fail").status_code == 500
         assert http.get("/v1/models").status_code == 200
 
@@ -148,6 +148,6 @@ def test_redis_stopped_mid_run(make_stack: StackFactory, mode: str) -> None:
             assert ready.status_code == 503
         assert ready.json()["checks"]["redis"] is False
         proxy.restore()
-        poll(lambda: _post(stack, key).status_code == 200
-             and httpx.get(stack.base + "/readyz").json()["checks"]["ratelimit"] == "redis",
-             timeout=10)
+        wait_until(lambda: _post(stack, key).status_code == 200
+                   and httpx.get(stack.base + "/readyz").json()["checks"]["ratelimit"] == "redis",
+                   timeout=10)

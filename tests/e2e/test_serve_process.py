@@ -12,7 +12,8 @@ import pytest
 
 from gateway.modelserver.echo import create_echo_app
 from tests.e2e.conftest import ADMIN_TOKEN, HASH_SECRET, UPSTREAM_KEY, WATERMARK_SECRET
-from tests.support.servers import gateway_process, poll, serve_in_thread
+from tests.support.servers import gateway_process, serve_in_thread
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +49,8 @@ def test_metrics_add_up_across_worker_processes(
             response = httpx.get(base + "/v1/models", headers={"Authorization": f"Bearer {key}"})
             assert response.status_code == 200
         labels = 'route="/v1/models",status_class="2xx"'
-        poll(lambda: _metric(httpx.get(base + "/metrics").text,
-                             "gateway_requests_total", labels) == 40, timeout=10)
+        wait_until(lambda: _metric(httpx.get(base + "/metrics").text,
+                                   "gateway_requests_total", labels) == 40, timeout=10)
         # Whichever worker answers (a fresh connection each time), the totals are the same.
         texts = [httpx.get(base + "/metrics").text for _ in range(10)]
         assert {_metric(t, "gateway_requests_total", labels) for t in texts} == {40.0}

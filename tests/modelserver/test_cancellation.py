@@ -13,7 +13,7 @@ import pytest
 
 from gateway.modelserver.engine import Engine
 from tests.modelserver.conftest import signed
-from tests.support.servers import poll
+from tests.support.waiting import wait_until
 
 PATH = "/v1/completions"
 
@@ -38,7 +38,7 @@ def open_request(url: str, payload: dict[str, Any]) -> socket.socket:
 
 def assert_work_stops_within_a_second(engine: Engine) -> None:
     hung_up = time.monotonic()
-    poll(lambda: engine.active_sequences == 0, timeout=1.0, interval=0.01)
+    wait_until(lambda: engine.active_sequences == 0, timeout=1.0, interval=0.01)
     assert time.monotonic() - hung_up < 1.0
     produced = engine.generated_tokens
     time.sleep(0.3)
@@ -51,9 +51,9 @@ def test_a_non_streamed_request_stops_generating_when_its_client_hangs_up(
     engine = engine_of(model_server)
     sock = open_request(model_server[0], {"model": "m", "prompt": "x", "max_tokens": 4096,
                                           "n": n})
-    poll(lambda: engine.active_sequences == n, timeout=10, interval=0.01)
+    wait_until(lambda: engine.active_sequences == n, timeout=10, interval=0.01)
     started = engine.generated_tokens
-    poll(lambda: engine.generated_tokens > started + 10, timeout=10, interval=0.01)
+    wait_until(lambda: engine.generated_tokens > started + 10, timeout=10, interval=0.01)
     sock.close()
     assert_work_stops_within_a_second(engine)
 
@@ -64,7 +64,7 @@ def test_a_streamed_request_stops_generating_when_its_client_hangs_up(
     sock = open_request(model_server[0], {"model": "m", "prompt": "x", "max_tokens": 4096,
                                           "stream": True})
     assert sock.recv(4096).startswith(b"HTTP/1.1 200")
-    poll(lambda: engine.active_sequences == 1, timeout=10, interval=0.01)
+    wait_until(lambda: engine.active_sequences == 1, timeout=10, interval=0.01)
     sock.close()
     assert_work_stops_within_a_second(engine)
 
@@ -81,4 +81,4 @@ def test_a_finished_request_leaves_the_engine_idle_and_counts_its_tokens(
     assert reply.startswith(b"HTTP/1.1 200")
     assert engine.generated_tokens - before == json.loads(
         reply.split(b"\r\n\r\n", 1)[1])["usage"]["completion_tokens"]
-    poll(lambda: engine.active_sequences == 0, timeout=1.0, interval=0.01)
+    wait_until(lambda: engine.active_sequences == 0, timeout=1.0, interval=0.01)

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from gateway.ratelimit.backend import AdmitRequest
 from gateway.ratelimit.redis_backend import RedisBackend
 from gateway.settings import TierLimits
+from tests.support.waiting import wait_until_async
 
 LIMITS = TierLimits(requests_per_minute=10, tokens_per_minute=10**6, tokens_per_day=10**8,
                     max_concurrent=1000)
@@ -63,11 +64,11 @@ async def test_a_deferred_settlement_goes_out_on_its_own_soon(
     slots_key = redis_backend._keys("c")[1]
     assert await redis.zcard(slots_key) == 1
     await redis_backend.settle("c", LIMITS, "slot", 0, 0, now_us=T0)
-    for _ in range(200):  # no admission follows: the deferral timer sends it
-        if await redis.zcard(slots_key) == 0:
-            break
-        await asyncio.sleep(0.005)
-    assert await redis.zcard(slots_key) == 0
+    # No admission follows: the deferral timer alone must send it.
+    async def slots_released() -> bool:
+        return await redis.zcard(slots_key) == 0
+
+    await wait_until_async(slots_released, interval=0.005, what="the deferred settlement sent")
 
 
 async def test_drain_sends_what_is_deferred(redis: Redis, redis_backend: RedisBackend) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,15 +37,6 @@ async def stored_ids(engine: AsyncEngine) -> list[str]:
 async def row_count(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
         return int((await conn.execute(select(func.count()).select_from(RequestRow))).scalar_one())
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, limit_s: float = 30) -> None:
-    """Poll until ``check`` holds. The limit only bounds a hang; it asserts no timing."""
-    deadline = asyncio.get_running_loop().time() + limit_s
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.05)
 
 
 def metric(name: str) -> float:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import threading
 import uuid
@@ -24,6 +23,7 @@ from tests.store.helpers import record
 from tests.support.postgres import SERVER_DSN
 from tests.support.servers import free_port
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import wait_until_async
 
 SECRET = "SECRET-PROMPT"
 
@@ -182,10 +182,11 @@ async def test_an_sqlite_file_that_cannot_be_opened_is_unavailable(tmp_path: Pat
 async def _aiosqlite_threads_stopped() -> None:
     """aiosqlite stops the thread of a connection that failed to open without waiting for it;
     should the loop close first, the thread dies of "Event loop is closed" (a warning)."""
-    for _ in range(200):
-        if not any("_connection_worker_thread" in t.name for t in threading.enumerate()):
-            return
-        await asyncio.sleep(0.01)
+
+    async def stopped() -> bool:
+        return not any("_connection_worker_thread" in t.name for t in threading.enumerate())
+
+    await wait_until_async(stopped, interval=0.01, what="aiosqlite's worker thread stopped")
 
 
 def test_a_value_sqlite_cannot_bind_is_left_to_a_probe() -> None:

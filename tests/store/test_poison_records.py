@@ -27,13 +27,13 @@ from gateway.store.models import RequestRow
 from gateway.store.spill import SpillDir
 from tests.store.conftest import WriterFactory
 from tests.store.helpers import (
-    eventually,
     metric,
     quarantined,
     record,
     spill_files,
     stored_ids,
 )
+from tests.support.waiting import wait_until_async
 
 QUARANTINED = "gateway_request_log_quarantined_total"
 WRITE_ERRORS = "gateway_request_log_write_errors_total"
@@ -233,7 +233,8 @@ async def test_a_restarted_writer_does_not_replay_a_poison_file_again(
     first = make_writer(engine, replay_interval_s=0.05)
     await first.start()  # replays at once, in the background
 
-    await eventually(lambda: asyncio.sleep(0, not spill_files(spill_dir)), "poison file done")
+    await wait_until_async(lambda: asyncio.sleep(0, not spill_files(spill_dir)), timeout=30,
+                           what="poison file done")
     await first.stop()
     entries = quarantined(spill_dir)
     second = make_writer(engine, replay_interval_s=0.05)

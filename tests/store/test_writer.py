@@ -15,7 +15,6 @@ from gateway.store.models import RequestRow
 from gateway.store.spill import SpillDir
 from tests.store.conftest import WriterFactory
 from tests.store.helpers import (
-    eventually,
     metric,
     quarantined,
     record,
@@ -24,6 +23,7 @@ from tests.store.helpers import (
     stored_ids,
 )
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import wait_until_async
 
 SPILLED = "gateway_request_log_spilled_total"
 REPLAYED = "gateway_request_log_replayed_total"
@@ -153,10 +153,11 @@ async def test_restart_replays_spill_files_left_by_an_earlier_run(
     async def all_in() -> bool:
         return await row_count(pg_engine) == 30
 
-    await eventually(all_in, "leftover spill replayed on start")
+    await wait_until_async(all_in, timeout=30, what="leftover spill replayed on start")
     assert sorted(await stored_ids(pg_engine)) == sorted(r.request_id for r in records)
-    await eventually(
-        lambda: asyncio.sleep(0, not spill_files(tmp_path / "spill")), "spill file deleted"
+    await wait_until_async(
+        lambda: asyncio.sleep(0, not spill_files(tmp_path / "spill")), timeout=30,
+        what="spill file deleted",
     )
 
 

@@ -14,8 +14,9 @@ from gateway.records import RequestRecord
 from gateway.store.db import create_engine
 from gateway.store.models import RequestRow
 from tests.store.conftest import WriterFactory
-from tests.store.helpers import eventually, metric, quarantined, record, spill_files
+from tests.store.helpers import metric, quarantined, record, spill_files
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import wait_until_async
 
 N = 300
 
@@ -48,7 +49,7 @@ async def _all_stored(engine: AsyncEngine, records: list[RequestRecord]) -> None
     async def done() -> bool:
         return (await _counts(engine))[0] >= len(records)
 
-    await eventually(done, f"all {len(records)} records in the database")
+    await wait_until_async(done, timeout=30, what=f"all {len(records)} records in the database")
     async with engine.connect() as conn:
         ids = list((await conn.execute(select(RequestRow.request_id))).scalars())
     assert sorted(ids) == sorted(r.request_id for r in records)
@@ -88,9 +89,9 @@ async def test_cut_connection_mid_stream_loses_and_duplicates_nothing(
     assert metric("gateway_request_log_spilled_total") > spilled
     assert metric("gateway_request_log_replayed_total") > replayed
     assert metric("gateway_request_log_write_errors_total") > errors
-    await eventually(
+    await wait_until_async(
         lambda: asyncio.sleep(0, writer.database_healthy and not writer.spill_pending_bytes()),
-        "writer healthy again, spill replayed",
+        timeout=30, what="writer healthy again, spill replayed",
     )
     assert spill_files(tmp_path / "spill") == []
     assert quarantined(tmp_path / "spill") == []
@@ -123,6 +124,7 @@ async def test_writers_sharing_a_spill_dir_replay_each_record_once(
     proxy.restore()
 
     await _all_stored(pg_engine, records)
-    await eventually(
-        lambda: asyncio.sleep(0, not spill_files(tmp_path / "spill")), "spill dir emptied"
+    await wait_until_async(
+        lambda: asyncio.sleep(0, not spill_files(tmp_path / "spill")), timeout=30,
+        what="spill dir emptied",
     )

@@ -7,13 +7,15 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+
+from tests.support.waiting import STARTUP_TIMEOUT_S, wait_until
 
 
 def free_port() -> int:
@@ -31,11 +33,14 @@ def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        time.sleep(0.02)
+
+    def started() -> bool:
+        if not thread.is_alive():
+            raise RuntimeError("server exited before it started (its error is logged above)")
+        return bool(server.started)
+
+    wait_until(started, timeout=STARTUP_TIMEOUT_S, interval=0.02,
+               what=f"uvicorn serving {type(app).__name__} on port {port}")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -63,19 +68,26 @@ def gateway_process(env: dict[str, str], *args: str) -> Iterator[str]:
             process.kill()
 
 
-def wait_healthy(base: str, process: subprocess.Popen[str] | None = None) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+def wait_healthy(
+    base: str, process: subprocess.Popen[str] | None = None, log: Path | None = None,
+) -> None:
+    """Wait until ``base``/healthz answers 200 (see STARTUP_TIMEOUT_S for how long); fail at
+    once, with its output (its stdout pipe, or ``log`` where it writes), if ``process`` exits
+    first."""
+
+    def healthy() -> bool:
         if process is not None and process.poll() is not None:
             output = process.stdout.read() if process.stdout else ""
+            if log is not None and log.exists():
+                output += log.read_text()
             raise RuntimeError(f"gateway exited with {process.returncode}:\n{output}")
         try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                return
+            return httpx.get(base + "/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("gateway did not become healthy")
+            return False
+
+    wait_until(healthy, timeout=STARTUP_TIMEOUT_S, interval=0.1,
+               what=f"the gateway at {base} becoming healthy")
 
 
 class RecordingApp:
@@ -105,15 +117,3 @@ class RecordingApp:
             await self.app(scope, receive, recording_send)
         finally:
             entry["finished"] = True
-
-
-def poll(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """The first truthy value of ``predicate()`` within ``timeout`` seconds, else AssertionError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(interval)
