@@ -45,7 +45,10 @@ from tests.support.servers import free_port, serve_in_thread, wait_healthy
 from tests.support.tcp_proxy import ThreadedTcpProxy
 from tests.support.waiting import STARTUP_TIMEOUT_S, wait_until
 
-REDIS_DB = 0
+# A Redis database of its own: detection keeps one campaign-sweep lock and every account's
+# sketch per Redis database (one deployment), so a gateway of another test run on database 0
+# could hold the lock and leave this one's campaign unswept.
+REDIS_DB = 5
 # Ordinary requests vary their prompts like a person would: a fixed prompt sent over and over is
 # what the detector flags (and throttles), which would turn these requests into 429s.
 _PROMPTS = itertools.cycle([r.prompt for r in simulate.generate(
