@@ -172,7 +172,8 @@ def operation(pool: corpus.Pool, attack: str, combo: str, index: int, requests: 
     return _named(evasions.apply(g, sessions, combo), prefix, prefix)
 
 
-def _group(account: str) -> str:
+def group_of(account: str) -> str:
+    """The operation (or benign population) an account belongs to: its name less the index."""
     return account.rsplit(SEP, 1)[0]
 
 
@@ -268,7 +269,7 @@ def summary(attack_peaks: Sequence[float], benign_peaks: Sequence[float]) -> Sum
 
 
 def _replay(sessions: Sequence[Session], scorer: Scorer, artifact: Artifact) -> Replay:
-    return asyncio.run(replay(sessions, scorer, artifact, _group))
+    return asyncio.run(replay(sessions, scorer, artifact, group_of))
 
 
 def run(artifact_path: Path = DEFAULT_ARTIFACT, size: Size = SIZES["small"], seed: int = 2027,

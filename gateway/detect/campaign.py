@@ -4,9 +4,9 @@ Stdlib + numpy. Each account's sketch carries the per-slot most shared MinHash v
 window (its template signature) and how consistently they recur (``strength``). Locality-
 sensitive hashing over the signatures (``bands`` x ``rows``) proposes candidate pairs; a pair is
 linked when at least ``min_similarity`` of the slots agree. Connected components of at least
-``min_accounts`` become campaigns when the members also share a network origin (a /24 for
-most of them) or their classifier scores are, on average, suspicious — a shared open-source
-template alone is not evidence.
+``min_accounts`` become campaigns when their classifier scores are, on average, suspicious; a
+shared network origin (a /24 for most of them) lowers the bar (:func:`required_score`) but is
+not enough alone — neither a shared open-source template nor an office NAT is evidence.
 """
 
 from __future__ import annotations
@@ -48,10 +48,37 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def find_campaigns(sketches: Mapping[str, Sketch], *, min_accounts: int = 3,
-                   min_similarity: float = 0.5, min_strength: float = 0.3,
-                   min_mean_score: float = 0.3, max_bucket: int = 5000) -> list[Campaign]:
-    """Clusters of accounts that look like one operator, sorted by size (largest first)."""
+NETWORK_DISCOUNT = 3.0
+"""How much a shared network origin lowers the suspicion a cluster needs."""
+
+
+def required_score(min_mean_score: float, same_network: bool) -> float:
+    """The mean classifier score a template cluster needs to be a campaign. A shared network
+    corroborates suspicion but does not replace it: an organisation behind one NAT whose teams
+    share an internal template and behave like people is not an operation."""
+    return min_mean_score / NETWORK_DISCOUNT if same_network else min_mean_score
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Accounts linked by a shared template, before judging whether they are an operation."""
+
+    accounts: list[str]
+    shared: int
+    """How many of them connect from the most common network."""
+    mean_score: float
+    young: float
+    """Share of them sketched before they could be scored."""
+
+    @property
+    def same_network(self) -> bool:
+        return self.shared * 2 >= len(self.accounts)
+
+
+def clusters(sketches: Mapping[str, Sketch], *, min_accounts: int = 3,
+             min_similarity: float = 0.5, min_strength: float = 0.3,
+             max_bucket: int = 5000) -> list[Cluster]:
+    """Connected components of at least ``min_accounts`` template-sharing accounts."""
     templated = {a: s for a, s in sketches.items() if s.strength >= min_strength}
     buckets: dict[tuple[int, bytes], list[str]] = defaultdict(list)
     for account, sketch in templated.items():
@@ -72,20 +99,53 @@ def find_campaigns(sketches: Mapping[str, Sketch], *, min_accounts: int = 3,
     groups: dict[str, list[str]] = defaultdict(list)
     for account in templated:
         groups[uf.find(account)].append(account)
-    found = []
+    out = []
     for members in groups.values():
         if len(members) < min_accounts:
             continue
         networks = Counter(templated[a].network for a in members if templated[a].network)
-        shared = networks.most_common(1)[0][1] if networks else 0
-        mean_score = float(np.mean([templated[a].score for a in members]))
-        same_network = shared * 2 >= len(members)
-        if not (same_network or mean_score >= min_mean_score):
-            continue
-        reasons = [f"{len(members)} accounts send prompts built from one shared template"]
-        if same_network:
-            reasons.append(f"{shared} of them connect from the same network")
-        if mean_score >= min_mean_score:
-            reasons.append(f"their windows score {mean_score:.2f} on average on the classifier")
-        found.append(Campaign(sorted(members), mean_score, reasons))
-    return sorted(found, key=lambda c: -len(c.accounts))
+        out.append(Cluster(sorted(members),
+                           networks.most_common(1)[0][1] if networks else 0,
+                           float(np.mean([templated[a].score for a in members])),
+                           float(np.mean([templated[a].young for a in members]))))
+    return out
+
+
+def needs_merged_score(cluster: Cluster, min_mean_score: float) -> bool:
+    """A cluster whose members are mostly too young to have scores of their own is judged on
+    their requests taken together (the operation as one account), not on missing evidence."""
+    return cluster.young >= 0.5 and \
+        cluster.mean_score < required_score(min_mean_score, cluster.same_network)
+
+
+def judge(cluster: Cluster, min_mean_score: float, merged: float | None = None,
+          merged_threshold: float = 1.0) -> Campaign | None:
+    """The campaign ``cluster`` is, or None. ``merged``: the classifier score of the members'
+    requests merged into one window, a campaign at ``merged_threshold`` or above."""
+    n = len(cluster.accounts)
+    suspicious = cluster.mean_score >= required_score(min_mean_score, cluster.same_network)
+    together = merged is not None and merged >= merged_threshold
+    if not (suspicious or together):
+        return None
+    reasons = [f"{n} accounts send prompts built from one shared template"]
+    if cluster.same_network:
+        reasons.append(f"{cluster.shared} of them connect from the same network")
+    if suspicious:
+        reasons.append(f"their windows score {cluster.mean_score:.2f} on average on the "
+                       "classifier")
+    if together:
+        reasons.append(f"their requests taken together as one account score {merged:.2f} on "
+                       "the classifier")
+    score = max(cluster.mean_score, merged or 0.0)
+    return Campaign(cluster.accounts, score, reasons)
+
+
+def find_campaigns(sketches: Mapping[str, Sketch], *, min_accounts: int = 3,
+                   min_similarity: float = 0.5, min_strength: float = 0.3,
+                   min_mean_score: float = 0.3, max_bucket: int = 5000) -> list[Campaign]:
+    """Clusters of accounts that look like one operation on their own scores, sorted by size
+    (largest first). The engine also judges young clusters on merged windows."""
+    found = [judge(c, min_mean_score) for c in clusters(
+        sketches, min_accounts=min_accounts, min_similarity=min_similarity,
+        min_strength=min_strength, max_bucket=max_bucket)]
+    return sorted((c for c in found if c is not None), key=lambda c: -len(c.accounts))

@@ -28,16 +28,23 @@ def register(commands: Any) -> None:
     sim.add_argument("--limit", type=int, help="at most this many requests per account")
     sim.set_defaults(handler=_simulate)
 
-    train = commands.add_parser("train", help="train the extraction classifier on simulated data")
+    train = commands.add_parser("train", help="train the extraction classifier on simulated and "
+                                "real-text traffic")
     train.add_argument("--out", default=str(ARTIFACTS_DIR), help="artifact directory")
     train.add_argument("--seed", type=int, default=7)
-    train.add_argument("--accounts", type=int, default=60, help="accounts per profile")
-    train.add_argument("--epochs", type=int, default=25)
-    train.add_argument("--name", default="window-v1")
+    train.add_argument("--accounts", type=int, default=30,
+                       help="simulated accounts per profile")
+    train.add_argument("--epochs", type=int, default=15)
+    train.add_argument("--name", default="window-v2")
+    train.add_argument("--real", choices=["none", "small", "full"], default="full",
+                       help="also train on real-text traffic (train split) at this size and "
+                       "calibrate the threshold on real benign calibration traffic (none: the "
+                       "simulator alone, threshold from its training accounts); the defaults "
+                       "reproduce the shipped window-v2")
     train.set_defaults(handler=_train)
 
     export = commands.add_parser("export", help="export trained torch weights to ONNX")
-    export.add_argument("--weights", default=str(ARTIFACTS_DIR / "window-v1.pt"))
+    export.add_argument("--weights", default=str(ARTIFACTS_DIR / "window-v2.pt"))
     export.add_argument("--out", required=True, help="the .onnx file to write")
     export.add_argument("--window", type=int, default=64)
     export.set_defaults(handler=_export)
@@ -84,7 +91,8 @@ def _train(args: argparse.Namespace) -> int:
     from gateway.detect.train import TrainConfig, train
 
     config = TrainConfig(seed=args.seed, accounts_per_profile=args.accounts,
-                         epochs=args.epochs, name=args.name)
+                         epochs=args.epochs, name=args.name,
+                         real=None if args.real == "none" else args.real)
     train(Path(args.out), config, log=lambda m: print(m, flush=True))
     return 0
 

@@ -7,7 +7,7 @@ short histories too (what "flagged within N requests" needs).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +15,9 @@ import numpy.typing as npt
 
 from gateway.detect import features, window
 from gateway.detect.simulate import Session, to_record
+from gateway.records import RequestRecord
+
+ToRecord = Callable[[Session, int], tuple[RequestRecord, str]]
 
 WINDOW = 64
 MIN_REQUESTS = 8
@@ -40,8 +43,12 @@ class Windows:
         return len(self.labels)
 
 
-def session_features(session: Session) -> list[features.RequestFeatures]:
-    return [features.extract(*to_record(session, i)) for i in range(len(session.requests))]
+def session_features(session: Session, record: ToRecord = to_record
+                     ) -> list[features.RequestFeatures]:
+    """``record`` turns a request into what the gateway records: the simulator's by default,
+    :func:`gateway.detect.real_traffic.to_record` for sessions built from real text."""
+    found = features.extract_batch([record(session, i) for i in range(len(session.requests))])
+    return [f for f in found if f is not None]
 
 
 def positions(n: int, min_requests: int = MIN_REQUESTS, every: int = SCORE_EVERY,
@@ -55,10 +62,10 @@ def positions(n: int, min_requests: int = MIN_REQUESTS, every: int = SCORE_EVERY
 
 def build_windows(sessions: Sequence[Session], *, size: int = WINDOW,
                   min_requests: int = MIN_REQUESTS, every: int = SCORE_EVERY,
-                  sparse: bool = False) -> Windows:
+                  sparse: bool = False, record: ToRecord = to_record) -> Windows:
     seqs, masks, stats, labels, sess, pos, prada, ts = [], [], [], [], [], [], [], []
     for i, session in enumerate(sessions):
-        items = session_features(session)
+        items = session_features(session, record)
         points = positions(len(items), min_requests, every, sparse)
         built = window.build_batch([items[:p] for p in points], size)
         for p, w in zip(points, built, strict=True):
@@ -74,4 +81,19 @@ def build_windows(sessions: Sequence[Session], *, size: int = WINDOW,
         np.stack(seqs), np.stack(masks), np.stack(stats), np.array(labels, np.float32),
         np.array(sess, np.int64), np.array(pos, np.int64), np.array(prada, np.float32),
         np.array(ts, np.float64),
+    )
+
+
+def concat(parts: Sequence[tuple[Windows, int]]) -> Windows:
+    """Window sets of consecutive session lists (each with its number of sessions) as one: the
+    session indices of a part are offset by the sessions before it, so they index the
+    concatenated session list."""
+    offsets = np.cumsum([0] + [n for _, n in parts[:-1]])
+    sets = [w for w, _ in parts]
+    return Windows(
+        np.concatenate([w.seq for w in sets]), np.concatenate([w.mask for w in sets]),
+        np.concatenate([w.stats for w in sets]), np.concatenate([w.labels for w in sets]),
+        np.concatenate([w.session + int(o) for w, o in zip(sets, offsets, strict=True)]),
+        np.concatenate([w.position for w in sets]), np.concatenate([w.prada for w in sets]),
+        np.concatenate([w.ts for w in sets]),
     )

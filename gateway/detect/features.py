@@ -25,8 +25,11 @@ import numpy.typing as npt
 from gateway.records import RequestRecord
 
 MAX_PROMPT_CHARS: Final = 2000
-"""Only the head of a prompt is sketched: bounds the cost per request."""
+"""At most this much of a prompt is read (its head and its tail): bounds the cost per request."""
 MAX_SIGNAL_CHARS: Final = 1500
+TAIL_CHARS: Final = MAX_PROMPT_CHARS // 2
+"""Of a longer prompt, the last this many characters are kept beside the head: an instruction
+placed after a long innocent passage (head camouflage) is still read."""
 MINHASH_K: Final = 16
 FEATURE_NAMES: Final = (
     "prompt_chars_log",
@@ -93,6 +96,16 @@ class RequestFeatures:
     """CRC32 of the client's /24 (IPv4) or /48 (IPv6); 0 when unknown."""
 
 
+def bounded(prompt: str) -> str:
+    """The part of a prompt the detector reads: all of it up to :data:`MAX_PROMPT_CHARS`, else
+    its head and its tail, joined by a newline, exactly :data:`MAX_PROMPT_CHARS` long (so that
+    bounding twice changes nothing: the runtime bounds on the reply path, features again)."""
+    if len(prompt) <= MAX_PROMPT_CHARS:
+        return prompt
+    head = MAX_PROMPT_CHARS - TAIL_CHARS - 1
+    return f"{prompt[:head]}\n{prompt[-TAIL_CHARS:]}"
+
+
 def _mix(x: U64) -> U64:
     """splitmix64's finaliser, vectorised (numpy uint64 arithmetic wraps)."""
     x = x ^ (x >> np.uint64(30))
@@ -108,7 +121,7 @@ def shingle_hashes(text: str) -> U64:
     Words are hashed with two CRC32s (C speed); shingles combine them with one vectorised mix.
     Array arithmetic on uint64 wraps silently, which is what a hash wants.
     """
-    words = _WORD.findall(text[:MAX_PROMPT_CHARS].lower())
+    words = _WORD.findall(bounded(text).lower())
     if not words:
         return np.zeros(0, dtype=np.uint64)
     w = np.array([zlib.crc32(b, 0x5BD1E995) << 32 | zlib.crc32(b)
@@ -152,9 +165,11 @@ def prompt_signals(prompt: str) -> tuple[float, float, float, float, int]:
     """(reasoning, templating, question, code, words) — densities in [0, 1], and a word count.
 
     A handful of C-level scans (two small regexes, ``str.translate`` deletions, counts): this
-    runs for every request.
+    runs for every request. A long prompt is read at both ends (half the budget each), so text
+    put in front of an instruction does not hide it.
     """
-    head = prompt[:MAX_SIGNAL_CHARS]
+    half = MAX_SIGNAL_CHARS // 2
+    head = prompt if len(prompt) <= MAX_SIGNAL_CHARS else f"{prompt[:half]}\n{prompt[-half:]}"
     low = head.lower()
     words = max(1, head.count(" ") + head.count("\n") + 1)
     reasoning = min(1.0, len(_REASONING.findall(low)) / 3.0)
@@ -182,7 +197,7 @@ def _row(record: RequestRecord, prompt: str) -> list[float]:
         _log(record.logit_bias_size) / 6,
         _log((record.n or 1) - 1),
         temperature / 2,
-        float(record.stream),
+        0.0,  # stream: transport is not evidence (a streamed exchange reads as a plain one)
         reasoning,
         templating,
         question,
@@ -196,7 +211,7 @@ def _row(record: RequestRecord, prompt: str) -> list[float]:
 
 def _word_hashes(prompt: str) -> list[int]:
     return [zlib.crc32(b, 0x5BD1E995) << 32 | zlib.crc32(b)
-            for b in (x.encode() for x in _WORD.findall(prompt[:MAX_PROMPT_CHARS].lower()))]
+            for b in (x.encode() for x in _WORD.findall(bounded(prompt).lower()))]
 
 
 def extract_batch(items: Sequence[tuple[RequestRecord, str]]
@@ -209,6 +224,7 @@ def extract_batch(items: Sequence[tuple[RequestRecord, str]]
     counts: list[int] = []
     for index, (record, prompt) in enumerate(items):
         try:
+            prompt = bounded(prompt)
             row = _row(record, prompt)
             ts = record.created_at.timestamp()
             words = _word_hashes(prompt) or [0]

@@ -10,7 +10,8 @@ at most ``max_batch``). The engine's clock is the simulated time.
 
 What comes back is threshold-free: each account's trajectory (requests seen, classifier score,
 risk) at every scoring, and when each account first appeared in a campaign found by
-:func:`gateway.detect.campaign.find_campaigns` on the sweep schedule (``campaign_interval_s``).
+:meth:`gateway.detect.runtime.Engine.find_campaigns` on the sweep schedule
+(``campaign_interval_s``).
 Campaign sweeps run per *group* of accounts (an operation; all benign accounts as one), so that
 unrelated simulated actors are never clustered together by accident of a shared generator.
 """
@@ -152,8 +153,7 @@ class _Sweeper:
             # In name order: clustering links accounts in the order it meets them, and a set's
             # order changes with the interpreter's hash seed.
             mine = {a: sketches[a] for a in sorted(self.members[group]) if a in sketches}
-            for found in campaign.find_campaigns(mine, min_accounts=cfg.campaign_min_accounts,
-                                                 min_mean_score=cfg.campaign_min_score):
+            for found in await self.engine.find_campaigns(mine):
                 self.result.campaigns.append((self.tick, found.accounts))
                 for account in found.accounts:
                     self.result.campaign_at.setdefault(account, self.tick)
@@ -182,7 +182,10 @@ async def replay(sessions: Sequence[Session], scorer: Scorer, artifact: Artifact
         for r in recorder.scored:
             result.trajectories[r.account].append(
                 Point(seen[r.account], r.state.updated, r.score, r.state.risk))
-        sweeper.changed([r.account for r in recorder.scored], clock.now)
+        # Every account that sent something has a new sketch (young ones are sketched before
+        # they can be scored), so its group may have changed.
+        sweeper.changed(list(dict.fromkeys(sessions[si].account for _, si, _ in chunk)),
+                        clock.now)
         recorder.scored.clear()
     await sweeper.until(math.inf)
     return result

@@ -25,13 +25,16 @@ _SKETCH = struct.Struct(f"<{MINHASH_K}IdIdd")
 
 
 def _encode_sketch(s: Sketch) -> bytes:
-    return _SKETCH.pack(*s.signature.tolist(), s.strength, s.network, s.score, s.ts)
+    """The fixed part, then one byte for ``young`` (absent in sketches written before it)."""
+    return _SKETCH.pack(*s.signature.tolist(), s.strength, s.network, s.score, s.ts) \
+        + bytes([s.young])
 
 
 def _decode_sketch(blob: bytes) -> Sketch:
-    v = _SKETCH.unpack(blob)
+    v = _SKETCH.unpack_from(blob)
+    young = len(blob) > _SKETCH.size and blob[_SKETCH.size] == 1
     return Sketch(np.array(v[:MINHASH_K], dtype=np.uint32), v[MINHASH_K], v[MINHASH_K + 1],
-                  v[MINHASH_K + 2], v[MINHASH_K + 3])
+                  v[MINHASH_K + 2], v[MINHASH_K + 3], young)
 
 
 def _bytes(value: object) -> bytes:

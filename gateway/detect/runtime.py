@@ -8,6 +8,10 @@ fetches the windows of the accounts due for scoring in one store round trip, the
 scores the windows in a worker thread (ONNX Runtime releases the GIL).
 
 An account is due every ``score_every`` requests (and at most once per ``min_score_interval_s``).
+Before it has ``min_requests`` requests it cannot be scored, but it is sketched for campaign
+clustering on every request (no model needed), and a cluster of such young accounts is scored
+as one account at the campaign sweep: an operation split into accounts too small to score is
+not invisible.
 Under overload — more queued work than a batch can take — the stride grows with the backlog, so
 each account is scored less often; the skipped scorings are counted
 (``gateway_detect_shed_total``). Requests are never slowed or failed by it; if the queue itself
@@ -21,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,6 +59,8 @@ class EngineConfig:
     campaign_horizon_s: float = 7 * 86400.0
     campaign_min_accounts: int = 3
     campaign_min_score: float = 0.3
+    campaign_max_merged: int = 64
+    """Young clusters scored as one window per sweep, at most."""
     max_tracked_accounts: int = 200_000
 
 
@@ -99,6 +105,8 @@ class Engine:
         self._pending: deque[Pending] = deque()
         self._since: dict[str, int] = {}
         self._last_scored: dict[str, float] = {}
+        self._seen: dict[str, int] = {}
+        """Requests observed per account by this replica (bounded like ``_since``)."""
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -109,11 +117,11 @@ class Engine:
 
     def observe(self, record: RequestRecord, prompt: str) -> None:
         """Queue the request for feature extraction (done in batches, off the reply path).
-        Never raises, never awaits; keeps only the head of the prompt."""
+        Never raises, never awaits; keeps only the part of the prompt features read."""
         account = record.account_id
         if account is None:
             return
-        self._enqueue((account, record, prompt[:features.MAX_PROMPT_CHARS]))
+        self._enqueue((account, record, features.bounded(prompt)))
 
     def observe_features(self, account: str, item: RequestFeatures) -> None:
         """Queue already-extracted features (replays, benchmarks of the batcher alone)."""
@@ -181,6 +189,19 @@ class Engine:
                 metrics.DETECT_ERRORS.labels("cycle").inc()
                 await asyncio.sleep(0.5)
 
+    def _young(self, items: Sequence[tuple[str, RequestFeatures]]) -> list[str]:
+        """Accounts of this batch with too few requests to score: they are sketched (no model
+        needed) on every request, so campaign clustering sees an account from its first
+        request — a sybil that stays under ``min_requests`` is not invisible."""
+        young: list[str] = []
+        for account in dict.fromkeys(a for a, _ in items):
+            seen = self._seen.get(account, 0)
+            if seen < self.config.min_requests:
+                young.append(account)
+        for account, _ in items:
+            self._seen[account] = self._seen.get(account, 0) + 1
+        return young
+
     def _select(self, items: Sequence[tuple[str, RequestFeatures]], backlog: int,
                 now: float) -> list[str]:
         """Accounts to score now; the stride grows with the backlog (load shedding)."""
@@ -206,6 +227,7 @@ class Engine:
         if len(self._since) > cfg.max_tracked_accounts:
             self._since.clear()
             self._last_scored.clear()
+            self._seen.clear()
         return due
 
     async def cycle(self) -> None:
@@ -220,26 +242,39 @@ class Engine:
         # big ones in a worker thread so the event loop keeps serving replies meanwhile.
         items = (_extract(entries) if len(entries) <= INLINE_EXTRACT
                  else await asyncio.to_thread(_extract, entries))
+        young = self._young(items)
         due = self._select(items, len(self._pending), self.clock())
-        fetched = await self.store.exchange(items, due)
-        if not due:
+        fetched = await self.store.exchange(items, list(dict.fromkeys([*due, *young])))
+        if not due and not young:
             return
         started = time.perf_counter()
-        results = await asyncio.to_thread(self._score, fetched, due)
+        results = await asyncio.to_thread(self._score, fetched, due) if due else []
         metrics.DETECT_BATCH.observe(len(results))
         metrics.DETECT_BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.DETECT_SCORED.inc(len(results))
-        if not results:
-            return
         for result in results:
             metrics.DETECT_SCORES.observe(result.score)
         now = self.clock()
-        await self.store.save(
-            {r.account: r.state for r in results},
-            {r.account: Sketch(r.window.signature, r.window.signature_strength,
-                               r.window.network, r.score, now) for r in results},
-        )
-        await self.policy.on_scored(results)
+        sketches = self._sketch_young(fetched, young, now)
+        sketches.update({r.account: Sketch(r.window.signature, r.window.signature_strength,
+                                           r.window.network, r.score, now) for r in results})
+        if not sketches:
+            return
+        await self.store.save({r.account: r.state for r in results}, sketches)
+        if results:
+            await self.policy.on_scored(results)
+
+    def _sketch_young(self, fetched: Fetched, young: Sequence[str], now: float
+                      ) -> dict[str, Sketch]:
+        """Template sketches of accounts too young to score; their score is 0 (no evidence
+        yet: a campaign of them needs a shared network or suspicious elders to be flagged)."""
+        out: dict[str, Sketch] = {}
+        for account in young:
+            items = fetched.windows.get(account, [])
+            if 0 < len(items) < self.config.min_requests:
+                signature, strength, network = window.sketch(items)
+                out[account] = Sketch(signature, strength, network, 0.0, now, young=True)
+        return out
 
     def _score(self, fetched: Fetched, due: Sequence[str]) -> list[Scored]:
         cfg = self.config
@@ -286,12 +321,37 @@ class Engine:
         if lock is not None and not await lock("campaign", int(cfg.campaign_interval_s * 900)):
             return []
         sketches = await self.store.sketches(self.clock() - cfg.campaign_horizon_s)
-        found = await asyncio.to_thread(
-            campaign.find_campaigns, sketches, min_accounts=cfg.campaign_min_accounts,
-            min_mean_score=cfg.campaign_min_score)
+        found = await self.find_campaigns(sketches)
         if found:
             await self.policy.on_campaigns(found)
         return found
+
+    async def find_campaigns(self, sketches: Mapping[str, Sketch]) -> list[campaign.Campaign]:
+        """Template clusters judged on their members' scores, and clusters of accounts too
+        young to be scored judged on their requests merged into one window (at most
+        ``campaign_max_merged`` of those per sweep, largest first: bounded cost)."""
+        cfg = self.config
+        found = await asyncio.to_thread(campaign.clusters, sketches,
+                                        min_accounts=cfg.campaign_min_accounts)
+        found.sort(key=lambda c: -len(c.accounts))
+        young = [c for c in found if campaign.needs_merged_score(c, cfg.campaign_min_score)]
+        merged: dict[tuple[str, ...], float] = {}
+        for cluster in young[:cfg.campaign_max_merged]:
+            merged[tuple(cluster.accounts)] = await self.merged_score(cluster.accounts)
+        judged = (campaign.judge(c, cfg.campaign_min_score, merged.get(tuple(c.accounts)),
+                                 self.artifact.threshold) for c in found)
+        return [c for c in judged if c is not None]
+
+    async def merged_score(self, accounts: Sequence[str]) -> float:
+        """The classifier's score of these accounts' requests as one account's window (the
+        latest ``window`` of them in time order); 0 when there are too few to score."""
+        windows = (await self.store.exchange([], accounts)).windows
+        items = sorted((it for a in accounts for it in windows.get(a, [])), key=lambda i: i.ts)
+        if len(items) < self.config.min_requests:
+            return 0.0
+        built = window.build(items[-self.config.window:], self.config.window)
+        scores = await asyncio.to_thread(self.scorer.score, *window.stack([built]))
+        return float(scores[0])
 
 
 def mean_gap_s(items: Sequence[RequestFeatures]) -> float:

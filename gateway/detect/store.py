@@ -30,6 +30,8 @@ class Sketch:
     network: int
     score: float
     ts: float
+    young: bool = False
+    """Sketched before the account had enough requests to be scored (its score is 0)."""
 
 
 @dataclass

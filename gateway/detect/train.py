@@ -1,10 +1,12 @@
-"""``gateway train`` / ``gateway export``: fit the window classifier on simulator traffic.
+"""``gateway train`` / ``gateway export``: fit the window classifier on simulator traffic and,
+with ``real``, on traffic built from real text (:mod:`gateway.detect.real_training`).
 
 Needs torch (the ``torch`` extra). Writes an artifact directory: ``<name>.onnx`` (what the
 runtime scores with), ``<name>.pt`` (the same weights, for the torch-on-CUDA backend) and
 ``<name>.json`` (version, window parameters, calibrated flag threshold, benign reference values
 for explanations, training summary). Training uses the ``train`` split only; the flag threshold
-is calibrated on training benign accounts (see :func:`gateway.detect.evaluation.calibrate`).
+is calibrated on training benign accounts (see :func:`gateway.detect.evaluation.calibrate`), or,
+with real traffic (``real``), on real benign calibration accounts replayed through the engine.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from gateway.detect import dataset, evaluation, explain, simulate
+from gateway.detect import (
+    adaptive,
+    dataset,
+    evaluation,
+    explain,
+    real_traffic,
+    real_training,
+    simulate,
+)
 from gateway.detect.dataset import Windows
 from gateway.detect.model import WindowNet, export_onnx, save_torch
 from gateway.detect.window import N_SEQ, SEQ_NAMES, STAT_NAMES
@@ -42,6 +52,11 @@ class TrainConfig:
     no single signal (e.g. "templated") can carry the decision alone, which is what lets the
     model cope with generators it has not seen."""
     name: str = "window-v1"
+    real: str | None = None
+    """Also train on real-text traffic at this scale (:data:`gateway.detect.real_training.
+    SCALES`), and calibrate the threshold on real benign calibration traffic; None: simulator
+    only, threshold from training benign accounts."""
+    calibration_seed: int = 11
 
 
 def fit(windows: Windows, config: TrainConfig) -> WindowNet:
@@ -126,6 +141,19 @@ def _references(windows: Windows) -> tuple[list[float], list[float]]:
     return [round(float(x), 6) for x in seq_ref], [round(float(x), 6) for x in stats_ref]
 
 
+def _calibrate_on_real(meta_path: Path, meta: dict[str, Any], config: TrainConfig) -> float:
+    """Replace the artifact's threshold by the real benign calibration quantile (see
+    :func:`gateway.detect.real_training.calibration_threshold`); returns it."""
+    threshold, accounts = real_training.calibration_threshold(
+        meta_path, adaptive.SIZES[config.real or "full"], config.calibration_seed)
+    meta["threshold"] = min(threshold, 1.0)
+    meta["summary"]["calibration"] = {"split": "calibration", "accounts": accounts,
+                                      "target": adaptive.BENIGN_TARGET,
+                                      "seed": config.calibration_seed}
+    meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+    return float(meta["threshold"])
+
+
 def train(out_dir: Path, config: TrainConfig = TrainConfig(), log: Any = print) -> Path:
     """Simulate, fit, calibrate, write the artifact; returns the path of its JSON file."""
     started = time.monotonic()
@@ -133,6 +161,11 @@ def train(out_dir: Path, config: TrainConfig = TrainConfig(), log: Any = print) 
     sessions = simulate.generate(config.seed, "train", config.accounts_per_profile,
                                  config.requests)
     windows = dataset.build_windows(sessions)
+    if config.real is not None:
+        real = real_training.training_sessions(real_training.SCALES[config.real], config.seed)
+        windows = dataset.concat([(windows, len(sessions)), (dataset.build_windows(
+            real, sparse=True, record=real_traffic.to_record), len(real))])
+        sessions = [*sessions, *real]
     log(f"train: {len(sessions)} accounts, {len(windows)} windows "
         f"({time.monotonic() - started:.0f}s)")
     model = fit(windows, config)
@@ -172,6 +205,8 @@ def train(out_dir: Path, config: TrainConfig = TrainConfig(), log: Any = print) 
     }
     meta_path = out_dir / f"{config.name}.json"
     meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+    if config.real is not None:
+        threshold = _calibrate_on_real(meta_path, meta, config)
     log(f"train: wrote {meta_path} (threshold {threshold:.3f}, "
         f"{time.monotonic() - started:.0f}s)")
     return meta_path

@@ -55,7 +55,7 @@ def test_the_threshold_is_fixed_on_benign_calibration_traffic_alone(
     assert sessions and all(s.label == 0 for s in sessions)
     artifact = Artifact.load(DEFAULT_ARTIFACT)
     result = asyncio.run(online.replay(sessions, load_scorer(artifact, "cpu"), artifact,
-                                       adaptive._group))
+                                       adaptive.group_of))
     peaks = [result.peak(s.account) for s in sessions]
     assert report.threshold == adaptive.calibrate(peaks)
     assert report.calibration_flag_rate <= report.benign_target

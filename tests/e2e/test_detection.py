@@ -11,6 +11,7 @@ import httpx
 
 from gateway.detect import simulate
 from gateway.detect.replay import replay
+from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact
 from tests.e2e.conftest import StackFactory
 
 DETECTION = {
@@ -48,7 +49,7 @@ def test_distillation_is_flagged_and_throttled(make_stack: StackFactory) -> None
             flag = _wait_for(lambda: _flags(admin, status="open", account_id=account_id))[0]
             assert flag["kind"] == "account" and flag["account_ids"] == [account_id]
             assert flag["score"] >= 0.5 and flag["reasons"]
-            assert flag["model_version"].startswith("window-v1")
+            assert flag["model_version"] == Artifact.load(DEFAULT_ARTIFACT).version
             detail = admin.get(f"/admin/v1/flags/{flag['id']}").json()
             assert detail["evidence"]["request_ids"]
             assert {r["account_id"] for r in _wait_for(

@@ -1,0 +1,89 @@
+"""Detection cost per request in the engine alone (no HTTP): features, window store, scoring,
+sketches and the campaign sweep, on the shipped artifact, with the CPU scorer.
+
+Why: ``detect_throughput.py`` needs nginx, wrk and two quiet cores; this isolates what changed
+in the online path (young accounts sketched on every request, merged scoring of young clusters)
+and can be run on two trees to compare: ``PYTHONPATH=<tree> python bench/detect_cost.py``.
+
+Workload: ``--accounts`` accounts send ``--requests`` requests each, interleaved, in batches of
+``--batch`` (what the micro-batcher forms); half the accounts are new (their first requests are
+in the run), half old (they already hold a full window). Prints microseconds per request for
+the cycles and for one sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.detect.campaign import Campaign
+from gateway.detect.runtime import Engine, EngineConfig, Scored
+from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, load_scorer
+from gateway.detect.simulate import generate, to_record
+from gateway.detect.store import MemoryStore
+
+
+class Quiet:
+    async def on_scored(self, results: Sequence[Scored]) -> None:
+        return None
+
+    async def on_campaigns(self, found: Sequence[Campaign]) -> None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+async def measure(model: Path, accounts: int, requests: int, batch: int) -> dict[str, float]:
+    artifact = Artifact.load(model)
+    config = EngineConfig(window=artifact.window, min_requests=artifact.min_requests,
+                          score_every=artifact.score_every, max_batch=batch,
+                          min_score_interval_s=0.0)
+    engine = Engine(config, load_scorer(artifact, "cpu"), artifact,
+                    MemoryStore(artifact.window), Quiet())
+    sessions = generate(3, "heldout", max(1, accounts // 12), (2 * requests, 2 * requests))
+    sessions = sessions[:accounts]
+    old = sessions[: len(sessions) // 2]
+    for s in old:  # history before the measured run
+        for i in range(requests):
+            engine.observe(*to_record(s, i))
+    while engine.backlog:
+        await engine.cycle()
+    offset = {s.account: (requests if s in old else 0) for s in sessions}
+    records = [to_record(s, offset[s.account] + i) for i in range(requests) for s in sessions]
+    started = time.perf_counter()
+    for k in range(0, len(records), batch):
+        for rec in records[k:k + batch]:
+            engine.observe(*rec)
+        await engine.cycle()
+    cycles = time.perf_counter() - started
+    started = time.perf_counter()
+    await engine.sweep()
+    sweep = time.perf_counter() - started
+    return {"requests": len(records), "us_per_request": 1e6 * cycles / len(records),
+            "sweep_ms": 1e3 * sweep}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--accounts", type=int, default=600)
+    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--model", type=Path, default=DEFAULT_ARTIFACT, help="artifact JSON")
+    args = parser.parse_args()
+    runs = [asyncio.run(measure(args.model, args.accounts, args.requests, args.batch))
+            for _ in range(args.repeat)]
+    best = min(runs, key=lambda r: r["us_per_request"])
+    print(json.dumps({"artifact": Artifact.load(args.model).version, **best}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Retraining data from real text: the train split only, every automation profile a negative,
+every attack under every single evasion; the threshold is a real benign calibration quantile."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from gateway.detect import adaptive, dataset, evasions, real_training, simulate
+from gateway.detect.real_attacks import ATTACK_FNS
+from gateway.detect.real_traffic import AUTOMATION, to_record
+
+
+def test_training_traffic_covers_every_automation_profile_and_every_evasion() -> None:
+    sessions = real_training.training_sessions(real_training.SCALES["small"], seed=5)
+    negatives = Counter(s.profile for s in sessions if s.label == 0)
+    assert set(AUTOMATION) <= set(negatives)
+    groups = {adaptive.group_of(s.account) for s in sessions if s.label == 1}
+    combos = {g.split(adaptive.SEP)[1] for g in groups}
+    singles = set(evasions.SINGLE) - {"sybil_split"}
+    assert singles <= combos and "none" in combos
+    assert {g.split(adaptive.SEP)[0] for g in groups} == set(ATTACK_FNS)
+
+
+def test_training_traffic_comes_from_the_train_split_alone() -> None:
+    sessions = real_training.training_sessions(real_training.SCALES["small"], seed=5)
+    assert sessions and all(s.account.startswith("train|") for s in sessions if s.label == 0)
+
+
+def test_concatenated_windows_keep_each_session_distinct() -> None:
+    sim = simulate.generate(2, "train", 1, (12, 12), ("chat", "distill"))
+    real = real_training.training_sessions(real_training.SCALES["small"], seed=5)[:3]
+    a = dataset.build_windows(sim)
+    b = dataset.build_windows(real, record=to_record)
+    both = dataset.concat([(a, len(sim)), (b, len(real))])
+    assert len(both) == len(a) + len(b)
+    assert set(both.session[len(a):].tolist()) == {len(sim) + i for i in set(b.session.tolist())}
+    labels = np.array([s.label for s in [*sim, *real]])
+    assert np.array_equal(both.labels, labels[both.session].astype(np.float32))
