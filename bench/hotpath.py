@@ -1,0 +1,529 @@
+"""Headline hot-path benchmark (issue 14): what does each proxy cost per request, same run?
+
+Needs the Debian packages ``nginx`` and ``wrk`` (``apt-get install -y nginx wrk``), ``taskset``
+(util-linux), the project's .venv (``pip install -e .``: FastAPI, aiohttp, uvicorn, uvloop,
+httptools come with it), and for setup 5 PostgreSQL on 127.0.0.1:5432 (user ``postgres``,
+trust; ``psql`` on PATH) and Redis on 127.0.0.1:6379. A setup whose services are missing is
+reported as skipped; the others still run.
+
+Method (independent of ``proxy_overhead.py``, reusing only its process helpers):
+
+* Upstream: a static nginx (one worker) answering POST /v1/chat/completions with a canned
+  OpenAI chat completion (JSON workload) or a 20-chunk SSE stream (SSE workload), pinned to
+  core 0 (``taskset -c 0``).
+* Load: wrk with ONE thread (``-t1``), ``-c`` = concurrency (1, 16, 64), also pinned to core 0,
+  POSTing a short chat request (bench/wrk/post_chat.lua).
+* The proxy under test is alone on core 1 (``taskset -c 1``), one process / worker:
+    1. ``upstream``   - none: wrk -> nginx directly;
+    2. ``nginx``      - nginx reverse proxy with a keepalive pool;
+    3. ``floor``      - minimal FastAPI + pooled aiohttp pass-through (passthrough_aiohttp.py)
+                        under uvicorn, httptools + uvloop, one worker, no access log;
+    4. ``gw-local``   - the gateway, local configuration: SQLite, in-process limits,
+                        detection on (``gateway serve --workers 1``);
+    5. ``gw-prod``    - the gateway, production configuration (``GATEWAY_MODE=production``):
+                        PostgreSQL (a throwaway database, dropped at the end), Redis limits
+                        (db 14), detection on, one worker.
+  The gateway's bench account has a tier with limits far above what the box can send, so no
+  request is ever refused with 429.
+* Every setup is checked with one real request per workload (status 200, right body shape)
+  before it is measured; every wrk run's "Non-2xx or 3xx responses" and socket errors are
+  printed, and a run with any is flagged.
+* Per setup / workload / concurrency: req/s (median of ``--repeats``), p50 latency (median),
+  CPU per request of the proxy's process group (utime+stime from /proc/<pid>/stat, delta over
+  the wrk run, divided by the requests wrk completed), and req/s ratios to the floor and to
+  nginx measured in the same run. On a shared machine only same-run ratios mean anything.
+
+    .venv/bin/python bench/hotpath.py                       # quick: 3 s runs, 1 repeat
+    .venv/bin/python bench/hotpath.py --repeats 2 --duration 10
+    .venv/bin/python bench/hotpath.py --only floor,gw-local --workload json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from overhead_payloads import WORKLOADS, Workload, check_response, request_body
+from overhead_servers import (
+    BENCH_DIR,
+    PROXY_CORE,
+    UPSTREAM_CORE,
+    BenchError,
+    Managed,
+    Processes,
+    Upstream,
+    free_port,
+    http_request,
+    log,
+    log_tail,
+    start_nginx_proxy,
+    start_passthrough,
+    start_upstream,
+    wait_until_up,
+)
+
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+LUA_SCRIPT = BENCH_DIR / "wrk" / "post_chat.lua"
+TICKS = os.sysconf("SC_CLK_TCK")
+HUGE = 10**12
+TIER = "bench"
+PG_DSN = "postgresql://postgres@127.0.0.1:5432"
+REDIS_URL = "redis://127.0.0.1:6379/14"
+
+SETUPS: dict[str, str] = {
+    "upstream": "upstream alone (wrk -> nginx)",
+    "nginx": "nginx reverse proxy",
+    "floor": "Python floor (FastAPI+aiohttp)",
+    "gw-local": "gateway, local (SQLite, in-proc limits)",
+    "gw-prod": "gateway, production (PG, Redis limits)",
+}
+FLOOR, NGINX_SETUP = "floor", "nginx"
+
+
+# --- wrk ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WrkRun:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+    proxy_cpu_s: float | None
+
+    def cpu_per_req_us(self) -> float | None:
+        if self.proxy_cpu_s is None or not self.requests:
+            return None
+        return self.proxy_cpu_s / self.requests * 1e6
+
+
+def group_cpu_s(pgid: int) -> float:
+    """utime+stime (seconds) of every live process in process group ``pgid``."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid:  # pgrp
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICKS
+
+
+def run_wrk(
+    url: str, concurrency: int, duration_s: int, body_file: Path, key: str,
+    proxy_pgid: int | None,
+) -> WrkRun:
+    cmd = [
+        "taskset", "-c", UPSTREAM_CORE, WRK, "-t1", f"-c{concurrency}", f"-d{duration_s}s",
+        "--timeout", "10s", "-s", str(LUA_SCRIPT), f"{url}/v1/chat/completions",
+    ]
+    env = {**os.environ, "WRK_BODY_FILE": str(body_file), "WRK_API_KEY": key}
+    before = group_cpu_s(proxy_pgid) if proxy_pgid is not None else None
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                          timeout=duration_s + 60, check=False)
+    after = group_cpu_s(proxy_pgid) if proxy_pgid is not None else None
+    if done.returncode != 0:
+        raise BenchError(f"wrk exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK_RESULT ")), None)
+    if line is None:
+        raise BenchError(f"wrk printed no WRK_RESULT line:\n{done.stdout[-2000:]}")
+    data = json.loads(line.removeprefix("WRK_RESULT "))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", done.stdout)
+    errors = data["errors"]
+    seconds = data["duration_us"] / 1e6
+    return WrkRun(
+        rps=data["requests"] / seconds if seconds else 0.0,
+        p50_ms=data["latency_us"]["p50"] / 1000,
+        p99_ms=data["latency_us"]["p99"] / 1000,
+        requests=data["requests"],
+        non_2xx=int(non2xx.group(1)) if non2xx else 0,
+        socket_errors=errors["connect"] + errors["read"] + errors["write"] + errors["timeout"],
+        proxy_cpu_s=None if before is None or after is None else after - before,
+    )
+
+
+# --- the gateway -------------------------------------------------------------------------------
+
+def gateway_executable() -> str:
+    local = Path(sys.executable).parent / "gateway"
+    return str(local) if local.exists() else (shutil.which("gateway") or "gateway")
+
+
+def tiers_json() -> str:
+    limits = {"requests_per_minute": HUGE, "tokens_per_minute": HUGE,
+              "tokens_per_day": HUGE, "max_concurrent": 100_000}
+    throttled = {"requests_per_minute": 5, "tokens_per_minute": 5_000,
+                 "tokens_per_day": 50_000, "max_concurrent": 1}
+    return json.dumps({TIER: limits, "standard": limits, "throttled": throttled})
+
+
+def gateway_cli(env: dict[str, str], *args: str) -> dict[str, object]:
+    """Run ``gateway <args>``; the last JSON object line it printed."""
+    done = subprocess.run([gateway_executable(), *args], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"`gateway {' '.join(args)}` exited {done.returncode}:\n"
+                         f"{done.stdout}\n{done.stderr}")
+    for line in reversed(done.stdout.strip().splitlines()):
+        if line.strip().startswith("{"):
+            parsed: dict[str, object] = json.loads(line)
+            return parsed
+    return {}
+
+
+def psql(*sql: str) -> None:
+    for statement in sql:
+        done = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v",
+             "ON_ERROR_STOP=1", "-qc", statement],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        if done.returncode != 0:
+            raise BenchError(f"psql {statement!r}: {done.stderr.strip()}")
+
+
+@dataclass
+class GatewaySetup:
+    env: dict[str, str]
+    api_key: str
+    pg_database: str | None = None
+
+
+def prepare_gateway(setup: str, work_dir: Path) -> GatewaySetup:
+    """Schema, an account on the bench tier and a key, through the gateway's CLI."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "GATEWAY_LOG_LEVEL": "warning",
+        "GATEWAY_REQUEST_LOG_SPILL_DIR": str(work_dir / "spill"),
+        "GATEWAY_TIERS": tiers_json(),
+        "GATEWAY_DEFAULT_TIER": TIER,
+        "GATEWAY_DETECTION_ENABLED": "true",
+    }
+    pg_database = None
+    if setup == "gw-local":
+        env |= {"GATEWAY_MODE": "local",
+                "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{work_dir / 'bench.db'}"}
+        env.pop("GATEWAY_REDIS_URL", None)
+    else:
+        if shutil.which("psql") is None:
+            raise BenchError("psql not found (PostgreSQL client needed for gw-prod)")
+        pg_database = f"gw_hotpath_{os.getpid()}_{secrets.token_hex(3)}"
+        psql(f"CREATE DATABASE {pg_database}")
+        env |= {
+            "GATEWAY_MODE": "production",
+            "GATEWAY_DATABASE_URL": f"{PG_DSN}/{pg_database}",
+            "GATEWAY_REDIS_URL": REDIS_URL,
+            "GATEWAY_ADMIN_TOKEN": secrets.token_hex(32),
+            "GATEWAY_KEY_HASH_SECRET": secrets.token_hex(32),
+            "GATEWAY_WATERMARK_SECRET": secrets.token_hex(32),
+        }
+    result = GatewaySetup(env=env, api_key="", pg_database=pg_database)
+    try:
+        gateway_cli(env, "migrate")
+        account = gateway_cli(env, "accounts", "create", "--name", f"bench-{setup}",
+                              "--tier", TIER)
+        key = gateway_cli(env, "keys", "create", str(account["id"]))
+        result.api_key = str(key["key"])
+    except BaseException:
+        drop_gateway(result)
+        raise
+    return result
+
+
+def drop_gateway(setup: GatewaySetup) -> None:
+    if setup.pg_database is not None:
+        try:
+            psql(f"DROP DATABASE IF EXISTS {setup.pg_database} WITH (FORCE)")
+        except BenchError as exc:
+            log(f"WARNING could not drop {setup.pg_database}: {exc}")
+        setup.pg_database = None
+
+
+def start_gateway(
+    procs: Processes, name: str, setup: GatewaySetup, upstream_url: str
+) -> tuple[Managed, str]:
+    port = free_port()
+    env = {**setup.env, "GATEWAY_UPSTREAM_URL": f"{upstream_url}/v1"}
+    cmd = ["taskset", "-c", PROXY_CORE, gateway_executable(), "serve", "--host", "127.0.0.1",
+           "--port", str(port), "--workers", "1"]
+    managed = procs.start(name, cmd, env)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_up(managed, f"{url}/healthz", timeout_s=60.0)
+    return managed, url
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+@dataclass
+class Cell:
+    setup: str
+    workload: Workload
+    concurrency: int
+    runs: list[WrkRun] = field(default_factory=list)
+
+    def med(self, attr: str) -> float:
+        return float(statistics.median(getattr(r, attr) for r in self.runs))
+
+    def cpu_us(self) -> float | None:
+        values = [v for v in (r.cpu_per_req_us() for r in self.runs) if v is not None]
+        return float(statistics.median(values)) if values else None
+
+    def bad(self) -> tuple[int, int]:
+        return sum(r.non_2xx for r in self.runs), sum(r.socket_errors for r in self.runs)
+
+
+@dataclass
+class Options:
+    duration_s: int
+    repeats: int
+    warmup_s: int
+    concurrency: list[int]
+    workloads: list[Workload]
+    setups: list[str]
+
+
+class Bench:
+    def __init__(self, opts: Options, procs: Processes, work_dir: Path) -> None:
+        self.opts, self.procs, self.work_dir = opts, procs, work_dir
+        self.cells: dict[tuple[str, Workload, int], Cell] = {}
+        self.skipped: dict[str, str] = {}
+        self.problems: list[str] = []
+        self.gateways: dict[str, GatewaySetup] = {}
+        self.bodies = {}
+        for w in WORKLOADS:
+            path = work_dir / f"request-{w}.json"
+            path.write_bytes(request_body(w))
+            self.bodies[w] = path
+
+    def run(self) -> None:
+        log("starting the static nginx upstream on core 0")
+        upstream = start_upstream(self.procs)
+        try:
+            for setup in self.opts.setups:
+                if setup.startswith("gw-"):
+                    try:
+                        self.gateways[setup] = prepare_gateway(setup, self.work_dir / setup)
+                    except BenchError as exc:
+                        self.skipped[setup] = str(exc).splitlines()[0][:200]
+                        log(f"SKIP {setup}: {exc}")
+                        continue
+                for workload in self.opts.workloads:
+                    self._measure_setup(setup, workload, upstream)
+        finally:
+            for gw in self.gateways.values():
+                drop_gateway(gw)
+
+    def _launch(
+        self, setup: str, workload: Workload, upstream: Upstream
+    ) -> tuple[Managed | None, str]:
+        url = upstream.base_url(workload)
+        if setup == "upstream":
+            return None, url
+        if setup == "nginx":
+            return start_nginx_proxy(self.procs, url, workload)
+        if setup == "floor":
+            return start_passthrough(self.procs, "passthrough_aiohttp", url, workload)
+        return start_gateway(self.procs, f"{setup}-{workload}", self.gateways[setup], url)
+
+    def _key(self, setup: str) -> str:
+        gw = self.gateways.get(setup)
+        return gw.api_key if gw is not None else "bench-passthrough-key"
+
+    def _measure_setup(self, setup: str, workload: Workload, upstream: Upstream) -> None:
+        log(f"[{workload}] {SETUPS[setup]}")
+        managed: Managed | None = None
+        try:
+            managed, url = self._launch(setup, workload, upstream)
+            headers = {"Content-Type": "application/json",
+                       "Authorization": f"Bearer {self._key(setup)}"}
+            status, ctype, body = http_request(f"{url}/v1/chat/completions",
+                                               request_body(workload), headers)
+            problem = check_response(workload, status, ctype, body,
+                                     exact=not setup.startswith("gw-"))
+            if problem is not None:
+                raise BenchError(f"sample request: {problem}")
+            log(f"    sample request: {status} {ctype}")
+            pgid = managed.proc.pid if managed is not None else None
+            for c in self.opts.concurrency:
+                self._measure(setup, workload, url, c, pgid)
+            if managed is not None and setup.startswith("gw-"):
+                self._scan_log(setup, workload, managed)
+        except BenchError as exc:
+            self.problems.append(f"{setup}/{workload}: {exc}")
+            log(f"FAIL {setup}/{workload}: {exc}")
+            if managed is not None:
+                log(log_tail(managed.log))
+        finally:
+            if managed is not None:
+                self.procs.stop(managed, grace_s=40.0)
+
+    def _measure(
+        self, setup: str, workload: Workload, url: str, c: int, pgid: int | None
+    ) -> None:
+        key, body = self._key(setup), self.bodies[workload]
+        if self.opts.warmup_s > 0:
+            warm = run_wrk(url, c, self.opts.warmup_s, body, key, None)
+            self._flag(setup, workload, c, warm, "warm-up")
+        cell = Cell(setup, workload, c)
+        for _ in range(self.opts.repeats):
+            run = run_wrk(url, c, self.opts.duration_s, body, key, pgid)
+            self._flag(setup, workload, c, run, "run")
+            cell.runs.append(run)
+        self.cells[(setup, workload, c)] = cell
+        cpu = cell.cpu_us()
+        non2xx, sock = cell.bad()
+        log(f"    c{c:<3} {cell.med('rps'):>9,.0f} req/s  p50 {cell.med('p50_ms'):7.2f} ms"
+            f"  p99 {cell.med('p99_ms'):7.2f} ms  CPU/req "
+            f"{'-' if cpu is None else f'{cpu:.0f} us'}  non-2xx {non2xx}  socket errors {sock}")
+
+    def _flag(self, setup: str, workload: Workload, c: int, run: WrkRun, what: str) -> None:
+        if run.non_2xx or run.socket_errors:
+            msg = (f"{setup}/{workload}/c{c} {what}: {run.non_2xx} non-2xx, "
+                   f"{run.socket_errors} socket errors of {run.requests}")
+            self.problems.append(msg)
+            log(f"ERROR {msg}")
+
+    def _scan_log(self, setup: str, workload: Workload, managed: Managed) -> None:
+        """Errors, warnings and tracebacks the gateway logged while being measured."""
+        text = managed.log.read_text(errors="replace") if managed.log.exists() else ""
+        hits = [ln for ln in text.splitlines()
+                if re.search(r"error|warning|traceback|exception|critical", ln, re.I)]
+        if hits:
+            distinct = list(dict.fromkeys(ln.strip()[:300] for ln in hits))
+            msg = (f"{setup}/{workload}: {len(hits)} error/warning log lines: "
+                   + " | ".join(distinct[:5]))
+            self.problems.append(msg)
+            log(f"WARNING {msg}")
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def _f(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def ratio(bench: Bench, setup: str, ref: str, w: Workload, c: int) -> float | None:
+    cell, base = bench.cells.get((setup, w, c)), bench.cells.get((ref, w, c))
+    if cell is None or base is None or not base.med("rps"):
+        return None
+    return cell.med("rps") / base.med("rps")
+
+
+def headline(bench: Bench, w: Workload, conc: list[int]) -> str:
+    mid = 16 if 16 in conc else conc[len(conc) // 2]
+    low = conc[0]
+    head = ["in front of the upstream", *(f"req/s c{c}" for c in conc), f"p50 c{low}",
+            f"CPU/req c{mid}", f"× floor c{mid}", f"× nginx c{mid}"]
+    lines = [f"### {w.upper()}", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for setup in bench.opts.setups:
+        if setup in bench.skipped:
+            lines.append(f"| {SETUPS[setup]} | skipped: {bench.skipped[setup]} |")
+            continue
+        cells = [bench.cells.get((setup, w, c)) for c in conc]
+        if all(cell is None for cell in cells):
+            continue
+        first, middle = bench.cells.get((setup, w, low)), bench.cells.get((setup, w, mid))
+        row = [SETUPS[setup],
+               *(_f(cell.med("rps") if cell else None, ",.0f") for cell in cells),
+               _f(first.med("p50_ms") if first else None, ".2f") + " ms",
+               _f(middle.cpu_us() if middle else None, ".0f") + " µs",
+               _f(ratio(bench, setup, FLOOR, w, mid), ".2f"),
+               _f(ratio(bench, setup, NGINX_SETUP, w, mid), ".2f")]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def detail(bench: Bench) -> str:
+    head = ["setup", "workload", "c", "req/s", "p50 ms", "p99 ms", "CPU/req µs", "× floor",
+            "× nginx", "non-2xx", "sock err"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (setup, w, c), cell in bench.cells.items():
+        non2xx, sock = cell.bad()
+        lines.append("| " + " | ".join([
+            setup, w, str(c), f"{cell.med('rps'):,.0f}", f"{cell.med('p50_ms'):.2f}",
+            f"{cell.med('p99_ms'):.2f}", _f(cell.cpu_us(), ".0f"),
+            _f(ratio(bench, setup, FLOOR, w, c), ".2f"),
+            _f(ratio(bench, setup, NGINX_SETUP, w, c), ".2f"), str(non2xx), str(sock),
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--duration", type=int, default=3, help="seconds per wrk run (3)")
+    p.add_argument("--repeats", type=int, default=1, help="wrk runs per cell; median (1)")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up seconds per cell (1; 0: none)")
+    p.add_argument("--concurrency", default="1,16,64")
+    p.add_argument("--workload", choices=["json", "sse", "both"], default="both")
+    p.add_argument("--only", default=",".join(SETUPS), help="setups: " + ",".join(SETUPS))
+    a = p.parse_args(argv)
+    setups = [s.strip() for s in a.only.split(",") if s.strip()]
+    unknown = [s for s in setups if s not in SETUPS]
+    if unknown:
+        p.error(f"unknown setups {unknown}; choose from {list(SETUPS)}")
+    workloads: list[Workload] = list(WORKLOADS) if a.workload == "both" else [a.workload]
+    return Options(a.duration, max(1, a.repeats), a.warmup,
+                   [int(c) for c in a.concurrency.split(",")], workloads,
+                   [s for s in SETUPS if s in setups])
+
+
+def main() -> int:
+    opts = parse_args()
+    for tool in ("taskset", WRK):
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} not found (apt-get install -y nginx wrk util-linux)")
+    if len(os.sched_getaffinity(0)) < 2:
+        raise BenchError("needs at least 2 CPU cores (0 and 1)")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="hotpath-") as tmp, Processes(Path(tmp)) as procs:
+        bench = Bench(opts, procs, Path(tmp))
+        try:
+            bench.run()
+        finally:
+            procs.stop_all()
+    print(f"\nhot path: wrk -t1 + static nginx upstream on core 0, proxy alone on core 1; "
+          f"{opts.repeats} x {opts.duration_s}s per cell (median), {os.cpu_count()} CPUs, "
+          f"{time.monotonic() - started:.0f}s total\n")
+    for w in opts.workloads:
+        print(headline(bench, w, opts.concurrency) + "\n")
+    print(detail(bench))
+    if bench.problems:
+        print("\nproblems:")
+        for problem in bench.problems:
+            print(f"- {problem}")
+    return 1 if bench.problems else 0
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds through the finally blocks: processes stopped, DB dropped
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        log(f"ERROR: {exc}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        log("interrupted; processes stopped")
+        sys.exit(130)
