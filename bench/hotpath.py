@@ -41,6 +41,7 @@ Method (independent of ``proxy_overhead.py``, reusing only its process helpers):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -49,12 +50,13 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from overhead_cpu import group_cpu_s
+from overhead_gateway import gateway_executable
 from overhead_payloads import WORKLOADS, Workload, check_response, request_body
 from overhead_servers import (
     BENCH_DIR,
@@ -68,15 +70,17 @@ from overhead_servers import (
     http_request,
     log,
     log_tail,
+    run_cli,
     start_nginx_proxy,
     start_passthrough,
     start_upstream,
     wait_until_up,
 )
+from ratelimit_support import WrkRun as ParsedWrk
+from ratelimit_support import parse_wrk
 
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 LUA_SCRIPT = BENCH_DIR / "wrk" / "post_chat.lua"
-TICKS = os.sysconf("SC_CLK_TCK")
 HUGE = 10**12
 TIER = "bench"
 PG_DSN = "postgresql://postgres@127.0.0.1:5432"
@@ -95,35 +99,15 @@ FLOOR, NGINX_SETUP = "floor", "nginx"
 # --- wrk ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class WrkRun:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    non_2xx: int
-    socket_errors: int
-    proxy_cpu_s: float | None
+class WrkRun(ParsedWrk):
+    """One wrk run, with the CPU the proxy under test spent during it."""
+
+    proxy_cpu_s: float | None = None
 
     def cpu_per_req_us(self) -> float | None:
         if self.proxy_cpu_s is None or not self.requests:
             return None
         return self.proxy_cpu_s / self.requests * 1e6
-
-
-def group_cpu_s(pgid: int) -> float:
-    """utime+stime (seconds) of every live process in process group ``pgid``."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[2]) == pgid:  # pgrp
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICKS
 
 
 def run_wrk(
@@ -135,36 +119,17 @@ def run_wrk(
         "--timeout", "10s", "-s", str(LUA_SCRIPT), f"{url}/v1/chat/completions",
     ]
     env = {**os.environ, "WRK_BODY_FILE": str(body_file), "WRK_API_KEY": key}
-    before = group_cpu_s(proxy_pgid) if proxy_pgid is not None else None
+    before = group_cpu_s({proxy_pgid}) if proxy_pgid is not None else None
     done = subprocess.run(cmd, capture_output=True, text=True, env=env,
                           timeout=duration_s + 60, check=False)
-    after = group_cpu_s(proxy_pgid) if proxy_pgid is not None else None
+    after = group_cpu_s({proxy_pgid}) if proxy_pgid is not None else None
     if done.returncode != 0:
         raise BenchError(f"wrk exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK_RESULT ")), None)
-    if line is None:
-        raise BenchError(f"wrk printed no WRK_RESULT line:\n{done.stdout[-2000:]}")
-    data = json.loads(line.removeprefix("WRK_RESULT "))
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", done.stdout)
-    errors = data["errors"]
-    seconds = data["duration_us"] / 1e6
-    return WrkRun(
-        rps=data["requests"] / seconds if seconds else 0.0,
-        p50_ms=data["latency_us"]["p50"] / 1000,
-        p99_ms=data["latency_us"]["p99"] / 1000,
-        requests=data["requests"],
-        non_2xx=int(non2xx.group(1)) if non2xx else 0,
-        socket_errors=errors["connect"] + errors["read"] + errors["write"] + errors["timeout"],
-        proxy_cpu_s=None if before is None or after is None else after - before,
-    )
+    spent = None if before is None or after is None else after - before
+    return WrkRun(**dataclasses.asdict(parse_wrk(done.stdout)), proxy_cpu_s=spent)
 
 
 # --- the gateway -------------------------------------------------------------------------------
-
-def gateway_executable() -> str:
-    local = Path(sys.executable).parent / "gateway"
-    return str(local) if local.exists() else (shutil.which("gateway") or "gateway")
-
 
 def tiers_json() -> str:
     limits = {"requests_per_minute": HUGE, "tokens_per_minute": HUGE,
@@ -519,11 +484,4 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        log(f"ERROR: {exc}")
-        sys.exit(2)
-    except KeyboardInterrupt:
-        log("interrupted; processes stopped")
-        sys.exit(130)
+    run_cli(main)

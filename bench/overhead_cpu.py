@@ -31,7 +31,8 @@ def _busy_s() -> float:
     return (fields[0] + fields[1] + fields[2] + fields[7]) / TICKS
 
 
-def _group_cpu_s(pgids: set[int]) -> float:
+def group_cpu_s(pgids: set[int]) -> float:
+    """utime+stime (seconds) of every live process in the process groups ``pgids``."""
     total = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -52,7 +53,7 @@ def _children_s() -> float:
 
 
 def snapshot(pgids: set[int]) -> CpuSnapshot:
-    return CpuSnapshot(_busy_s(), _group_cpu_s(pgids), _children_s())
+    return CpuSnapshot(_busy_s(), group_cpu_s(pgids), _children_s())
 
 
 def foreign_share(before: CpuSnapshot, after: CpuSnapshot, wall_s: float) -> float:
