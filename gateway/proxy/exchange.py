@@ -35,6 +35,8 @@ class Exchange:
     ttfb_seconds: float | None = None
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     prompt: str = ""
+    prompt_tokens: int = 0  # the gateway's own count, for charging a stream cut short
+    events_relayed: int = 0  # SSE events sent to the client
     shaping: ShapingSession | None = None
 
     async def fail(self, error: GatewayError) -> None:

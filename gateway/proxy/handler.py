@@ -137,6 +137,8 @@ class ProxyApp:
             usage = await self._forward_unless_disconnected(ex, path, body, strip_usage)
         finally:
             used = _record_usage(record, usage)
+            if used is None and ex.events_relayed:
+                used = _cut_stream_floor(ex, admission.reserved_tokens)
             await self._limiter.settle(principal.account_id, admission, used)
 
     def _prepare(
@@ -157,8 +159,9 @@ class ProxyApp:
             payload["stream_options"] = {**(payload.get("stream_options") or {}),
                                          "include_usage": True}
             body = orjson.dumps(payload)
+        ex.prompt_tokens = self._count_prompt(params.prompt)
         estimate = estimate_tokens(
-            self._count_prompt(params.prompt), params.max_tokens, params.sequences,
+            ex.prompt_tokens, params.max_tokens, params.sequences,
             completes=path != "/v1/embeddings",
         )
         return body, estimate, strip_usage
@@ -296,6 +299,7 @@ class ProxyApp:
                 if kept:
                     out.append(kept)
             if out:
+                ex.events_relayed += len(out)
                 if ex.ttfb_seconds is None:
                     ex.ttfb_seconds = perf_counter() - ex.started
                 await ex.send({"type": "http.response.body", "body": b"".join(out),
@@ -368,6 +372,14 @@ def _record_usage(record: RequestRecord, usage: Usage | None) -> int | None:
     if usage.completion_tokens:
         metrics.TOKENS.labels("completion", tier).inc(usage.completion_tokens)
     return (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
+
+
+def _cut_stream_floor(ex: Exchange, reserved: int) -> int:
+    """What a stream that ended without usage (the client left, or the upstream broke off)
+    costs at least: the reservation, or the prompt plus one token per event the client got,
+    whichever is more — else omitting ``max_tokens`` and leaving before the usage chunk would
+    harvest a long answer for the default reservation."""
+    return max(reserved, ex.prompt_tokens + ex.events_relayed)
 
 
 def _log_unexpected(exc: Exception) -> None:

@@ -242,3 +242,33 @@ def test_connection_named_and_forwarding_headers_do_not_reach_the_upstream(
     seen = next(s for s in reversed(scripted[1].seen) if s.path == "/v1/chat/completions")
     assert "x-hop" not in seen.headers and "forwarded" not in seen.headers
     assert seen.headers["x-forwarded-for"] == "127.0.0.1"
+
+
+# --- a stream cut short before its usage chunk -------------------------------------------------
+
+def test_leaving_a_stream_before_its_usage_still_pays_for_what_was_read(hostile: Stack) -> None:
+    """No ``max_tokens`` reserves only the default 256; an extractor that reads 2,000 tokens
+    and hangs up before the final usage chunk must not pay just that."""
+    _, key = hostile.new_account(tier="small")  # 10,000 tokens per minute
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"model": "stream-3000", "messages": MESSAGES, "stream": True}
+    with httpx.Client(base_url=hostile.base, headers=headers, timeout=30) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body) as streaming:
+            assert streaming.status_code == 200
+            read = 0
+            for line in streaming.iter_lines():
+                read += line.startswith("data: ")
+                if read >= 2_000:
+                    break  # hang up: the usage chunk never arrives
+
+        def remaining() -> int:
+            probe = http.post("/v1/chat/completions",
+                              json={"model": "m", "messages": MESSAGES, "max_tokens": 1})
+            assert probe.status_code == 200
+            return int(probe.headers["x-ratelimit-remaining-tokens"])
+
+        # The cut stream is settled once the gateway notices the client left (moments later);
+        # the per-minute budget refills ~167 tokens a second meanwhile, hence the margin. Had
+        # only the default reservation (~260) been charged, ~9,700 would remain.
+        wait_until(lambda: remaining() <= 8_500, timeout=10,
+                   what="the 2,000 streamed tokens charged")

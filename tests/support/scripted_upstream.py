@@ -2,7 +2,8 @@
 keeps every request it received (method, path, headers, body) — to prove what reached it.
 
 Model names: ``usage-<n>`` reports ``n`` completion (output) tokens whatever it generated;
-anything else reports 3. Requests asking for logprobs get fixed logprobs (-0.5, top -1.0…), so a
+``stream-<n>`` streams ``n`` one-token chunks (2 ms apart) before its usage; anything else
+reports 3. Requests asking for logprobs get fixed logprobs (-0.5, top -1.0…), so a
 test can see whether the gateway perturbed them. Routes: chat, completions, responses (plain and
 streamed), embeddings, models, and ``/v1/moderations`` (which the gateway must not forward unless
 an operator lists it).
@@ -10,6 +11,7 @@ an operator lists it).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -76,8 +78,12 @@ class ScriptedUpstream:
         payload = {"id": "x", "object": "chat.completion" if chat else "text_completion",
                    "created": 0, "model": body.get("model"), "choices": [choice], "usage": usage}
         if body.get("stream"):
-            return _sse([{**payload, "usage": None, "choices": [{**choice, "delta": {}}]},
-                         {**payload, "choices": [], "usage": usage}])
+            model = str(body.get("model") or "")
+            tokens = int(model[7:]) if model.startswith("stream-") else 1
+            delta = {**payload, "usage": None,
+                     "choices": [{"index": 0, "delta": {"content": "w "}, "finish_reason": None}]}
+            return _sse([delta] * tokens + [{**payload, "choices": [], "usage": usage}],
+                        pause_s=0.002 if tokens > 1 else 0.0)
         return _json(payload)
 
     async def _responses(self, request: Request) -> Response:
@@ -124,7 +130,8 @@ def _entry(token: str, top: int) -> dict[str, Any]:
 
 def _usage(body: dict[str, Any], prompt_name: str, completion_name: str) -> dict[str, int]:
     model = str(body.get("model") or "")
-    completion = int(model[6:]) if model.startswith("usage-") else 3
+    completion = (int(model[6:]) if model.startswith("usage-")
+                  else int(model[7:]) if model.startswith("stream-") else 3)
     return {prompt_name: 2, completion_name: completion, "total_tokens": 2 + completion}
 
 
@@ -140,10 +147,12 @@ def _json(payload: dict[str, Any]) -> Response:
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
-def _sse(events: list[dict[str, Any]]) -> StreamingResponse:
+def _sse(events: list[dict[str, Any]], pause_s: float = 0.0) -> StreamingResponse:
     async def body() -> AsyncIterator[bytes]:
         for event in events:
             yield b"data: " + orjson.dumps(event) + b"\n\n"
+            if pause_s:
+                await asyncio.sleep(pause_s)
         yield b"data: [DONE]\n\n"
 
     return StreamingResponse(body(), media_type="text/event-stream")
