@@ -173,8 +173,11 @@ def operation(pool: corpus.Pool, attack: str, combo: str, index: int, requests: 
 
 
 def group_of(account: str) -> str:
-    """The operation (or benign population) an account belongs to: its name less the index."""
-    return account.rsplit(SEP, 1)[0]
+    """Who an account's campaign sweeps see it beside: every benign account of its split
+    (people and automation of unrelated organisations share SDK defaults and open templates, as
+    in a deployment), or its own operation's accounts."""
+    head = account.split(SEP, 1)[0]
+    return head if head in corpus.SPLITS else account.rsplit(SEP, 1)[0]
 
 
 # --- metrics -----------------------------------------------------------------------------------

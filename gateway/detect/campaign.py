@@ -7,16 +7,24 @@ linked when at least ``min_similarity`` of the slots agree. Connected components
 ``min_accounts`` become campaigns when their classifier scores are, on average, suspicious; a
 shared network origin (a /24 for most of them) lowers the bar (:func:`required_score`) but is
 not enough alone — neither a shared open-source template nor an office NAT is evidence.
+
+Operations that share no template (every prompt paraphrased, a network per account) are found
+by behaviour instead (:func:`cohorts`): accounts with the same sampling parameters, prompt and
+answer sizes, cues and pacing (:mod:`gateway.detect.behaviour`) that first appeared within an
+hour of each other. A cohort is a campaign only when its requests taken together score as one
+extracting account would (:func:`judge_cohort`); crowds of people on one SDK's defaults behave
+alike too.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from gateway.detect import behaviour
 from gateway.detect.features import MINHASH_K
 from gateway.detect.store import Sketch
 
@@ -138,6 +146,63 @@ def judge(cluster: Cluster, min_mean_score: float, merged: float | None = None,
                        "the classifier")
     score = max(cluster.mean_score, merged or 0.0)
     return Campaign(cluster.accounts, score, reasons)
+
+
+def cohorts(sketches: Mapping[str, Sketch], *, min_accounts: int = 5,
+            birth_span_s: float = 3600.0, max_neighbours: int = 2000) -> list[list[str]]:
+    """Groups of at least ``min_accounts`` accounts that behave alike
+    (:func:`gateway.detect.behaviour.alike`) and first appeared within ``birth_span_s``.
+
+    Star-shaped, not chained: in order of appearance, the first account not yet taken seeds a
+    cohort of the accounts that appeared within ``birth_span_s`` after it (its next
+    ``max_neighbours`` with the same parameters at most) and are alike *to it*. Chaining
+    (single linkage) would join a day's worth of people on one SDK's defaults, each alike to
+    the one who signed up a little before."""
+    by_key: dict[bytes, list[str]] = defaultdict(list)
+    for account, sketch in sketches.items():
+        if sketch.behaviour is not None and not np.isnan(sketch.behaviour).any():
+            by_key[behaviour.params_key(sketch.behaviour)].append(account)
+    out: list[list[str]] = []
+    for members in by_key.values():
+        if len(members) >= min_accounts:
+            out += _stars(members, sketches, min_accounts, birth_span_s, max_neighbours)
+    return sorted(out, key=lambda g: -len(g))
+
+
+def _stars(members: list[str], sketches: Mapping[str, Sketch], min_accounts: int,
+           birth_span_s: float, max_neighbours: int) -> list[list[str]]:
+    members = sorted(members, key=lambda a: (sketches[a].born, a))
+    born = np.array([sketches[a].born for a in members])
+    profiles = np.stack([sketches[a].behaviour for a in members])  # type: ignore[misc]
+    ends = np.searchsorted(born, born + birth_span_s, side="right")
+    taken = np.zeros(len(members), dtype=bool)
+    out: list[list[str]] = []
+    for seed in range(len(members)):
+        if taken[seed]:
+            continue
+        end = min(int(ends[seed]), seed + 1 + max_neighbours)
+        near = np.flatnonzero(~taken[seed + 1:end]
+                              & behaviour.alike_many(profiles[seed], profiles[seed + 1:end]))
+        if len(near) + 1 >= min_accounts:
+            chosen = [seed, *(seed + 1 + near).tolist()]
+            taken[chosen] = True
+            out.append(sorted(members[i] for i in chosen))
+    return out
+
+
+def judge_cohort(accounts: Sequence[str], merged: float, threshold: float,
+                 birth_span_s: float) -> Campaign | None:
+    """A behavioural cohort is a campaign only on what its members did together: their
+    requests, taken as one account's, score at the flag threshold. Behaving alike alone is
+    what every user of one SDK with its defaults does."""
+    if merged < threshold:
+        return None
+    return Campaign(list(accounts), merged, [
+        f"{len(accounts)} accounts that first appeared within {birth_span_s / 60:.0f} minutes "
+        "of each other behave alike (same sampling parameters, prompt and answer sizes, cues "
+        "and pacing)",
+        f"their requests taken together as one account score {merged:.2f} on the classifier",
+    ])
 
 
 def find_campaigns(sketches: Mapping[str, Sketch], *, min_accounts: int = 3,

@@ -57,14 +57,27 @@ def _with(w: WindowArrays, seq_ref: np.ndarray, stats_ref: np.ndarray,
     return s, st
 
 
+def _observed(w: WindowArrays, seq_ref: np.ndarray, stats_ref: np.ndarray,
+              names: tuple[str, ...]) -> bool:
+    """Whether the window holds anything but the benign reference in this group: a group the
+    window does not show (no errors in an all-200 window) is never a reason, whatever the
+    model makes of its reference values in company."""
+    seq_cols, stat_cols = _columns(names)
+    real = w.mask > 0
+    seq_differs = bool(np.any(np.abs(w.seq[real][:, seq_cols] - seq_ref[seq_cols]) > 1e-6))
+    return seq_differs or bool(np.any(np.abs(w.stats[stat_cols] - stats_ref[stat_cols]) > 1e-6))
+
+
 def reasons(scorer: Scorer, artifact: Artifact, w: WindowArrays, top: int = 3,
             min_gain: float = 0.05) -> list[str]:
     """Signal groups ranked by the score the window gets with *only* that group left as
     observed (all others set to typical benign values): redundancy among strong signals does not
-    hide any of them, which plain occlusion would on a saturated score."""
+    hide any of them, which plain occlusion would on a saturated score. Only groups the window
+    actually shows (:func:`_observed`) can be reasons."""
     seq_ref = np.asarray(artifact.seq_reference, dtype=np.float32)
     stats_ref = np.asarray(artifact.stats_reference, dtype=np.float32)
-    labels = list(GROUPS)
+    labels = [label for label, names in GROUPS.items()
+              if _observed(w, seq_ref, stats_ref, names)]
     variants = [(w.seq, w.stats), _with(w, seq_ref, stats_ref, None)]
     variants += [_with(w, seq_ref, stats_ref, GROUPS[label]) for label in labels]
     out = scorer.score(np.stack([v[0] for v in variants]),

@@ -16,25 +16,34 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from redis.asyncio import Redis
 
-from gateway.detect import window
+from gateway.detect import behaviour, window
 from gateway.detect.features import MINHASH_K, RequestFeatures
 from gateway.detect.risk import RiskState
 from gateway.detect.store import Fetched, Sketch
 
 _SKETCH = struct.Struct(f"<{MINHASH_K}IdIdd")
+_BEHAVIOUR = struct.Struct(f"<d{behaviour.DIMS}f")
 
 
 def _encode_sketch(s: Sketch) -> bytes:
-    """The fixed part, then one byte for ``young`` (absent in sketches written before it)."""
-    return _SKETCH.pack(*s.signature.tolist(), s.strength, s.network, s.score, s.ts) \
+    """The fixed part, one byte for ``young``, then ``born`` and the behaviour profile (each
+    absent in sketches written before it)."""
+    out = _SKETCH.pack(*s.signature.tolist(), s.strength, s.network, s.score, s.ts) \
         + bytes([s.young])
+    if s.behaviour is not None:
+        out += _BEHAVIOUR.pack(s.born, *s.behaviour.tolist())
+    return out
 
 
 def _decode_sketch(blob: bytes) -> Sketch:
     v = _SKETCH.unpack_from(blob)
     young = len(blob) > _SKETCH.size and blob[_SKETCH.size] == 1
+    profile, born = None, 0.0
+    if len(blob) >= _SKETCH.size + 1 + _BEHAVIOUR.size:
+        b = _BEHAVIOUR.unpack_from(blob, _SKETCH.size + 1)
+        born, profile = b[0], np.array(b[1:], dtype=np.float32)
     return Sketch(np.array(v[:MINHASH_K], dtype=np.uint32), v[MINHASH_K], v[MINHASH_K + 1],
-                  v[MINHASH_K + 2], v[MINHASH_K + 3], young)
+                  v[MINHASH_K + 2], v[MINHASH_K + 3], young, profile, born)
 
 
 def _bytes(value: object) -> bytes:

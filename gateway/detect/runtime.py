@@ -29,10 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
-
 from gateway import metrics
-from gateway.detect import campaign, explain, features, risk, window
+from gateway.detect import behaviour, campaign, explain, features, risk, window
 from gateway.detect.features import RequestFeatures
 from gateway.detect.risk import RiskState
 from gateway.detect.scoring import Artifact, Scorer
@@ -60,7 +58,9 @@ class EngineConfig:
     campaign_min_accounts: int = 3
     campaign_min_score: float = 0.3
     campaign_max_merged: int = 64
-    """Young clusters scored as one window per sweep, at most."""
+    """Young clusters and behavioural cohorts scored as one window per sweep, at most."""
+    cohort_min_accounts: int = 5
+    cohort_birth_span_s: float = 3600.0
     max_tracked_accounts: int = 200_000
 
 
@@ -107,6 +107,8 @@ class Engine:
         self._last_scored: dict[str, float] = {}
         self._seen: dict[str, int] = {}
         """Requests observed per account by this replica (bounded like ``_since``)."""
+        self._merged_cache: dict[tuple[str, ...], tuple[float, float]] = {}
+        """Cluster -> (newest member sketch time, merged score)."""
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -256,8 +258,8 @@ class Engine:
             metrics.DETECT_SCORES.observe(result.score)
         now = self.clock()
         sketches = self._sketch_young(fetched, young, now)
-        sketches.update({r.account: Sketch(r.window.signature, r.window.signature_strength,
-                                           r.window.network, r.score, now) for r in results})
+        sketches.update({r.account: _sketch_scored(r, fetched.windows.get(r.account, []), now)
+                         for r in results})
         if not sketches:
             return
         await self.store.save({r.account: r.state for r in results}, sketches)
@@ -273,7 +275,8 @@ class Engine:
             items = fetched.windows.get(account, [])
             if 0 < len(items) < self.config.min_requests:
                 signature, strength, network = window.sketch(items)
-                out[account] = Sketch(signature, strength, network, 0.0, now, young=True)
+                out[account] = Sketch(signature, strength, network, 0.0, now, young=True,
+                                      behaviour=behaviour.profile(items), born=items[0].ts)
         return out
 
     def _score(self, fetched: Fetched, due: Sequence[str]) -> list[Scored]:
@@ -337,26 +340,69 @@ class Engine:
         young = [c for c in found if campaign.needs_merged_score(c, cfg.campaign_min_score)]
         merged: dict[tuple[str, ...], float] = {}
         for cluster in young[:cfg.campaign_max_merged]:
-            merged[tuple(cluster.accounts)] = await self.merged_score(cluster.accounts)
+            merged[tuple(cluster.accounts)] = await self._merged(cluster.accounts, sketches)
         judged = (campaign.judge(c, cfg.campaign_min_score, merged.get(tuple(c.accounts)),
                                  self.artifact.threshold) for c in found)
-        return [c for c in judged if c is not None]
+        out = [c for c in judged if c is not None]
+        return out + await self._cohort_campaigns(sketches, out, cfg.campaign_max_merged
+                                                  - len(merged))
+
+    async def _cohort_campaigns(self, sketches: Mapping[str, Sketch],
+                                found: Sequence[campaign.Campaign], budget: int
+                                ) -> list[campaign.Campaign]:
+        """Behavioural cohorts (alike accounts appearing together) not already inside a
+        template campaign, judged on their requests merged, largest first, ``budget`` of them."""
+        cfg = self.config
+        listed = {a for c in found for a in c.accounts}
+        groups = await asyncio.to_thread(campaign.cohorts, sketches,
+                                         min_accounts=cfg.cohort_min_accounts,
+                                         birth_span_s=cfg.cohort_birth_span_s)
+        out: list[campaign.Campaign] = []
+        for accounts in groups:
+            if budget <= 0:
+                break
+            if sum(a in listed for a in accounts) * 2 > len(accounts):
+                continue
+            budget -= 1
+            merged = await self._merged(accounts, sketches)
+            judged = campaign.judge_cohort(accounts, merged, self.artifact.threshold,
+                                           cfg.cohort_birth_span_s)
+            if judged is not None:
+                out.append(judged)
+        return out
+
+    async def _merged(self, accounts: Sequence[str], sketches: Mapping[str, Sketch]) -> float:
+        """:meth:`merged_score`, remembered until one of the accounts is sketched again (a
+        sweep every ``campaign_interval_s`` would otherwise re-score every standing cluster)."""
+        key = tuple(accounts)
+        version = max(sketches[a].ts for a in accounts if a in sketches)
+        cached = self._merged_cache.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        if len(self._merged_cache) >= self.config.max_tracked_accounts // 10:
+            self._merged_cache.clear()
+        score = await self.merged_score(accounts)
+        self._merged_cache[key] = (version, score)
+        return score
 
     async def merged_score(self, accounts: Sequence[str]) -> float:
-        """The classifier's score of these accounts' requests as one account's window (the
-        latest ``window`` of them in time order); 0 when there are too few to score."""
+        """The classifier's score of these accounts' requests as one account's window, each
+        account's requests in turn at its own pace (:func:`gateway.detect.window.in_turn`);
+        0 when there are too few to score."""
         windows = (await self.store.exchange([], accounts)).windows
-        items = sorted((it for a in accounts for it in windows.get(a, [])), key=lambda i: i.ts)
+        items = window.in_turn([windows.get(a, []) for a in accounts], self.config.window)
         if len(items) < self.config.min_requests:
             return 0.0
-        built = window.build(items[-self.config.window:], self.config.window)
+        built = window.build(items, self.config.window)
         scores = await asyncio.to_thread(self.scorer.score, *window.stack([built]))
         return float(scores[0])
 
 
-def mean_gap_s(items: Sequence[RequestFeatures]) -> float:
-    ts = np.array([it.ts for it in items])
-    return float(np.diff(ts).mean()) if len(ts) > 1 else 0.0
+def _sketch_scored(result: Scored, items: Sequence[RequestFeatures], now: float) -> Sketch:
+    w = result.window
+    return Sketch(w.signature, w.signature_strength, w.network, result.score, now,
+                  behaviour=behaviour.profile(items) if items else None,
+                  born=items[0].ts if items else 0.0)
 
 
 def _extract(entries: Sequence[Pending]) -> list[tuple[str, RequestFeatures]]:

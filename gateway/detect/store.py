@@ -32,6 +32,10 @@ class Sketch:
     ts: float
     young: bool = False
     """Sketched before the account had enough requests to be scored (its score is 0)."""
+    behaviour: npt.NDArray[np.float32] | None = None
+    """:func:`gateway.detect.behaviour.profile` of its window (None in old sketches)."""
+    born: float = 0.0
+    """When its window's oldest request was sent."""
 
 
 @dataclass

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from statistics import NormalDist
 from typing import Final
@@ -256,6 +256,34 @@ def sketch(items: Sequence[RequestFeatures]) -> tuple[npt.NDArray[np.uint32], fl
     strength = float((counts.max(axis=0) / len(items)).mean())
     networks = [it.network for it in items]
     return signature, strength, max(set(networks), key=networks.count)
+
+
+def in_turn(accounts: Sequence[Sequence[RequestFeatures]], size: int
+            ) -> list[RequestFeatures]:
+    """Several accounts' requests as one account would have sent them: each account's latest
+    requests (an equal share of ``size``) in turn, in order of first appearance, every account
+    at its own pace (its own gaps; its median gap before its first request).
+
+    Merging by timestamp instead would interleave unrelated accounts into a burst no single
+    client sends: a crowd of people, or of one IDE plugin's users, would read as a fast,
+    wide-ranging harvester. Taken in turn, what is judged is what one operator running all of
+    them would look like: their prompts' spread and volume at their own rhythm."""
+    ordered = sorted((sorted(items, key=lambda i: i.ts) for items in accounts if items),
+                     key=lambda items: items[0].ts)
+    if not ordered:
+        return []
+    share = max(1, -(-size // len(ordered)))
+    kept = [items[-share:] for items in ordered]
+    out: list[RequestFeatures] = []
+    cursor = kept[0][0].ts
+    for items in kept:
+        ts = np.array([it.ts for it in items])
+        gaps = np.diff(ts)
+        lead = float(np.median(gaps)) if len(gaps) else 60.0
+        start = cursor + (lead if out else 0.0)
+        out += [replace(it, ts=start + float(t - ts[0])) for it, t in zip(items, ts, strict=True)]
+        cursor = out[-1].ts
+    return out[-size:]
 
 
 def build(items: Sequence[RequestFeatures], size: int) -> WindowArrays:

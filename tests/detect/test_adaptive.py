@@ -94,3 +94,13 @@ def test_the_cli_prints_the_tables_and_writes_the_json(
     data = json.loads(out.read_text())
     assert {c["evasion"] for c in data["cells"]} == {"none", "sybil_split"}
     assert data["threshold"] > 0 and data["benign"]
+
+
+def test_benign_accounts_are_swept_together_and_each_operation_alone() -> None:
+    """Campaign sweeps see every benign account of a split at once (unrelated organisations
+    share SDK defaults and open templates, so a false campaign across them must be measurable),
+    and each attack operation's accounts on their own."""
+    assert adaptive.group_of("heldout|user|3|0") == adaptive.group_of("heldout|org_nat|1|2") \
+        == "heldout"
+    assert adaptive.group_of("sybil|sybil_split|4|17") == "sybil|sybil_split|4"
+    assert adaptive.group_of("sybil|sybil_split|4|17") != adaptive.group_of("sybil|none|4|0")

@@ -71,3 +71,20 @@ def test_shipped_artifact_explains_logit_stealing_in_plain_words() -> None:
     w = window.build(dataset.session_features(session), artifact.window)
     found = explain.reasons(load_scorer(artifact, "cpu"), artifact, w)
     assert found[0].startswith("logprob / logit-bias probing")
+
+
+def test_a_window_without_errors_never_cites_errors_as_a_reason() -> None:
+    """Reasons are evidence the window shows: all-200 harvesting is not 'rate-limit hits'."""
+    from gateway.detect import explain, window
+
+    artifact = Artifact.load(DEFAULT_ARTIFACT)
+    scorer = load_scorer(artifact, "cpu")
+    for profile in ("distill", "self_instruct", "logit_steal"):
+        session = simulate.generate(5, "heldout", 1, (64, 64), (profile,))[0]
+        items = dataset.session_features(session)
+        w = window.build(items, artifact.window)
+        errors = window.SEQ_NAMES.index("error"), window.SEQ_NAMES.index("rate_limited")
+        assert not w.seq[w.mask > 0][:, errors].any()
+        assert not any(r.startswith("errors and rate-limit") for r in
+                       explain.reasons(scorer, artifact, w, top=len(explain.GROUPS),
+                                       min_gain=-1.0))

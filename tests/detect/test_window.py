@@ -68,3 +68,26 @@ def test_regular_timing_shows_in_gap_cv() -> None:
     irregular = window.build(jittered, 64)
     cv = window.STAT_NAMES.index("gap_cv")
     assert regular.stats[cv] < 0.05 < irregular.stats[cv]
+
+
+def test_accounts_taken_in_turn_keep_their_own_pace_and_share_the_window() -> None:
+    """Several accounts judged as one: each account's requests follow the previous account's,
+    at the account's own gaps, never interleaved into a burst no client sends."""
+    from gateway.detect.features import N_FEATURES, RequestFeatures
+    from gateway.detect.window import in_turn
+
+    def account(name: str, start: float, gap: float, n: int) -> list[RequestFeatures]:
+        return [RequestFeatures(f"{name}{i}", start + gap * i, np.zeros(N_FEATURES, np.float32),
+                                0, np.zeros(16, np.uint32), 0) for i in range(n)]
+
+    slow = account("slow", 1000.0, 600.0, 5)
+    fast = account("fast", 1010.0, 2.0, 5)
+    merged = in_turn([fast, slow], 64)
+    assert [it.request_id for it in merged] == [*(f"slow{i}" for i in range(5)),
+                                                *(f"fast{i}" for i in range(5))]
+    gaps = np.diff([it.ts for it in merged])
+    assert list(gaps[:4]) == [600.0] * 4 and list(gaps[5:]) == [2.0] * 4
+    assert gaps[4] == 2.0  # the next account starts at its own median gap
+    # An equal share of the window each: the latest requests of every account.
+    assert [it.request_id for it in in_turn([slow, fast], 4)] == ["slow3", "slow4", "fast3",
+                                                                  "fast4"]

@@ -1,0 +1,71 @@
+"""How an account behaves, in a few numbers: what links the accounts of one operation when
+their prompts share nothing.
+
+Stdlib + numpy. A sybil operation that paraphrases every prompt and gives every account its own
+network leaves no template to cluster on, but its accounts are driven by one script: the same
+sampling parameters, prompts and answers of the same size, the same elicitation cues, the same
+pacing, and they appear together. A *profile* is those medians over an account's window
+(:data:`NAMES`); two profiles are *alike* when their parameters are equal and every other
+number is within its tolerance (:data:`TOLERANCE`). People differ from each other on most of
+them (history-laden prompts of every length, reading-and-typing pauses), so a cohort of alike
+accounts born together is rare among them — and a cohort is only a campaign when its requests,
+taken together as one account, score as extraction (:mod:`gateway.detect.campaign`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.detect.features import F32, FEATURE_NAMES, RequestFeatures
+
+PARAMS: Final = ("max_tokens_log", "max_tokens_one", "logprobs", "top_logprobs",
+                 "logit_bias_log", "n_log", "temperature")
+"""Sampling parameters: a script sends the same ones every time, so they must be equal."""
+SHAPE: Final = ("prompt_chars_log", "completion_tokens_log", "output_input_ratio", "reasoning",
+                "templating", "question", "code")
+NAMES: Final = (*PARAMS, *SHAPE, "gap_log")
+DIMS: Final = len(NAMES)
+TOLERANCE: Final = np.array(
+    [0.02] * len(PARAMS)
+    # prompt and answer lengths within a factor of about two (their features are log1p / 8),
+    # the output/input ratio within a factor of 1.8, cue densities within 0.2,
+    + [0.09, 0.09, 0.15, 0.2, 0.2, 0.2, 0.2]
+    # and the median pause within a factor of 1.65 (natural log).
+    + [0.5], dtype=np.float32)
+"""Largest difference, per number, between two alike profiles."""
+_INDEX: Final = [FEATURE_NAMES.index(n) for n in (*PARAMS, *SHAPE)]
+
+
+def profile(items: Sequence[RequestFeatures]) -> F32:
+    """Medians of the window's parameters and shape, and of the log pause between requests
+    (NaN for a single request: no pacing yet, so alike to nothing)."""
+    if not items:
+        return np.zeros(DIMS, dtype=np.float32)
+    rows = np.array([it.vector for it in items], dtype=np.float32)[:, _INDEX]
+    ts = np.array([it.ts for it in items], dtype=np.float64)
+    gaps = np.diff(np.sort(ts))
+    pace = float(np.median(np.log1p(np.maximum(gaps, 0.0)))) if len(gaps) \
+        else float("nan")
+    out: F32 = np.append(np.median(rows, axis=0), pace).astype(np.float32)
+    return out
+
+
+def params_key(profile_: F32) -> bytes:
+    """The parameters, rounded: accounts can only be alike within the same key."""
+    return np.round(profile_[:len(PARAMS)] / TOLERANCE[:len(PARAMS)]).astype(np.int32).tobytes()
+
+
+def alike(a: F32, b: F32) -> bool:
+    """Equal parameters, every other number within its tolerance (NaN is alike nothing)."""
+    return bool(np.all(np.abs(a - b) <= TOLERANCE))
+
+
+def alike_many(a: F32, others: F32) -> npt.NDArray[np.bool_]:
+    """``alike(a, row)`` for every row of ``others`` (one vectorised comparison)."""
+    close = np.abs(others - a[None, :]) <= TOLERANCE[None, :]
+    out: npt.NDArray[np.bool_] = np.asarray(close.all(axis=1), dtype=np.bool_)
+    return out

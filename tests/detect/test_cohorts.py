@@ -1,0 +1,148 @@
+"""Clusters by behaviour, not only by template: fresh accounts that appear together and behave
+alike (parameters, sizes, cues, pacing) are judged as one operation, even when every prompt is
+paraphrased and every account has a network of its own. Behaving alike is not enough alone."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gateway.detect import behaviour, campaign, features
+from gateway.detect.redis_store import _decode_sketch, _encode_sketch
+from gateway.detect.runtime import Engine, EngineConfig
+from gateway.detect.scoring import Artifact
+from gateway.detect.store import MemoryStore, Sketch
+from tests.detect.conftest import record
+from tests.detect.test_runtime import Recorder
+from tests.detect.test_young_campaigns import ConstantScorer
+
+FRAMES = ("Problem: ", "Quick one: ", "From my homework: ", "Can you help? ", "")
+CUES = ("Lay out each intermediate stage on its own numbered line.",
+        "Write down every calculation and the consideration behind it.",
+        "Narrate the full path from the question to the answer.")
+
+
+def _engine(tiny_artifact: Path, score: float) -> Engine:
+    artifact = replace(Artifact.load(tiny_artifact), threshold=0.9)
+    config = EngineConfig(window=artifact.window, min_requests=8, score_every=4,
+                          min_score_interval_s=0.0, cohort_min_accounts=5)
+    return Engine(config, ConstantScorer(score), artifact, MemoryStore(artifact.window),
+                  Recorder())
+
+
+def _paraphrased_sybils(engine: Engine, accounts: int = 10, requests: int = 6,
+                        start: float = 1e9, born_every_s: float = 20.0, **params: Any
+                        ) -> list[str]:
+    """One script's accounts: every prompt worded anew, a /24 each, same parameters and pace."""
+    names = [f"s{start:.0f}-{k}" for k in range(accounts)]
+    for i in range(requests):
+        for k, name in enumerate(names):
+            prompt = f"{FRAMES[(i + k) % 5]}{_question(k * requests + i)}\n\n{CUES[(i * k) % 3]}"
+            rec, text = record(prompt, account=name, rid=f"{name}-{i}",
+                               ts=start + born_every_s * k + 300.0 * i,
+                               client_addr=f"10.{k}.{i % 5}.{9 + k}", max_tokens=4096,
+                               temperature=0.8, completion_tokens=900, prompt_tokens=40,
+                               **params)
+            engine.observe(rec, text)
+    return names
+
+
+WORDS = ("river", "prime", "ledger", "orbit", "violin", "glacier", "tariff", "enzyme",
+         "sonnet", "harbor", "quartz", "census", "falcon", "mortgage", "voltage", "pigment",
+         "treaty", "canyon", "protein", "lantern", "algebra", "compass", "monsoon", "syntax")
+
+
+def _question(seed: int) -> str:
+    """A question of its own: no word 3-shingle in common with the others (no template)."""
+    rng = np.random.default_rng(seed)
+    words = rng.choice(WORDS, size=9, replace=False)
+    return (f"How does the {words[0]} relate to {' and '.join(words[1:4])} given "
+            f"{' '.join(words[4:])}?")
+
+
+async def _cohorts(engine: Engine) -> list[campaign.Campaign]:
+    """Campaigns found by behaviour (the shared cue lines may also make a template cluster)."""
+    while engine.backlog:
+        await engine.cycle()
+    return [c for c in await engine.sweep() if any("behave alike" in r for r in c.reasons)]
+
+
+async def test_paraphrased_sybils_on_distinct_networks_are_one_campaign_by_behaviour(
+        tiny_artifact: Path) -> None:
+    engine = _engine(tiny_artifact, 0.99)
+    names = _paraphrased_sybils(engine)
+    cohort = await _cohorts(engine)
+    assert [c.accounts for c in cohort] == [sorted(names)]
+    assert any("taken together" in r for r in cohort[0].reasons)
+
+
+async def test_alike_accounts_whose_requests_together_look_benign_are_no_campaign(
+        tiny_artifact: Path) -> None:
+    engine = _engine(tiny_artifact, 0.05)
+    _paraphrased_sybils(engine)
+    assert await _cohorts(engine) == []
+
+
+async def test_accounts_that_did_not_appear_together_are_no_cohort(tiny_artifact: Path) -> None:
+    engine = _engine(tiny_artifact, 0.99)
+    _paraphrased_sybils(engine, born_every_s=2 * 3600.0)
+    assert await _cohorts(engine) == []
+
+
+async def test_accounts_with_their_own_parameters_are_no_cohort(tiny_artifact: Path) -> None:
+    engine = _engine(tiny_artifact, 0.99)
+    for k in range(6):
+        _paraphrased_sybils(engine, accounts=1, start=1e9 + k, n=k + 1)
+    assert await _cohorts(engine) == []
+
+
+def _items(n: int, gap: float, **fields: Any) -> list[features.RequestFeatures]:
+    return [features.extract(*record(f"question {i} about primes", rid=f"r{i}",
+                                     ts=1e9 + gap * i, **fields)) for i in range(n)]
+
+
+def test_pacing_and_sizes_tell_accounts_apart() -> None:
+    base = behaviour.profile(_items(6, 60.0, max_tokens=512))
+    assert behaviour.alike(base, behaviour.profile(_items(6, 70.0, max_tokens=512)))
+    assert not behaviour.alike(base, behaviour.profile(_items(6, 600.0, max_tokens=512)))
+    assert not behaviour.alike(base, behaviour.profile(_items(6, 60.0, max_tokens=64)))
+    assert not behaviour.alike(base, behaviour.profile(
+        _items(6, 60.0, max_tokens=512, completion_tokens=3000)))
+
+
+def test_one_request_is_alike_nothing() -> None:
+    """No pacing yet: a crowd of one-request accounts is no cohort."""
+    one = behaviour.profile(_items(1, 60.0))
+    assert np.isnan(one).any() and not behaviour.alike(one, one)
+
+
+def _sketch(profile: np.ndarray, born: float) -> Sketch:
+    return Sketch(np.zeros(16, np.uint32), 0.0, 0, 0.0, born, behaviour=profile, born=born)
+
+
+def test_cohorts_are_bounded_per_account_and_never_chained_through_time() -> None:
+    profile = behaviour.profile(_items(4, 30.0))
+    together = {f"a{i:02d}": _sketch(profile, 1e9 + i) for i in range(50)}
+    assert campaign.cohorts(together, min_accounts=5) == [sorted(together)]
+    # Each seed looks at its next four peers at most: ten cohorts of five.
+    assert [len(c) for c in campaign.cohorts(together, min_accounts=5, max_neighbours=4)] \
+        == [5] * 10
+    assert campaign.cohorts(together, min_accounts=51) == []
+    # Alike people signing up every twenty minutes all day: each is alike to the one before,
+    # but no five of them appeared within an hour of one another.
+    steady = {f"p{i:02d}": _sketch(profile, 1e9 + 1200.0 * i) for i in range(72)}
+    assert campaign.cohorts(steady, min_accounts=5, birth_span_s=3600.0) == []
+
+
+def test_a_behaviour_profile_survives_the_shared_store_and_old_sketches_have_none() -> None:
+    profile = behaviour.profile(_items(4, 30.0))
+    sketch = _sketch(profile, 123.5)
+    back = _decode_sketch(_encode_sketch(sketch))
+    assert back.born == pytest.approx(123.5)
+    assert back.behaviour is not None and np.allclose(back.behaviour, profile)
+    old = _encode_sketch(replace(sketch, behaviour=None))
+    assert _decode_sketch(old).behaviour is None
