@@ -16,7 +16,7 @@ ratios are medians of per-round ratios (figures taken seconds apart on this nois
 non-2xx response fails the run. The gateway's /metrics are scraped afterwards to show how many
 windows were scored and how many scorings were shed.
 
-    . .venv/bin/activate && python bench/detect_throughput.py [--duration 5] [--rounds 3]
+    . .venv/bin/activate && python -m bench.detect_throughput [--duration 5] [--rounds 3]
 
 JSON goes to bench/results/detect_throughput.json.
 """
@@ -30,10 +30,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import overhead_gateway as gw
-from overhead_payloads import Workload, request_body
-from overhead_servers import BENCH_DIR, Processes, http_request, start_upstream
-from overhead_wrk import run_wrk
+from bench.proxy import overhead_gateway as gw
+from bench.proxy.overhead_payloads import Workload, request_body
+from bench.proxy.overhead_servers import RESULTS_DIR, Processes, http_request, start_upstream
+from bench.proxy.overhead_wrk import run_wrk
 
 CONFIGS = {
     "off": {"GATEWAY_DETECTION_ENABLED": "false"},
@@ -58,7 +58,7 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--output", type=Path, default=BENCH_DIR / "results" /
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR /
                         "detect_throughput.json")
     args = parser.parse_args()
     reason = gw.unavailable_reason()

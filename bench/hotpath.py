@@ -33,9 +33,9 @@ Method (independent of ``proxy_overhead.py``, reusing only its process helpers):
   the wrk run, divided by the requests wrk completed), and req/s ratios to the floor and to
   nginx measured in the same run. On a shared machine only same-run ratios mean anything.
 
-    .venv/bin/python bench/hotpath.py                       # quick: 3 s runs, 1 repeat
-    .venv/bin/python bench/hotpath.py --repeats 2 --duration 10
-    .venv/bin/python bench/hotpath.py --only floor,gw-local --workload json
+    .venv/bin/python -m bench.hotpath                       # quick: 3 s runs, 1 repeat
+    .venv/bin/python -m bench.hotpath --repeats 2 --duration 10
+    .venv/bin/python -m bench.hotpath --only floor,gw-local --workload json
 """
 
 from __future__ import annotations
@@ -55,10 +55,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from overhead_cpu import group_cpu_s
-from overhead_gateway import gateway_executable
-from overhead_payloads import WORKLOADS, Workload, check_response, request_body
-from overhead_servers import (
+from bench.proxy.overhead_cpu import group_cpu_s
+from bench.proxy.overhead_gateway import gateway_executable
+from bench.proxy.overhead_payloads import WORKLOADS, Workload, check_response, request_body
+from bench.proxy.overhead_servers import (
     BENCH_DIR,
     PROXY_CORE,
     UPSTREAM_CORE,
@@ -76,8 +76,8 @@ from overhead_servers import (
     start_upstream,
     wait_until_up,
 )
-from ratelimit_support import WrkRun as ParsedWrk
-from ratelimit_support import parse_wrk
+from bench.ratelimit.ratelimit_support import WrkRun as ParsedWrk
+from bench.ratelimit.ratelimit_support import parse_wrk
 
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 LUA_SCRIPT = BENCH_DIR / "wrk" / "post_chat.lua"

@@ -11,14 +11,19 @@ import secrets
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr, ValidationError
 
+from gateway.accounts.status import ACTIONS
 from gateway.detect import commands as detect_commands
 from gateway.settings import Settings
 from gateway.watermark import commands as watermark_commands
+
+if TYPE_CHECKING:
+    from gateway.accounts.operations import AccountOperations, SystemActor
 
 DEFAULT_PORT = 8000
 DEFAULT_UPSTREAM_PORT = 8001
@@ -58,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--api-key", help="the demo account's key (generated when absent)")
     demo.add_argument("--admin-token", help="the admin token (generated when absent)")
     demo.add_argument("--state-dir", default="./var/demo", help="SQLite file and spill dir")
+    demo.add_argument("--upstream", choices=("reference", "vllm"), default="reference",
+                      help="the model server: the reference one, or real vLLM (the vllm extra)")
     demo.set_defaults(handler=_demo)
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema to the latest")
@@ -94,7 +101,7 @@ def _account_commands(commands: Any) -> None:
     listing.set_defaults(handler=lambda a: _run_db(_list_accounts, a))
     action = accounts.add_parser("action", help="warn, throttle, suspend, ban or reinstate")
     action.add_argument("account_id")
-    action.add_argument("action", choices=["warn", "throttle", "suspend", "ban", "reinstate"])
+    action.add_argument("action", choices=ACTIONS)
     action.add_argument("--reason", required=True)
     action.set_defaults(handler=lambda a: _run_db(_account_action, a))
 
@@ -164,6 +171,7 @@ def _demo(args: argparse.Namespace) -> int:
         request_log_spill_dir=str(state / "spill"),
         watermark_secret=SecretStr(secret_file.read_text().strip()),
         upstream_signing_secret=SecretStr(secrets.token_urlsafe(32)),
+        upstream_kind=args.upstream,
     )
     from gateway.store.db import make_sqlite_file_private
     from gateway.store.migrate import upgrade
@@ -171,8 +179,9 @@ def _demo(args: argparse.Namespace) -> int:
     make_sqlite_file_private(settings.async_database_url)  # before migrations create it 0644
     upgrade(settings.async_database_url)
     api_key = asyncio.run(_ensure_demo_key(settings, args.api_key))
-    _print_demo_banner(args, api_key, admin_token)
-    asyncio.run(_serve_demo(settings, args))
+    with _demo_vllm(args, settings, state):
+        _print_demo_banner(args, api_key, admin_token)
+        asyncio.run(_serve_demo(settings, args))
     return 0
 
 
@@ -195,13 +204,28 @@ async def _serve_demo(settings: Settings, args: argparse.Namespace) -> None:
 
     from gateway.app import create_app
 
-    model_server = _demo_upstream(settings)
     options = {**_uvicorn_options(), "log_level": "warning"}
+    if args.upstream == "vllm":  # vLLM runs as its own process (_demo_vllm)
+        await uvicorn.Server(uvicorn.Config(
+            create_app(settings), host=args.host, port=args.port, **options)).serve()
+        return
+    model_server = _demo_upstream(settings)
     upstream = uvicorn.Server(uvicorn.Config(
         model_server, host="127.0.0.1", port=args.upstream_port, **options))
     gateway = uvicorn.Server(uvicorn.Config(
         create_app(settings), host=args.host, port=args.port, **options))
     await asyncio.gather(upstream.serve(), gateway.serve())
+
+
+def _demo_vllm(args: argparse.Namespace, settings: Settings,
+               state: Path) -> AbstractContextManager[None]:
+    if args.upstream != "vllm":
+        return nullcontext()
+    from gateway.vllm.demo import demo_vllm
+
+    assert settings.watermark_secret is not None
+    return demo_vllm(args.upstream_port, settings.watermark_secret.get_secret_value(),
+                     state / "vllm.log")
 
 
 def _has_model_server() -> bool:
@@ -240,6 +264,9 @@ def _print_demo_banner(args: argparse.Namespace, api_key: str, admin_token: str)
     upstream = ("reference model server, tiny watermarking model" if watermarked else
                 "deterministic echo server, no watermark: install the torch extra for the "
                 "reference model server")
+    longest = 400
+    if getattr(args, "upstream", "reference") == "vllm":  # vLLM: prompt + reply within 256
+        upstream, longest = "vLLM, tiny watermarking model", 200
     print(f"""
 Gateway demo on {base}  (upstream: {upstream}, on :{args.upstream_port})
   API key:      {api_key}
@@ -256,7 +283,7 @@ Gateway demo on {base}  (upstream: {upstream}, on :{args.upstream_port})
         print(f"""  {shlex.quote(sys.executable)} -c "from openai import OpenAI; \\
 c = OpenAI(base_url='{base}/v1', api_key='{api_key}'); \\
 r = c.chat.completions.create(model='{model}', \\
-messages=[{{'role': 'user', 'content': 'Return the'}}], max_tokens=400); \\
+messages=[{{'role': 'user', 'content': 'Return the'}}], max_tokens={longest}); \\
 print(r.choices[0].message.content)"
 """, flush=True)
     else:
@@ -307,10 +334,12 @@ def _cli_settings() -> Settings:
     return Settings(mode=os.environ.get("GATEWAY_MODE", "local"))
 
 
-DbCommand = Callable[[Any, Settings, argparse.Namespace], Awaitable[Any]]
+Args = argparse.Namespace
+DbCommand = Callable[["AccountOperations", Settings, Args], Awaitable[Any]]
 
 
-def _run_db(command: DbCommand, args: argparse.Namespace) -> int:
+def _run_db(command: DbCommand, args: Args) -> int:
+    from gateway.accounts.operations import AccountOperations
     from gateway.store.db import create_engine, session_factory
 
     settings = _cli_settings()
@@ -318,8 +347,9 @@ def _run_db(command: DbCommand, args: argparse.Namespace) -> int:
     async def run() -> Any:
         engine = create_engine(settings.async_database_url)
         try:
-            async with session_factory(engine).begin() as session:
-                return await command(session, settings, args)
+            operations = AccountOperations(
+                session_factory(engine), key_hash_secret=settings.key_hash_key())
+            return await command(operations, settings, args)
         finally:
             await engine.dispose()
 
@@ -331,72 +361,63 @@ def _run_db(command: DbCommand, args: argparse.Namespace) -> int:
     return 0
 
 
-def _actor() -> str:
-    return f"cli:{getpass.getuser()}"
+def _no(kind: str, ident: str) -> None:
+    """Say that there is no such account or key; the command then exits 1."""
+    print(f"gateway: no {kind} {ident!r}", file=sys.stderr)
 
 
-async def _audit(session: Any, action: str, target_type: str, target_id: str,
-                 reason: str | None = None) -> None:
-    from gateway.store import repository
+def _actor() -> SystemActor:
+    """The CLI runs with the database's credentials: its operator acts as an admin."""
+    from gateway.accounts.operations import SystemActor
 
-    await repository.write_audit(session, actor=_actor(), role="admin", action=action,
-                                 target_type=target_type, target_id=target_id, reason=reason)
+    return SystemActor(f"cli:{getpass.getuser()}", "admin")
 
 
-async def _create_account(session: Any, settings: Settings, args: argparse.Namespace) -> Any:
-    from gateway.store import repository
-
+async def _create_account(operations: AccountOperations, settings: Settings, args: Args) -> Any:
     tier = args.tier or settings.default_tier
     if tier not in settings.tiers:
         print(f"gateway: unknown tier {tier!r}", file=sys.stderr)
         return None
-    account = await repository.create_account(session, name=args.name, tier=tier)
-    await _audit(session, "account.create", "account", account.id)
+    async with operations.begin(_actor()) as changes:
+        account = await changes.create_account(name=args.name, tier=tier)
     return {"id": account.id, "name": account.name, "status": account.status,
             "tier": account.tier, "created_at": account.created_at}
 
 
-async def _list_accounts(session: Any, _: Settings, args: argparse.Namespace) -> Any:
+async def _list_accounts(operations: AccountOperations, _: Settings, args: Args) -> Any:
     from gateway.store import repository
 
-    page = await repository.list_accounts(session, status=args.status, limit=200)
+    async with operations.sessions() as session:
+        page = await repository.list_accounts(session, status=args.status, limit=200)
     return [{"id": a.id, "name": a.name, "status": a.status, "tier": a.tier,
              "risk_score": a.risk_score} for a in page.items]
 
 
-async def _account_action(session: Any, _: Settings, args: argparse.Namespace) -> Any:
+async def _account_action(operations: AccountOperations, _: Settings, args: Args) -> Any:
     from gateway.store import repository
 
-    account = await repository.get_account(session, args.account_id, for_update=True)
-    if account is None:
-        print(f"gateway: no account {args.account_id!r}", file=sys.stderr)
-        return None
-    action = await repository.record_action(
-        session, account, action=args.action, reason=args.reason, actor=_actor())
-    await _audit(session, f"account.{args.action}", "account", account.id, args.reason)
+    async with operations.begin(_actor()) as changes:
+        account = await repository.get_account(changes.session, args.account_id, for_update=True)
+        if account is None:
+            return _no("account", args.account_id)
+        action = await changes.apply_action(account, action=args.action, reason=args.reason)
     return {"account_id": account.id, "action": action.action, "status": account.status}
 
 
-async def _create_key(session: Any, settings: Settings, args: argparse.Namespace) -> Any:
-    from gateway.store import repository
-
-    if await repository.get_account(session, args.account_id) is None:
-        print(f"gateway: no account {args.account_id!r}", file=sys.stderr)
-        return None
-    key, plaintext = await repository.create_key(session, args.account_id,
-                                                 settings.key_hash_key())
-    await _audit(session, "key.create", "key", key.id)
+async def _create_key(operations: AccountOperations, _: Settings, args: Args) -> Any:
+    async with operations.begin(_actor()) as changes:
+        created = await changes.create_key(args.account_id)
+    if created is None:
+        return _no("account", args.account_id)
+    key, plaintext = created
     return {"id": key.id, "key": plaintext, "prefix": key.prefix, "created_at": key.created_at}
 
 
-async def _revoke_key(session: Any, _: Settings, args: argparse.Namespace) -> Any:
-    from gateway.store import repository
-
-    key = await repository.revoke_key(session, args.key_id)
+async def _revoke_key(operations: AccountOperations, _: Settings, args: Args) -> Any:
+    async with operations.begin(_actor()) as changes:
+        key = await changes.revoke_key(args.key_id)
     if key is None:
-        print(f"gateway: no key {args.key_id!r}", file=sys.stderr)
-        return None
-    await _audit(session, "key.revoke", "key", key.id)
+        return _no("key", args.key_id)
     return {"id": key.id, "revoked_at": key.revoked_at}
 
 

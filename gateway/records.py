@@ -1,7 +1,11 @@
 """The request record: one per proxied request, the unit of ToS evidence.
 
 A plain dataclass so that the proxy, the durable writer and the detector can share it without
-importing each other.
+importing each other. It is the one declaration of the record's fields (names, types, defaults):
+the admin API's views are built from it (:mod:`gateway.admin.schemas`), and the declarations
+that must be written out — the ``request_records`` table (:class:`gateway.store.models.RequestRow`,
+and through it the migrations) and the validated parameters the proxy copies in
+(:class:`gateway.proxy.validation.RequestParams`) — are held to it by ``tests/test_records.py``.
 """
 
 from __future__ import annotations
@@ -9,11 +13,19 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+#: The fields that describe the request's parameters, copied as they are from the validated
+#: request (``RequestParams`` declares each with the same name and type).
+PARAMETER_FIELDS: Final = (
+    "model", "stream", "max_tokens", "n", "temperature", "top_p", "logprobs", "top_logprobs",
+    "logit_bias_size",
+)
 
 
 @dataclass(slots=True)

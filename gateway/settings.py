@@ -7,7 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Role = Literal["viewer", "reviewer", "admin"]
+from gateway.accounts.limits import TierLimits, default_tiers
+from gateway.auth.roles import Role
 
 WEAK_SECRETS = frozenset(
     {"changeme", "change-me", "secret", "password", "admin", "token", "test", "demo", "default"}
@@ -15,40 +16,10 @@ WEAK_SECRETS = frozenset(
 MIN_SECRET_LENGTH = 32
 
 
-class TierLimits(BaseModel):
-    """Per-account limits; names are part of the admin API's contract."""
-
-    requests_per_minute: int = Field(ge=0)
-    tokens_per_minute: int = Field(ge=0)
-    tokens_per_day: int = Field(ge=0)
-    max_concurrent: int = Field(ge=0)
-
-
 class AdminTokenConfig(BaseModel):
     name: str
     token: SecretStr
     role: Role
-
-
-def default_tiers() -> dict[str, TierLimits]:
-    return {
-        "free": TierLimits(
-            requests_per_minute=20, tokens_per_minute=40_000,
-            tokens_per_day=200_000, max_concurrent=2,
-        ),
-        "standard": TierLimits(
-            requests_per_minute=600, tokens_per_minute=400_000,
-            tokens_per_day=20_000_000, max_concurrent=32,
-        ),
-        "enterprise": TierLimits(
-            requests_per_minute=6_000, tokens_per_minute=4_000_000,
-            tokens_per_day=400_000_000, max_concurrent=256,
-        ),
-        "throttled": TierLimits(
-            requests_per_minute=5, tokens_per_minute=5_000,
-            tokens_per_day=50_000, max_concurrent=1,
-        ),
-    }
 
 
 def is_weak_secret(value: str) -> bool:
@@ -73,6 +44,11 @@ class Settings(BaseSettings):
     upstream_connect_timeout_s: float = Field(default=5.0, gt=0)
     upstream_read_timeout_s: float = Field(default=300.0, gt=0)
     upstream_max_connections: int = Field(default=1000, ge=1)
+    upstream_kind: Literal["reference", "vllm"] = "reference"
+    """``vllm``: the gateway writes each generation request's signed watermark account into
+    ``vllm_xargs`` for :class:`gateway.watermark.vllm_adapter.BatchWatermark` (needs
+    ``GATEWAY_WATERMARK_SECRET``, the same in vLLM's environment); ``reference``: the reference
+    model server, named the account in signed headers (``GATEWAY_UPSTREAM_SIGNING_SECRET``)."""
 
     database_url: str = "sqlite+aiosqlite:///./gateway.db"
     redis_url: str | None = None
@@ -170,6 +146,16 @@ class Settings(BaseSettings):
         if not value.endswith("/v1"):
             raise ValueError("GATEWAY_UPSTREAM_URL must be a base URL ending in /v1")
         return value
+
+    @model_validator(mode="after")
+    def _vllm_upstream_can_watermark(self) -> Settings:
+        """vLLM refuses every request without a watermark tag, which needs the secret: without
+        it the gateway could forward nothing, so it refuses to start (in local mode too)."""
+        if self.upstream_kind == "vllm" and (
+                self.watermark_secret is None or not self.watermark_secret.get_secret_value()):
+            raise ValueError("GATEWAY_UPSTREAM_KIND=vllm needs GATEWAY_WATERMARK_SECRET (the "
+                             "same value in vLLM's environment, for its watermark processor)")
+        return self
 
     @model_validator(mode="after")
     def _secrets_are_strong(self) -> Settings:

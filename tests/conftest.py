@@ -24,9 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from gateway.store.migrate import upgrade_async
-from tests.support.postgres import create_database, drop_database
+from gateway.store.db import create_engine, session_factory
+from tests.support.postgres import (
+    create_database,
+    discard_database,
+    drop_database,
+    migrated_database,
+)
 
 
 @pytest.fixture(scope="session")
@@ -44,17 +50,26 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture(params=["postgres", "sqlite"])
 async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A freshly migrated database, once on the real PostgreSQL and once on SQLite."""
-    if request.param == "postgres":
-        url = await create_database()
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
-    await upgrade_async(url)
+    """A database of this test's own, migrated by the packaged Alembic migrations (as
+    production's is), once on the real PostgreSQL and once on SQLite."""
+    url = await migrated_database(request.param, tmp_path)
     try:
         yield url
     finally:
-        if request.param == "postgres":
-            await drop_database(url)
+        await discard_database(url)
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on :func:`db_url`, disposed after the test."""
+    eng = create_engine(db_url)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return session_factory(engine)
 
 
 # --- markers: unit, integration, e2e -----------------------------------------------------------
@@ -65,7 +80,7 @@ SERVICE_PORTS = frozenset({5432, 6379})  # PostgreSQL, Redis
 
 #: Fixtures that hand a test the real PostgreSQL or Redis (directly or through another fixture).
 SERVICE_FIXTURES = frozenset({
-    "postgres_url", "admin_postgres_url", "fresh_postgres_url", "pg_url", "pg_engine",
+    "postgres_url", "fresh_postgres_url", "pg_url", "pg_engine",
     "migrated_postgres", "redis", "redis_backend", "redis_url",
 })
 

@@ -3,19 +3,20 @@
 Reads need the ``viewer`` role. ``reviewer`` may warn, throttle, suspend and reinstate;
 ``admin`` may do everything else: create accounts and keys, PATCH, revoke, ban, and change
 the status of a banned account. Every mutating call writes an audit entry in the same
-transaction as the change; cache-invalidation callbacks run only after the commit.
+transaction as the change, through :class:`gateway.accounts.operations.AccountOperations`,
+which tells the caches only after the commit.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.accounts.operations import AccountOperations
+from gateway.accounts.status import AccountStatus
 from gateway.admin.deps import AdminDeps, require_role
 from gateway.admin.errors import insufficient_role, not_found
 from gateway.admin.schemas import (
@@ -24,7 +25,6 @@ from gateway.admin.schemas import (
     AccountList,
     AccountOut,
     AccountPatch,
-    AccountStatus,
     ActionCreate,
     ActionList,
     ActionOut,
@@ -45,14 +45,13 @@ from gateway.admin.schemas import (
     TierName,
     UtcBound,
 )
-from gateway.auth.admin_tokens import Actor, has_role
+from gateway.auth.admin_tokens import Actor
+from gateway.auth.roles import Role, has_role
 from gateway.errors import invalid_request
 from gateway.metrics import ADMIN_ACTIONS
-from gateway.settings import Role
 from gateway.store import repository as repo
 from gateway.store.models import Account
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_PAGE = 200
@@ -64,20 +63,6 @@ PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE, description="At most 200.")]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404)
 }
-
-
-@asynccontextmanager
-async def _transaction(deps: AdminDeps) -> AsyncIterator[AsyncSession]:
-    async with deps.sessions() as session, session.begin():
-        yield session
-
-
-def _notify(callback: Callable[[str], None], value: str) -> None:
-    """Run a post-commit callback; a failure is logged, never undoes or hides the change."""
-    try:
-        callback(value)
-    except Exception:
-        log.exception("admin change callback failed; other caches expire within their TTL")
 
 
 async def _paged(page: Awaitable[repo.Page[T]]) -> repo.Page[T]:
@@ -97,10 +82,6 @@ async def _account(session: AsyncSession, account_id: str, *, lock: bool = False
     return account
 
 
-def _audit_args(actor: Actor) -> dict[str, str]:
-    return {"actor": actor.name, "role": actor.role}
-
-
 def action_role(action: str, current_status: str) -> Role:
     """The least role that may apply ``action`` to an account in ``current_status``.
 
@@ -116,9 +97,10 @@ def create_admin_router(deps: AdminDeps) -> APIRouter:
     """All ``/admin/v1`` routes, bound to ``deps``."""
     router = APIRouter(prefix="/admin/v1", responses=_ERRORS)
     roles = {role: Depends(require_role(deps.tokens, role)) for role in ROLES}
-    _account_routes(router, deps, roles)
-    _key_routes(router, deps, roles)
-    _enforcement_routes(router, deps, roles)
+    operations = deps.account_operations()
+    _account_routes(router, deps, operations, roles)
+    _key_routes(router, deps, operations, roles)
+    _enforcement_routes(router, deps, operations, roles)
     _read_routes(router, deps, roles)
     return router
 
@@ -142,7 +124,9 @@ def _patch_changes(body: AccountPatch) -> dict[str, Any]:
     return {field: getattr(body, field) for field in sent}
 
 
-def _account_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
+def _account_routes(
+    router: APIRouter, deps: AdminDeps, operations: AccountOperations, roles: Roles
+) -> None:
     settings = deps.settings
 
     @router.post("/accounts", status_code=201, response_model=AccountOut, tags=["accounts"])
@@ -151,14 +135,9 @@ def _account_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
         tier = body.tier or settings.default_tier
         _check_tier(deps, tier)
         overrides = body.limits.values() if body.limits else None
-        async with _transaction(deps) as session:
-            account = await repo.create_account(
-                session, name=body.name, tier=tier, limits=overrides
-            )
-            await repo.write_audit(
-                session, **_audit_args(actor), action="account.create", target_type="account",
-                target_id=account.id, reason=body.reason,
-                details={"name": account.name, "tier": tier, "limit_overrides": overrides},
+        async with operations.begin(actor) as changes:
+            account = await changes.create_account(
+                name=body.name, tier=tier, limits=overrides, reason=body.reason
             )
             return AccountOut.build(account, settings)
 
@@ -197,31 +176,20 @@ def _account_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
         changes = _patch_changes(body)
         if "tier" in changes:
             _check_tier(deps, changes["tier"])
-        async with _transaction(deps) as session:
-            before = AccountOut.build(await _account(session, account_id, lock=True), settings)
-            account = await repo.update_account(
-                session, account_id, name=changes.get("name"), tier=changes.get("tier"),
+        async with operations.begin(actor) as transaction:
+            account = await transaction.update_account(
+                account_id, name=changes.get("name"), tier=changes.get("tier"),
                 limit_changes=body.limits.changes() if body.limits else None,
-                clear_limits="limits" in changes and body.limits is None,
+                clear_limits="limits" in changes and body.limits is None, reason=body.reason,
             )
-            assert account is not None  # locked above
-            after = AccountOut.build(account, settings)
-            await repo.write_audit(
-                session, **_audit_args(actor), action="account.update", target_type="account",
-                target_id=account_id, reason=body.reason, details=_diff(before, after),
-            )
-        _notify(deps.on_account_changed, account_id)
-        return after
+            if account is None:
+                raise not_found("account", account_id[:100])
+            return AccountOut.build(account, settings)
 
 
-def _diff(before: AccountOut, after: AccountOut) -> dict[str, Any]:
-    fields = ("name", "tier", "limit_overrides")
-    old, new = before.model_dump(include=set(fields)), after.model_dump(include=set(fields))
-    changed = [f for f in fields if old[f] != new[f]]
-    return {"before": {f: old[f] for f in changed}, "after": {f: new[f] for f in changed}}
-
-
-def _key_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
+def _key_routes(
+    router: APIRouter, deps: AdminDeps, operations: AccountOperations, roles: Roles
+) -> None:
     @router.post(
         "/accounts/{account_id}/keys", status_code=201, response_model=KeyCreated, tags=["keys"]
     )
@@ -229,15 +197,11 @@ def _key_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
         account_id: AccountId, body: KeyCreate | None = None, actor: Actor = roles["admin"]
     ) -> KeyCreated:
         """Create an API key (admin). The plaintext ``key`` is in this response only."""
-        async with _transaction(deps) as session:
-            await _account(session, account_id)
-            secret = deps.settings.key_hash_key()
-            key, plaintext = await repo.create_key(session, account_id, secret)
-            await repo.write_audit(
-                session, **_audit_args(actor), action="key.create", target_type="key",
-                target_id=key.id, reason=body.reason if body else None,
-                details={"account_id": account_id, "prefix": key.prefix},
-            )
+        async with operations.begin(actor) as changes:
+            created = await changes.create_key(account_id, reason=body.reason if body else None)
+            if created is None:
+                raise not_found("account", account_id[:100])
+            key, plaintext = created
             return KeyCreated(
                 id=key.id, account_id=account_id, key=plaintext, prefix=key.prefix,
                 created_at=key.created_at,
@@ -258,20 +222,16 @@ def _key_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
         actor: Actor = roles["admin"],
     ) -> KeyOut:
         """Revoke a key (admin); idempotent. Takes effect on every replica within the cache TTL."""
-        async with _transaction(deps) as session:
-            key = await repo.revoke_key(session, key_id)
+        async with operations.begin(actor) as changes:
+            key = await changes.revoke_key(key_id, reason=reason)
             if key is None:
                 raise not_found("key", key_id[:100])
-            await repo.write_audit(
-                session, **_audit_args(actor), action="key.revoke", target_type="key",
-                target_id=key.id, reason=reason, details={"account_id": key.account_id},
-            )
-            out, key_hash = KeyOut.build(key), key.key_hash
-        _notify(deps.on_key_revoked, key_hash)
-        return out
+            return KeyOut.build(key)
 
 
-def _enforcement_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> None:
+def _enforcement_routes(
+    router: APIRouter, deps: AdminDeps, operations: AccountOperations, roles: Roles
+) -> None:
     @router.post(
         "/accounts/{account_id}/actions", status_code=201, response_model=ActionResult,
         tags=["enforcement"],
@@ -281,27 +241,17 @@ def _enforcement_routes(router: APIRouter, deps: AdminDeps, roles: Roles) -> Non
     ) -> ActionResult:
         """Warn, throttle, suspend, ban or reinstate an account, with a reason (reviewer; ban and
         anything that changes a banned account's status need admin)."""
-        async with _transaction(deps) as session:
-            account = await _account(session, account_id, lock=True)
+        async with operations.begin(actor) as changes:
+            account = await _account(changes.session, account_id, lock=True)
             required = action_role(body.action, account.status)
             if not has_role(actor.role, required):
                 raise insufficient_role(required)
-            record = await repo.record_action(
-                session, account, action=body.action, reason=body.reason, actor=actor.name
-            )
-            await repo.write_audit(
-                session, **_audit_args(actor), action=f"account.{body.action}",
-                target_type="account", target_id=account_id, reason=body.reason,
-                details={"action_id": record.id, "previous_status": record.previous_status,
-                         "new_status": record.new_status},
-            )
+            record = await changes.apply_action(account, action=body.action, reason=body.reason)
             result = ActionResult(
                 action=ActionOut.model_validate(record),
                 account=AccountOut.build(account, deps.settings),
             )
         ADMIN_ACTIONS.labels(action=body.action).inc()
-        if repo.STATUS_AFTER[body.action] is not None:
-            _notify(deps.on_account_changed, account_id)
         return result
 
     @router.get("/accounts/{account_id}/actions", response_model=ActionList, tags=["enforcement"])

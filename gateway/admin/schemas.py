@@ -9,9 +9,11 @@ schemathesis fuzzer (tests/admin/test_fuzz_admin.py) know what is valid.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import MAXYEAR, UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 from fastapi import Path
 from pydantic import (
@@ -22,14 +24,18 @@ from pydantic import (
     Field,
     GetJsonSchemaHandler,
     StringConstraints,
+    create_model,
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
+from gateway.accounts.limits import LIMIT_NAMES, TierLimits
+from gateway.accounts.status import AccountStatus, ActionName
 from gateway.auth.principal import effective_limits
-from gateway.settings import Settings, TierLimits
+from gateway.records import RequestRecord
+from gateway.settings import Settings
 from gateway.store.models import Account, ApiKey
-from gateway.store.repository import LIMIT_NAMES, MAX_CURSOR_CHARS, as_utc, is_storable
+from gateway.store.repository import MAX_CURSOR_CHARS, as_utc, is_storable
 
 # --- strings, ids and times a client sends ---------------------------------------------------
 
@@ -142,8 +148,6 @@ FlagId = Annotated[str, Path(pattern=ID_PATTERN, max_length=ID_MAX_CHARS)]
 #: only documented so that the error code stays ``invalid_cursor`` for any bad cursor.
 Cursor = Annotated[str, SchemaHint(pattern=CURSOR_PATTERN, max_length=MAX_CURSOR_CHARS)]
 
-AccountStatus = Literal["active", "throttled", "suspended", "banned"]
-ActionName = Literal["warn", "throttle", "suspend", "ban", "reinstate"]
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
@@ -323,34 +327,23 @@ class ActionList(BaseModel):
 # --- traffic ---------------------------------------------------------------------------------
 
 
-class RequestOut(_Out):
-    request_id: str
-    account_id: str | None
-    key_id: str | None
-    route: str
-    method: str
-    status_code: int
-    model: str | None
-    tier: str | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    latency_ms: float | None
-    upstream_latency_ms: float | None
-    ttfb_ms: float | None
-    client_addr: str | None
-    stream: bool
-    max_tokens: int | None
-    n: int | None
-    temperature: float | None
-    top_p: float | None
-    logprobs: bool
-    top_logprobs: int | None
-    logit_bias_size: int
-    prompt_chars: int
-    prompt_hash: str | None
-    prompt_text: str | None
-    error_code: str | None
-    created_at: UtcDatetime
+def record_view(name: str, fields: Iterable[str] | None = None) -> type[_Out]:
+    """A read model of request records, built from :class:`RequestRecord`'s own declaration:
+    ``fields`` (default: all of them, in the record's order), each with the record's type and
+    required; ``created_at`` is read as UTC."""
+    hints = get_type_hints(RequestRecord)
+    names = fields or [f.name for f in dataclasses.fields(RequestRecord)]
+    definitions: dict[str, Any] = {
+        field: (UtcDatetime if field == "created_at" else hints[field], ...) for field in names
+    }
+    return create_model(name, __base__=_Out, __module__=__name__, **definitions)
+
+
+if TYPE_CHECKING:
+    class RequestOut(_Out):
+        """Every field of :class:`RequestRecord` (built by :func:`record_view`)."""
+else:
+    RequestOut = record_view("RequestOut")
 
 
 class RequestList(BaseModel):

@@ -12,10 +12,10 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.settings import Role, Settings
+from gateway.auth.roles import Role
+from gateway.settings import Settings
 
 BOOTSTRAP_NAME = "bootstrap-admin"
-ROLE_RANK: dict[Role, int] = {"viewer": 0, "reviewer": 1, "admin": 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,11 +24,6 @@ class Actor:
 
     name: str
     role: Role
-
-
-def has_role(role: Role, required: Role) -> bool:
-    """True when ``role`` is at least ``required`` in the viewer < reviewer < admin order."""
-    return ROLE_RANK[role] >= ROLE_RANK[required]
 
 
 def _digest(token: str) -> bytes:

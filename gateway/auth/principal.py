@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.settings import TierLimits
+from gateway.accounts.limits import TierLimits
 
 BLOCKED_STATUSES = frozenset({"suspended", "banned"})
 

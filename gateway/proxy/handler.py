@@ -48,8 +48,9 @@ from gateway.ratelimit.estimate import (
     tokenizer_counter,
 )
 from gateway.ratelimit.limiter import Limiter
-from gateway.records import RequestRecord
+from gateway.records import PARAMETER_FIELDS, RequestRecord
 from gateway.settings import Settings
+from gateway.vllm.xargs import vllm_xargs
 from gateway.watermark.shaping import ResponseShaper
 from gateway.watermark.signing import UpstreamSigner
 
@@ -83,6 +84,7 @@ class ProxyApp:
         self._policy = policy
         self._signer = signer
         self._routes = RouteRules(settings.passthrough_routes)
+        self._vllm = vllm_xargs(settings)  # GATEWAY_UPSTREAM_KIND=vllm: the watermark account
         self._hash_secret = settings.key_hash_key()
         self._count_prompt: PromptCounter = (
             tokenizer_counter(settings.tokenizer_path) if settings.tokenizer_path
@@ -158,6 +160,11 @@ class ProxyApp:
         if strip_usage:
             payload["stream_options"] = {**(payload.get("stream_options") or {}),
                                          "include_usage": True}
+        stamped = self._vllm is not None and self._vllm.applies(path)
+        if stamped:  # validation refused any client xargs: these are the gateway's alone
+            assert self._vllm is not None
+            self._vllm.stamp(payload, principal.account_id, ex.request_id)
+        if strip_usage or stamped:
             body = orjson.dumps(payload)
         ex.prompt_tokens = self._count_prompt(params.prompt)
         estimate = estimate_tokens(
@@ -206,15 +213,8 @@ class ProxyApp:
         return str(client[0])[:64] if client else None
 
     def _describe(self, record: RequestRecord, params: RequestParams) -> None:
-        record.model = params.model
-        record.stream = params.stream
-        record.max_tokens = params.max_tokens
-        record.n = params.n
-        record.temperature = params.temperature
-        record.top_p = params.top_p
-        record.logprobs = params.logprobs
-        record.top_logprobs = params.top_logprobs
-        record.logit_bias_size = params.logit_bias_size
+        for name in PARAMETER_FIELDS:
+            setattr(record, name, getattr(params, name))
         record.prompt_chars = len(params.prompt)
         storage = self._settings.prompt_storage
         if storage == "hash":

@@ -34,13 +34,6 @@ class RequestPolicy(Protocol):
         ...
 
 
-class OpenPolicy:
-    """No caps beyond the body validation every request gets."""
-
-    def check(self, principal: Principal, route: str, payload: dict[str, Any]) -> None:
-        return None
-
-
 def refused(param: str, message: str) -> GatewayError:
     metrics.POLICY_REFUSALS.labels(param).inc()
     return GatewayError(400, message, param=param, code="parameter_not_allowed")

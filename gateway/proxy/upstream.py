@@ -1,8 +1,8 @@
 """The one pooled upstream HTTP client.
 
 aiohttp, chosen by measurement: as a proxy's upstream client its connection pool was 3–5× faster
-than httpx's on this hardware (``bench/proxy_overhead.py`` reproduces the comparison). Failures
-become OpenAI-shaped errors: connect failures 502, timeouts 504, broken responses 502.
+than httpx's on this hardware (``bench/proxy/proxy_overhead.py`` reproduces the comparison).
+Failures become OpenAI-shaped errors: connect failures 502, timeouts 504, broken responses 502.
 """
 
 from __future__ import annotations

@@ -40,10 +40,14 @@ _TOKEN_ID = re.compile(r"[0-9]{1,10}")
 # Upstream (vLLM) extensions that would bypass the gateway's controls: logprobs of every prompt
 # position (uncapped, un-noised), vocabulary restriction (a logit_bias sweep by another name),
 # caller-chosen logits processors or extra sampling arguments (the watermark's account lives
-# there), queue priority and request ids (another tenant's scheduling).
+# there: in vLLM mode the gateway writes its own, signed, see gateway.vllm.xargs), queue priority
+# and request ids (another tenant's scheduling), the transfer parameters vLLM copies into the
+# same extra arguments, and vLLM 0.32's logprobs of caller-chosen token ids (any number of them:
+# the whole logit vector, past the top_logprobs cap).
 DENIED_FIELDS = frozenset({
     "prompt_logprobs", "allowed_token_ids", "logits_processors", "vllm_xargs", "extra_args",
-    "priority", "request_id", "kv_transfer_params",
+    "priority", "request_id", "kv_transfer_params", "ec_transfer_params", "logprob_token_ids",
+    "prompt_logprob_token_ids",
 })
 
 
@@ -94,7 +98,9 @@ ROUTE_SPECS: dict[str, dict[str, Spec]] = {
 
 @dataclass(slots=True)
 class RequestParams:
-    """What the gateway reads from a request: every value already in range."""
+    """What the gateway reads from a request: every value already in range. The fields the
+    request record copies (``gateway.records.PARAMETER_FIELDS``) have the record's names and
+    types (``tests/test_records.py``)."""
 
     model: str
     stream: bool
@@ -111,10 +117,18 @@ class RequestParams:
     """Sequences the upstream generates per request: ``max(n, best_of)`` (what it costs)."""
 
 
+ROUTE_DENIED: dict[str, frozenset[str]] = {
+    # Chat has no ``echo`` in the OpenAI API; vLLM's chat ``echo`` with ``logprobs`` turns on
+    # the logprobs of every prompt position, returned beside the choices, outside the caps.
+    CHAT: frozenset({"echo"}),
+}
+"""Fields refused on one route only (the same name is legitimate on another)."""
+
+
 def validate(route: str, payload: dict[str, Any]) -> RequestParams:
     """Check ``payload`` for ``route`` (one of :data:`VALIDATED_ROUTES`); 400 on any violation."""
     check_depth(payload)
-    for name in DENIED_FIELDS.intersection(payload):
+    for name in (DENIED_FIELDS | ROUTE_DENIED.get(route, frozenset())).intersection(payload):
         raise _refused(name)
     # Only what this route's table checked is ever read: a field of another route's table
     # (``n`` on responses, ``logit_bias`` on embeddings) passes through unread, whatever it holds.

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.accounts.limits import TierLimits
 from gateway.ratelimit import gcra
 from gateway.ratelimit.decision import CONCURRENCY_RETRY_US, Decision, LimitKind
-from gateway.settings import TierLimits
 
 RATE_LIMITS: tuple[tuple[LimitKind, int], ...] = (
     ("requests", gcra.MINUTE_US), ("tokens_per_minute", gcra.MINUTE_US),

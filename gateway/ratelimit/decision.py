@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway.accounts.limits import TierLimits
 from gateway.errors import GatewayError
-from gateway.settings import TierLimits
 
 LimitKind = Literal["requests", "tokens_per_minute", "tokens_per_day", "concurrency"]
 KIND_CODES: tuple[LimitKind, ...] = (

@@ -24,10 +24,10 @@ from typing import Literal, Protocol
 from redis.exceptions import RedisError
 
 from gateway import metrics
+from gateway.accounts.limits import TierLimits
 from gateway.errors import GatewayError
 from gateway.ratelimit.backend import AdmitRequest, Backend
 from gateway.ratelimit.decision import Decision, rate_limit_headers, rejection
-from gateway.settings import TierLimits
 
 log = logging.getLogger("gateway.ratelimit")
 _ALLOWED = metrics.RATELIMIT_DECISIONS.labels("all", "allowed")

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
+from gateway.accounts.limits import TierLimits
 from gateway.ratelimit.backend import AdmitRequest, settle_delta
 from gateway.ratelimit.decision import KIND_CODES, Decision
 from gateway.ratelimit.pipeline import ScriptPipeline
 from gateway.ratelimit.redis_scripts import ADMIT, SETTLE
-from gateway.settings import TierLimits
 
 
 def _sha(script: str) -> str:

@@ -53,7 +53,11 @@ class ApiKey(Base):
 
 
 class RequestRow(Base):
-    """One proxied request. ``request_id`` is the primary key so replays are idempotent."""
+    """One proxied request. ``request_id`` is the primary key so replays are idempotent.
+
+    The columns are :class:`gateway.records.RequestRecord`'s fields, in its order, with its
+    types and nullability (``tests/test_records.py`` fails on any drift); the lengths are here.
+    """
 
     __tablename__ = "request_records"
     __table_args__ = (Index("ix_request_records_account_created", "account_id", "created_at"),)

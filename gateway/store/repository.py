@@ -28,6 +28,7 @@ from sqlalchemy import ColumnElement, Select, and_, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from gateway.accounts.status import STATUS_AFTER
 from gateway.auth.keys import generate_key, hash_key, key_prefix, new_id
 from gateway.records import utcnow
 from gateway.store.models import (
@@ -42,19 +43,6 @@ from gateway.store.models import (
 
 T = TypeVar("T")
 
-ACCOUNT_STATUSES: Final = ("active", "throttled", "suspended", "banned")
-ACTIONS: Final = ("warn", "throttle", "suspend", "ban", "reinstate")
-#: The status an action moves an account to; ``None`` keeps the current status.
-STATUS_AFTER: Final[Mapping[str, str | None]] = {
-    "warn": None,
-    "throttle": "throttled",
-    "suspend": "suspended",
-    "ban": "banned",
-    "reinstate": "active",
-}
-LIMIT_NAMES: Final = (
-    "requests_per_minute", "tokens_per_minute", "tokens_per_day", "max_concurrent"
-)
 MAX_CURSOR_CHARS: Final = 256
 _CURSOR_CHARS: Final = re.compile(r"[A-Za-z0-9_-]+")
 #: Integer keys are BIGINT on PostgreSQL, INTEGER (also 64-bit) on SQLite, and start at 1.
@@ -203,10 +191,6 @@ async def create_key(
     session.add(key)
     await session.flush()
     return key, plaintext
-
-
-async def get_key(session: AsyncSession, key_id: str) -> ApiKey | None:
-    return await session.get(ApiKey, key_id)
 
 
 async def list_keys(session: AsyncSession, account_id: str) -> list[ApiKey]:

@@ -12,10 +12,11 @@ class WatermarkConfig:
     ``width``: tokens of context hashed into each step's seed (more = more unique (context,
     token) pairs on byte-level text, less = more robust to edits and more radioactive).
 
-    Width 2, measured against 4 on the shipped model (``bench/watermark_measure.py``,
-    ``bench/radioactivity.py``): a student fine-tuned on 57k harvested tokens carries the mark
-    at width 2 (p 9e-17, attributed among 10,000 accounts) and not at width 4 (p 0.5); 25% edits
-    are still detected in 56-69% of texts (8-12% at width 4); p < 1e-6 takes 80 tokens (70)."""
+    Width 2, measured against 4 on the shipped model (``bench/watermark/watermark_measure.py``,
+    ``bench/watermark/radioactivity.py``): a student fine-tuned on 57k harvested tokens carries
+    the mark at width 2 (p 9e-17, attributed among 10,000 accounts) and not at width 4 (p 0.5);
+    25% edits are still detected in 56-69% of texts (8-12% at width 4); p < 1e-6 takes 80 tokens
+    (70)."""
 
     gamma: float = 0.25
     delta: float = 2.0

@@ -18,8 +18,8 @@ CONTENT_FIELDS = ("model", "messages", "prompt", "suffix", "tools", "response_fo
 @dataclass
 class RequestContext:
     fingerprint: bytes
-    # stream state: per choice index, the tokens already shaped (their logprob positions)
-    positions: dict[int, int] = field(default_factory=dict)
+    # stream state: per choice index (or Responses content part), the tokens already shaped,
+    # as the prefix chain their noise is keyed on
     prefixes: dict[int, bytes] = field(default_factory=dict)
 
 

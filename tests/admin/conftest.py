@@ -1,17 +1,16 @@
-"""Fixtures for the admin API: a real database (PostgreSQL and SQLite) and an app around it."""
+"""Fixtures for the admin API: an app around a migrated database (``sessions``, from
+tests/conftest.py: PostgreSQL and SQLite)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.admin import AdminDeps, create_admin_router, install_error_handlers
 from gateway.admin.flags import create_flags_router
@@ -19,9 +18,6 @@ from gateway.admin.quarantine import create_quarantine_router
 from gateway.admin.watermark import create_watermark_router
 from gateway.auth.admin_tokens import AdminTokens
 from gateway.settings import AdminTokenConfig, Settings
-from gateway.store.db import create_engine, session_factory
-from gateway.store.models import Base
-from tests.support.postgres import create_database, drop_database
 
 ADMIN_TOKEN = "adm-" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6"
 REVIEWER_TOKEN = "rev-" + "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4"
@@ -41,36 +37,6 @@ def make_settings() -> Settings:
             AdminTokenConfig(name="victor-viewer", token=VIEWER_TOKEN, role="viewer"),
         ],
     )
-
-
-@pytest.fixture(scope="session")
-def admin_postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL database of this package's own (tables recreated per test)."""
-    url = asyncio.run(create_database())
-    yield url
-    asyncio.run(drop_database(url))
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        return str(request.getfixturevalue("admin_postgres_url"))
-    return f"sqlite+aiosqlite:///{tmp_path / 'admin.db'}"
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(db_url)
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.drop_all)
-        await conn.run_sync(Base.metadata.create_all)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return session_factory(engine)
 
 
 def build_admin_app(deps: AdminDeps) -> FastAPI:

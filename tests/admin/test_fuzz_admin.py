@@ -28,8 +28,9 @@ import os
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import schemathesis
@@ -39,11 +40,11 @@ from sqlalchemy.pool import NullPool
 
 from gateway.admin import AdminDeps
 from gateway.auth.admin_tokens import AdminTokens
-from gateway.settings import Role
+from gateway.auth.roles import Role
 from gateway.store import flags as flag_store
 from gateway.store import repository as repo
-from gateway.store.models import Base
 from tests.admin.conftest import ADMIN, REVIEWER, VIEWER, build_admin_app, make_settings
+from tests.support.postgres import discard_database, migrated_database
 
 pytestmark = pytest.mark.fuzz
 
@@ -64,15 +65,28 @@ REFUSED_BEFORE_ROLES = {
 SCHEMA_VALID_REFUSALS = {"invalid_cursor", "unknown_tier"}
 
 
-class _Unset:
-    """Stands in for the session factory until a test's database is ready."""
+class _Sessions:
+    """The fuzzed app's session factory: the app is built once, at import (schemathesis reads
+    its schema then), and each database fixture points this at its own database."""
+
+    def __init__(self) -> None:
+        self.current: async_sessionmaker[AsyncSession] | None = None
+
+    def _factory(self) -> async_sessionmaker[AsyncSession]:
+        if self.current is None:
+            raise RuntimeError("no database for the fuzzed admin app yet")
+        return self.current
 
     def __call__(self) -> AsyncSession:
-        raise RuntimeError("no database for the fuzzed admin app yet")
+        return self._factory()()
+
+    def begin(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return self._factory().begin()
 
 
 SETTINGS = make_settings()
-DEPS = AdminDeps(sessions=_Unset(),  # type: ignore[arg-type]
+SESSIONS = _Sessions()
+DEPS = AdminDeps(sessions=cast(async_sessionmaker[AsyncSession], SESSIONS),
                  settings=SETTINGS, tokens=AdminTokens.from_settings(SETTINGS))
 APP = build_admin_app(DEPS)
 SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", APP)
@@ -86,12 +100,11 @@ HYPOTHESIS = settings(
 )
 
 
-async def _prepare(url: str) -> None:
-    """Fresh tables, plus an account with a key and a flag so that some ids exist."""
+async def _prepare(kind: str, directory: Path) -> str:
+    """A migrated database of the fuzz run's own, with an account, a key and a flag so that
+    some ids exist."""
+    url = await migrated_database(kind, directory)
     engine = create_async_engine(url, poolclass=NullPool)
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.drop_all)
-        await conn.run_sync(Base.metadata.create_all)
     async with async_sessionmaker(engine).begin() as session:
         account = await repo.create_account(session, name="seed", tier="standard")
         await repo.create_key(session, account.id, b"fuzz-secret")
@@ -100,6 +113,7 @@ async def _prepare(url: str) -> None:
             reasons=["r"], evidence={"request_ids": []},
         )
     await engine.dispose()
+    return url
 
 
 @pytest.fixture(params=["postgres", "sqlite"], scope="module")
@@ -107,17 +121,14 @@ def fuzz_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             ) -> Iterator[str]:
     """Point the fuzzed app at a real database. NullPool: schemathesis calls the app from its
     own event loop, and a pooled asyncpg connection belongs to the loop that opened it."""
-    if request.param == "postgres":
-        url = str(request.getfixturevalue("admin_postgres_url"))
-    else:
-        url = f"sqlite+aiosqlite:///{Path(tmp_path_factory.mktemp('fuzz')) / 'admin.db'}"
-    asyncio.run(_prepare(url))
+    url = asyncio.run(_prepare(request.param, tmp_path_factory.mktemp("fuzz")))
     engine = create_async_engine(url)
-    DEPS.sessions = async_sessionmaker(engine, expire_on_commit=False)
+    SESSIONS.current = async_sessionmaker(engine, expire_on_commit=False)
     started = time.monotonic()
     yield request.param
-    DEPS.sessions = _Unset()  # type: ignore[assignment]
+    SESSIONS.current = None
     asyncio.run(engine.dispose(close=False))
+    asyncio.run(discard_database(url))
     _report(request, request.param, time.monotonic() - started)
 
 

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from gateway import metrics
-from gateway.settings import TierLimits, default_tiers
+from gateway.accounts.limits import TierLimits, default_tiers
 from tests.e2e.conftest import Stack, StackFactory
 from tests.support.tcp_proxy import ThreadedTcpProxy
 from tests.support.waiting import wait_until

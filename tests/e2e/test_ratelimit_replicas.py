@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.accounts.limits import default_tiers
 from gateway.modelserver.echo import create_echo_app
-from gateway.settings import default_tiers
 from tests.e2e.conftest import ADMIN_TOKEN, HASH_SECRET, UPSTREAM_KEY, WATERMARK_SECRET
 from tests.support.servers import gateway_process, serve_in_thread
 

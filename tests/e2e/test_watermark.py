@@ -15,7 +15,7 @@ import httpx
 import pytest
 from openai import BadRequestError, OpenAI
 
-from bench.carlini_attack import attack, openai_query
+from bench.watermark.carlini_attack import attack, openai_query
 from gateway.modelserver.server import create_model_server_app
 from gateway.watermark.upstream_auth import sign
 from tests.e2e.conftest import ADMIN_TOKEN, WATERMARK_SECRET, Stack, StackFactory

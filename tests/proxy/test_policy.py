@@ -6,10 +6,11 @@ from typing import Any
 
 import pytest
 
+from gateway.accounts.limits import default_tiers
 from gateway.auth.principal import Principal
 from gateway.errors import GatewayError
 from gateway.proxy.policy import build_policy
-from gateway.settings import Settings, default_tiers
+from gateway.settings import Settings
 
 STANDARD = Principal("key", "acct", "active", "standard", default_tiers()["standard"])
 

@@ -8,9 +8,9 @@ import uuid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.accounts.limits import TierLimits
 from gateway.ratelimit.backend import AdmitRequest, InProcessBackend
 from gateway.ratelimit.redis_backend import RedisBackend
-from gateway.settings import TierLimits
 
 T0 = 1_800_000_000_000_000
 limit_sets = st.builds(

@@ -9,10 +9,10 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway import metrics
+from gateway.accounts.limits import TierLimits
 from gateway.ratelimit.backend import InProcessBackend
 from gateway.ratelimit.limiter import AccountLimiter, FailureMode
 from gateway.ratelimit.redis_backend import RedisBackend
-from gateway.settings import TierLimits
 from tests.support.tcp_proxy import TcpProxy
 
 LIMITS = TierLimits(requests_per_minute=10, tokens_per_minute=100_000, tokens_per_day=10**7,

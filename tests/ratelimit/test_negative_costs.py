@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.accounts.limits import TierLimits
 from gateway.ratelimit.backend import AdmitRequest, Backend, InProcessBackend
 from gateway.ratelimit.redis_backend import RedisBackend
-from gateway.settings import TierLimits
 
 T0 = 1_900_000_000_000_000
 LEASE = 30_000_000

@@ -7,9 +7,9 @@ import asyncio
 
 from redis.asyncio import Redis
 
+from gateway.accounts.limits import TierLimits
 from gateway.ratelimit.backend import AdmitRequest
 from gateway.ratelimit.redis_backend import RedisBackend
-from gateway.settings import TierLimits
 from tests.support.waiting import wait_until_async
 
 LIMITS = TierLimits(requests_per_minute=10, tokens_per_minute=10**6, tokens_per_day=10**8,

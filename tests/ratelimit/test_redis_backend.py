@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from gateway.accounts.limits import TierLimits
 from gateway.ratelimit.backend import AdmitRequest
 from gateway.ratelimit.redis_backend import RedisBackend
-from gateway.settings import TierLimits
 
 T0 = 1_900_000_000_000_000
 SECOND = 1_000_000

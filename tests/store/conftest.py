@@ -33,13 +33,6 @@ async def pg_url(fresh_postgres_url: str) -> str:
 
 
 @pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_engine(db_url)
-    yield eng
-    await eng.dispose()
-
-
-@pytest.fixture
 async def pg_engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
     eng = create_engine(pg_url)
     yield eng

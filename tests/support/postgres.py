@@ -1,11 +1,15 @@
-"""Throwaway PostgreSQL databases on the real local server (127.0.0.1:5432, user postgres)."""
+"""Throwaway databases: PostgreSQL on the real local server (127.0.0.1:5432, user postgres),
+or SQLite files; empty, or migrated as production's are."""
 
 from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 import asyncpg
+
+from gateway.store.migrate import upgrade_async
 
 SERVER_DSN = os.environ.get("GATEWAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -29,3 +33,21 @@ async def drop_database(url: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+async def migrated_database(kind: str, directory: Path) -> str:
+    """A fresh database migrated to head by the packaged Alembic migrations, as production's
+    is: ``kind`` ``"postgres"`` (a database of its own on the real server; drop it with
+    :func:`discard_database`) or ``"sqlite"`` (a file in ``directory``)."""
+    if kind == "postgres":
+        url = await create_database()
+    else:
+        url = f"sqlite+aiosqlite:///{directory / 'gateway.db'}"
+    await upgrade_async(url)
+    return url
+
+
+async def discard_database(url: str) -> None:
+    """Drop a database from :func:`migrated_database` (a SQLite file goes with its directory)."""
+    if url.startswith("postgresql"):
+        await drop_database(url)

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
+from gateway.accounts.limits import TierLimits
 from gateway.auth.principal import Principal
 from gateway.errors import GatewayError
 from gateway.proxy.policy import build_policy
-from gateway.settings import Settings, TierLimits
+from gateway.settings import Settings
 from gateway.watermark.shaping import IdentityShaper, build_shaper
 from gateway.watermark.signing import NoSigner, build_signer
 from gateway.watermark.upstream_auth import VerificationError, Verifier

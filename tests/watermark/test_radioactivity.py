@@ -1,13 +1,13 @@
-"""Radioactivity in miniature (the full measurement is ``bench/radioactivity.py``): a student
-distilled from a watermarked teacher's outputs generates text that carries the teacher's key and
-is attributed to the harvesting account; a control distilled from the same teacher's
+"""Radioactivity in miniature (the full measurement is ``bench/watermark/radioactivity.py``): a
+student distilled from a watermarked teacher's outputs generates text that carries the teacher's
+key and is attributed to the harvesting account; a control distilled from the same teacher's
 unwatermarked outputs does not."""
 
 from __future__ import annotations
 
 import torch
 
-from bench.radioactivity import score
+from bench.watermark.radioactivity import score
 from gateway.watermark.attribution import KeyRing
 from gateway.watermark.config import WatermarkConfig
 from gateway.watermark.keys import derive_key

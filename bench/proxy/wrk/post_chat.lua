@@ -1,4 +1,4 @@
--- wrk script for bench/proxy_overhead.py.
+-- wrk script for bench/proxy/proxy_overhead.py.
 -- POSTs the JSON body in $WRK_BODY_FILE with a bearer key from $WRK_API_KEY, and at the end
 -- prints one line "WRK_RESULT {json}" with throughput, latency percentiles (us) and errors.
 

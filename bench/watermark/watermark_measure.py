@@ -1,10 +1,11 @@
 """Watermark measurements on the tiny model's own samples: detection power, null calibration
 (≥ 10,000 trials), quality cost, robustness, attribution among 10,000 accounts, and the
-processor's CPU cost against baselines measured in the same run (more in
-``bench/watermark_cpu.py``). Radioactivity: ``bench/radioactivity.py``; KGW vs SynthID-style:
-``bench/watermark_schemes.py``; multi-bit payload vs key scan: ``bench/watermark_multibit.py``.
+processor's CPU cost against baselines measured in the same run (more in ``watermark_cpu.py``
+beside it). Radioactivity: ``radioactivity.py``; KGW vs SynthID-style: ``watermark_schemes.py``;
+multi-bit payload vs key scan: ``watermark_multibit.py`` (all in bench/watermark/).
 
-    python bench/watermark_measure.py [--model DIR] [--samples 32] [--length 300] [--quick]
+    python -m bench.watermark.watermark_measure [--model DIR] [--samples 32] [--length 300] \
+        [--quick]
 
 Prints one line per figure; the CPU cost is given as ratios to a same-run baseline (this
 machine is shared; absolute times do not hold).

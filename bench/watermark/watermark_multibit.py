@@ -11,7 +11,8 @@
 Same gamma (``1/r``), delta and context width for both. Reports tokens needed for the correct
 account at corrected p < 1e-6, wrong attributions, and the time of one detection of each.
 
-    python -m bench.watermark_multibit [--harvesters 16] [--replies 3] [--radix 4] [--bits 20]
+    python -m bench.watermark.watermark_multibit [--harvesters 16] [--replies 3] [--radix 4] \
+        [--bits 20]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.watermark_support import Sampler, generate, load, multinomial, prompts
+from bench.watermark.watermark_support import Sampler, generate, load, multinomial, prompts
 from gateway.modelserver.config import DEFAULT_MODEL_DIR
 from gateway.watermark.attribution import KeyRing, attribute
 from gateway.watermark.config import WatermarkConfig

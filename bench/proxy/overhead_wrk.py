@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from overhead_servers import BENCH_DIR, BenchError
+from bench.proxy.overhead_servers import BENCH_DIR, BenchError
 
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 LUA_SCRIPT = BENCH_DIR / "wrk" / "post_chat.lua"

@@ -17,8 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from overhead_payloads import Workload
-from overhead_servers import (
+from bench.proxy.overhead_payloads import Workload
+from bench.proxy.overhead_servers import (
     BOTH_CORES,
     PROXY_CORE,
     BenchError,

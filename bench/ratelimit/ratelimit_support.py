@@ -24,8 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from overhead_gateway import GatewaySetup, gateway_executable
-from overhead_servers import (
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from bench.proxy.overhead_gateway import GatewaySetup, gateway_executable
+from bench.proxy.overhead_servers import (
     BENCH_DIR,
     BenchError,
     Managed,
@@ -34,14 +37,11 @@ from overhead_servers import (
     http_request,
     wait_until_up,
 )
-from redis import Redis as SyncRedis
-from redis.asyncio import Redis
-
+from gateway.accounts.limits import TierLimits
 from gateway.ratelimit.backend import AdmitRequest, InProcessBackend
 from gateway.ratelimit.limiter import AccountLimiter
 from gateway.ratelimit.redis_backend import RedisBackend
 from gateway.ratelimit.redis_scripts import ADMIT
-from gateway.settings import TierLimits
 
 HUGE = 10**12
 GENEROUS = TierLimits(requests_per_minute=HUGE, tokens_per_minute=HUGE, tokens_per_day=HUGE,

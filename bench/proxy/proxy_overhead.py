@@ -29,7 +29,7 @@ Method
 Defaults (5 s runs, 1 s warm-up, 1 repeat) take about 3-4 minutes; ``--duration 15 --repeats 3``
 reproduces the spec's method. Results go to bench/results/proxy_overhead.json.
 
-    . .venv/bin/activate && python bench/proxy_overhead.py [--only nginx,aiohttp] [--workload json]
+    .venv/bin/python -m bench.proxy.proxy_overhead [--only nginx,aiohttp] [--workload json]
 """
 
 from __future__ import annotations
@@ -51,12 +51,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, cast
 
-import overhead_cpu as cpu
-import overhead_gateway as gateway
-from overhead_payloads import WORKLOADS, Workload, check_response, request_body
-from overhead_servers import (
-    BENCH_DIR,
+from bench.proxy import overhead_cpu as cpu
+from bench.proxy import overhead_gateway as gateway
+from bench.proxy.overhead_payloads import WORKLOADS, Workload, check_response, request_body
+from bench.proxy.overhead_servers import (
     NGINX,
+    RESULTS_DIR,
     BenchError,
     Managed,
     Processes,
@@ -68,7 +68,7 @@ from overhead_servers import (
     start_passthrough,
     start_upstream,
 )
-from overhead_wrk import WRK, WrkRun, run_wrk
+from bench.proxy.overhead_wrk import WRK, WrkRun, run_wrk
 
 CONFIGS: dict[str, str] = {
     "upstream": "upstream alone (wrk -> static nginx)",
@@ -78,7 +78,7 @@ CONFIGS: dict[str, str] = {
     "gateway": "our gateway (auth, request log, metrics)",
 }
 FLOOR = "aiohttp"
-DEFAULT_OUTPUT = BENCH_DIR / "results" / "proxy_overhead.json"
+DEFAULT_OUTPUT = RESULTS_DIR / "proxy_overhead.json"
 
 
 @dataclass(frozen=True)

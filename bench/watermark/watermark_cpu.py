@@ -3,7 +3,7 @@ run: one softmax over the same logits, one read+write of them (``logits + 1``), 
 reference of the same hash (the processor before it went 32-bit), and the reference KGW code's
 per-row seeded ``randperm``. Every variant is checked bit-identical to the reference first.
 
-    python bench/watermark_cpu.py [--batch 64] [--vocabs 50000,128000] [--repeats 7]
+    python -m bench.watermark.watermark_cpu [--batch 64] [--vocabs 50000,128000] [--repeats 7]
                                   [--threads N] [--compile]
 
 ``--compile`` adds the processor's optional ``torch.compile`` path (inductor's C++ backend;

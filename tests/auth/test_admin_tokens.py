@@ -1,10 +1,10 @@
-"""Admin tokens: who a token belongs to, and what its role allows."""
+"""Admin tokens: who a token belongs to, with which role."""
 
 from __future__ import annotations
 
 from pydantic import SecretStr
 
-from gateway.auth.admin_tokens import Actor, AdminTokens, has_role
+from gateway.auth.admin_tokens import Actor, AdminTokens
 from gateway.settings import AdminTokenConfig, Settings
 from tests.admin.conftest import ADMIN_TOKEN, REVIEWER_TOKEN, VIEWER_TOKEN, make_settings
 
@@ -40,11 +40,3 @@ def test_extra_tokens_work_without_a_bootstrap_token() -> None:
     )
     assert AdminTokens.from_settings(settings).authenticate(VIEWER_TOKEN) == Actor("v", "viewer")
 
-
-def test_roles_are_ordered_viewer_reviewer_admin() -> None:
-    assert has_role("admin", "admin") and has_role("admin", "reviewer")
-    assert has_role("admin", "viewer")
-    assert has_role("reviewer", "reviewer") and has_role("reviewer", "viewer")
-    assert not has_role("reviewer", "admin")
-    assert has_role("viewer", "viewer")
-    assert not has_role("viewer", "reviewer") and not has_role("viewer", "admin")

@@ -24,9 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from overhead_payloads import WORKLOADS, Workload, response_body
+from bench.proxy.overhead_payloads import WORKLOADS, Workload, response_body
 
 BENCH_DIR = Path(__file__).resolve().parent
+"""This feature's directory: the nginx templates, the wrk script and the pass-through apps."""
+RESULTS_DIR = BENCH_DIR.parent / "results"
+"""Where every benchmark writes its JSON (gitignored)."""
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 UPSTREAM_CORE = "0"
 PROXY_CORE = "1"

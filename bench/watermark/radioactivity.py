@@ -15,8 +15,8 @@ outputs of the same teacher does not.
    occurs in the texts served to the harvester (the paper's filter, for when the gateway kept what
    it served; the filter depends on contexts only, so the null stays Binomial(n, gamma)).
 
-    python -m bench.radioactivity                       # ~4 minutes on 2 CPU cores
-    python -m bench.radioactivity --samples 128 --steps 150 --gen-samples 32   # ~1 minute
+    python -m bench.watermark.radioactivity                       # ~4 minutes on 2 CPU cores
+    python -m bench.watermark.radioactivity --samples 128 --steps 150 --gen-samples 32   # ~1 minute
 """
 
 from __future__ import annotations
@@ -31,7 +31,14 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from bench.watermark_support import Sampler, finetune, generate, load, multinomial, prompts
+from bench.watermark.watermark_support import (
+    Sampler,
+    finetune,
+    generate,
+    load,
+    multinomial,
+    prompts,
+)
 from gateway.modelserver.config import DEFAULT_MODEL_DIR
 from gateway.modelserver.train_tiny import TinyConfig, corpus_tokens, new_model
 from gateway.watermark.attribution import KeyRing

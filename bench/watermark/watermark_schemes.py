@@ -10,7 +10,7 @@ applied layer after layer (Dathathri et al. 2024, vectorised tournament), then o
 Detection scores each distinct (context, token) pair's ``layers`` g-values: under the null they
 are independent fair coins, so the sum is Binomial(pairs × layers, 1/2) — an exact p-value.
 
-    python -m bench.watermark_schemes [--samples 32] [--length 200] [--deltas 1,2,3]
+    python -m bench.watermark.watermark_schemes [--samples 32] [--length 200] [--deltas 1,2,3]
                                       [--layers 4,8,30]
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.watermark_support import (
+from bench.watermark.watermark_support import (
     Sampler,
     generate,
     load,

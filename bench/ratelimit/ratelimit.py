@@ -38,7 +38,7 @@ round); tables show medians over rounds, and each ratio is the median of per-rou
 ratio pairs figures taken seconds apart). ``other`` is the share of both CPUs used by processes
 outside the benchmark during a wrk run (Redis counts as ours). Defaults take about 2 minutes.
 
-    . .venv/bin/activate && python bench/ratelimit.py [--duration 5] [--rounds 3] [--only gateway]
+    .venv/bin/python -m bench.ratelimit.ratelimit [--duration 5] [--rounds 3] [--only gateway]
 
 JSON goes to bench/results/ratelimit.json. Exit status: 0 done, 1 a run was invalid (rejections,
 errors, fallback), 2 set-up failed, 130 interrupted.
@@ -62,12 +62,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import overhead_cpu as cpu
 import uvloop
-from overhead_gateway import prepare
-from overhead_payloads import request_body
-from overhead_servers import (
-    BENCH_DIR,
+
+from bench.proxy import overhead_cpu as cpu
+from bench.proxy.overhead_gateway import prepare
+from bench.proxy.overhead_payloads import request_body
+from bench.proxy.overhead_servers import (
+    RESULTS_DIR,
     BenchError,
     Managed,
     Processes,
@@ -76,7 +77,7 @@ from overhead_servers import (
     run_cli,
     start_upstream,
 )
-from ratelimit_support import (
+from bench.ratelimit.ratelimit_support import (
     Cell,
     Steps,
     WrkRun,
@@ -98,7 +99,7 @@ MIN_REDIS_SHARE = 0.95
 OPS = ("ping", "evalsha_raw", "backend_admit", "limiter_pair")
 CONFIGS = {"off": "limiting off", "inproc": "in-process backend", "redis": "Redis backend"}
 EXPECTED_MODE = {"off": "none", "inproc": "in_process", "redis": "redis"}
-DEFAULT_OUTPUT = BENCH_DIR / "results" / "ratelimit.json"
+DEFAULT_OUTPUT = RESULTS_DIR / "ratelimit.json"
 Row = tuple[str, str]  # (op, phase)
 ROWS: tuple[tuple[str, Row], ...] = (
     ("PING", ("ping", "op")), ("EVALSHA admit, raw", ("evalsha_raw", "op")),

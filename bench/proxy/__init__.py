@@ -1,0 +1,1 @@
+"""The proxy hot path: overhead against nginx and minimal pass-throughs."""

@@ -1,0 +1,1 @@
+"""What rate limiting costs."""

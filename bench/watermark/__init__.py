@@ -1,0 +1,1 @@
+"""Watermark and logit-stealing defences: cost, strength, attribution, attacks."""

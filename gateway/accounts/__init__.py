@@ -1,0 +1,1 @@
+"""Accounts: their limits and statuses, and the audited operations that change them."""

@@ -1,0 +1,250 @@
+"""ProxyApp, the hot path, alone: fakes at its seams (key loader, limiter, policy, shaper,
+signer, record and detector sinks), the real pooled client against an in-process upstream.
+
+What it specifies is the order of the path (auth → status → body → policy → limit → upstream →
+records) and who hears what: what reaches the upstream, what the limiter is charged, what is
+recorded, and that a request refused early goes no further.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+from gateway.accounts.limits import default_tiers
+from gateway.auth.cache import KeyCache
+from gateway.auth.keys import hash_key
+from gateway.auth.principal import Principal
+from gateway.errors import GatewayError
+from gateway.proxy.handler import ProxyApp
+from gateway.proxy.policy import refused
+from gateway.proxy.upstream import UpstreamClient
+from gateway.ratelimit.limiter import Admission
+from gateway.records import RequestRecord
+from gateway.settings import Settings
+from gateway.watermark.shaping import IdentityShaper
+
+API_KEY = "sk-gw-" + "k" * 40
+BLOCKED_KEY = "sk-gw-" + "b" * 40
+USAGE = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 20}
+
+
+# --- fakes for the seams ---------------------------------------------------------------------
+
+
+@dataclass
+class Upstream:
+    """An OpenAI-compatible upstream that answers every chat request and keeps what it got."""
+
+    seen: list[web.Request] = field(default_factory=list)
+    bodies: list[Any] = field(default_factory=list)
+
+    async def chat(self, request: web.Request) -> web.Response:
+        self.seen.append(request)
+        self.bodies.append(await request.json())
+        reply = {"id": "c1", "object": "chat.completion", "usage": USAGE,
+                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]}
+        return web.json_response(reply)
+
+
+@dataclass
+class Limiter:
+    """Admits (or refuses) and remembers every admission and settlement."""
+
+    refuse: GatewayError | None = None
+    admitted: list[tuple[str, int]] = field(default_factory=list)
+    settled: list[tuple[str, int | None]] = field(default_factory=list)
+
+    async def admit(self, account_id: str, limits: Any, estimated_tokens: int) -> Admission:
+        self.admitted.append((account_id, estimated_tokens))
+        if self.refuse is not None:
+            return Admission(allowed=False, error=self.refuse)
+        return Admission(allowed=True, reserved_tokens=estimated_tokens)
+
+    async def settle(self, account_id: str, admission: Admission, used_tokens: int | None) -> None:
+        self.settled.append((account_id, used_tokens))
+
+
+@dataclass
+class Policy:
+    """Refuses ``logit_bias`` when ``strict``; remembers what it was asked about."""
+
+    strict: bool = False
+    checked: list[tuple[str, str]] = field(default_factory=list)
+
+    def check(self, principal: Principal, route: str, payload: dict[str, Any]) -> None:
+        self.checked.append((principal.account_id, route))
+        if self.strict and "logit_bias" in payload:
+            raise refused("logit_bias", "Not on this tier.")
+
+
+@dataclass
+class Signer:
+    def headers(
+        self, account_id: str, request_id: str, method: str, path: str, body: bytes
+    ) -> list[tuple[str, str]]:
+        return [("x-gateway-account", account_id)]
+
+
+@dataclass
+class Sinks:
+    """The request-record writer and the detector, as the proxy sees them."""
+
+    records: list[RequestRecord] = field(default_factory=list)
+    observed: list[tuple[str, str]] = field(default_factory=list)
+
+    def submit(self, record: RequestRecord) -> None:
+        self.records.append(record)
+
+    def observe(self, record: RequestRecord, prompt: str) -> None:
+        self.observed.append((record.request_id, prompt))
+
+
+@dataclass
+class Proxy:
+    client: httpx.AsyncClient
+    upstream: Upstream
+    limiter: Limiter
+    policy: Policy
+    sinks: Sinks
+
+    async def chat(self, body: dict[str, Any], key: str = API_KEY) -> httpx.Response:
+        return await self.client.post("/v1/chat/completions", json=body,
+                                      headers={"Authorization": f"Bearer {key}"})
+
+
+def principal(account_id: str, status: str = "active") -> Principal:
+    return Principal(key_id=f"key_{account_id}", account_id=account_id, status=status,
+                     tier="standard", limits=default_tiers()["standard"])
+
+
+@pytest.fixture
+async def upstream_url() -> AsyncIterator[tuple[str, Upstream]]:
+    upstream = Upstream()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", upstream.chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    yield f"http://{host}:{port}/v1", upstream
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def proxy(upstream_url: tuple[str, Upstream]) -> AsyncIterator[Proxy]:
+    url, upstream = upstream_url
+    settings = Settings(mode="local", upstream_url=url, upstream_api_key="upstream-secret")
+    known = {hash_key(API_KEY, settings.key_hash_key()): principal("acct_1"),
+             hash_key(BLOCKED_KEY, settings.key_hash_key()): principal("acct_2", "suspended")}
+
+    async def load(key_hash: str) -> Principal | None:
+        return known.get(key_hash)
+
+    client = UpstreamClient(url, connect_timeout_s=5, read_timeout_s=30, max_connections=4)
+    await client.start()
+    limiter, policy, sinks = Limiter(), Policy(), Sinks()
+    app = ProxyApp(
+        settings=settings, upstream=client, keys=KeyCache(load, ttl_s=60), limiter=limiter,
+        records=sinks, detector=sinks, shaper=IdentityShaper(), policy=policy, signer=Signer(),
+    )
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 4000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+        yield Proxy(http, upstream, limiter, policy, sinks)
+    await client.stop()
+
+
+# --- the path --------------------------------------------------------------------------------
+
+
+async def test_a_chat_request_reaches_the_upstream_with_its_credential_and_signature(
+    proxy: Proxy,
+) -> None:
+    response = await proxy.chat(CHAT)
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"] == "hi"
+    [seen] = proxy.upstream.seen
+    assert seen.headers["Authorization"] == "Bearer upstream-secret"
+    assert seen.headers["x-gateway-account"] == "acct_1"
+    assert seen.headers["X-Forwarded-For"] == "203.0.113.9"
+    assert proxy.upstream.bodies == [CHAT]
+    assert response.headers["x-request-id"]
+
+
+async def test_the_limiter_reserves_an_estimate_and_is_charged_the_reported_usage(
+    proxy: Proxy,
+) -> None:
+    await proxy.chat(CHAT)
+    [(account, estimate)] = proxy.limiter.admitted
+    assert account == "acct_1" and estimate >= CHAT["max_tokens"]
+    assert proxy.limiter.settled == [("acct_1", USAGE["total_tokens"])]
+    assert proxy.policy.checked == [("acct_1", "/v1/chat/completions")]
+
+
+async def test_every_authenticated_request_is_recorded_and_shown_to_the_detector(
+    proxy: Proxy,
+) -> None:
+    response = await proxy.chat({**CHAT, "temperature": 0.5, "logprobs": True,
+                                 "top_logprobs": 3})
+    [record] = proxy.sinks.records
+    assert record.request_id == response.headers["x-request-id"]
+    assert (record.account_id, record.key_id, record.tier) == ("acct_1", "key_acct_1", "standard")
+    assert (record.route, record.method, record.status_code) == (
+        "/v1/chat/completions", "POST", 200)
+    assert (record.model, record.max_tokens, record.temperature) == ("m", 20, 0.5)
+    assert (record.logprobs, record.top_logprobs, record.stream) == (True, 3, False)
+    assert (record.prompt_tokens, record.completion_tokens) == (7, 5)
+    assert record.client_addr == "203.0.113.9"
+    assert record.prompt_hash is not None and record.prompt_text is None  # default: hash
+    assert proxy.sinks.observed == [(record.request_id, "hello")]
+
+
+async def test_an_unknown_key_is_refused_before_anything_else_and_not_recorded(
+    proxy: Proxy,
+) -> None:
+    response = await proxy.chat(CHAT, key="sk-gw-" + "x" * 40)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    assert proxy.upstream.seen == [] and proxy.limiter.admitted == []
+    assert proxy.sinks.records == []
+
+
+async def test_a_suspended_account_is_refused_and_recorded(proxy: Proxy) -> None:
+    response = await proxy.chat(CHAT, key=BLOCKED_KEY)
+    assert response.status_code == 403
+    assert proxy.upstream.seen == [] and proxy.limiter.admitted == []
+    assert [(r.account_id, r.status_code) for r in proxy.sinks.records] == [("acct_2", 403)]
+
+
+async def test_a_policy_refusal_stops_the_request_before_the_limiter(proxy: Proxy) -> None:
+    proxy.policy.strict = True
+    response = await proxy.chat({**CHAT, "logit_bias": {"1": 5}})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "logit_bias"
+    assert proxy.upstream.seen == [] and proxy.limiter.admitted == []
+    assert [r.status_code for r in proxy.sinks.records] == [400]
+
+
+async def test_a_limiter_refusal_stops_the_request_before_the_upstream(proxy: Proxy) -> None:
+    proxy.limiter.refuse = GatewayError(429, "Slow down.", type="rate_limit_error",
+                                        code="rate_limit_exceeded")
+    response = await proxy.chat(CHAT)
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "rate_limit_exceeded"
+    assert proxy.upstream.seen == []
+    assert [r.status_code for r in proxy.sinks.records] == [429]
+
+
+async def test_an_invalid_body_is_refused_naming_the_parameter(proxy: Proxy) -> None:
+    response = await proxy.chat({**CHAT, "max_tokens": -1})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "max_tokens"
+    assert proxy.upstream.seen == [] and proxy.policy.checked == []
+
