@@ -16,6 +16,7 @@ import yaml
 from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
 
 from gateway import cli
+from gateway.vllm.launcher import PROCESSOR
 from tests.deploy import shipped
 
 KUBERNETES_VERSION = "1.30"
@@ -184,10 +185,23 @@ def test_compose_wiring() -> None:
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     cli._parser().parse_args(services["model-server"]["command"])
     assert services["vllm"]["profiles"] == ["vllm"]
+    _check_vllm_service(services["vllm"])
     scrape = yaml.safe_load((shipped.PROMETHEUS / "prometheus.yml").read_text())
     job = next(j for j in scrape["scrape_configs"] if j["job_name"] == "gateway")
     targets = {t for c in job["static_configs"] for t in c["targets"]}
     assert targets == {f"{name}:8000" for name in ("gateway-1", "gateway-2")}
+
+
+def _check_vllm_service(vllm: dict[str, Any]) -> None:
+    """The vLLM profile loads the gateway's watermark processor (V1 interface), with the
+    watermark secret and the package it imports."""
+    command = vllm["command"]
+    assert command[command.index("--logits-processors") + 1] == PROCESSOR
+    environment = vllm["environment"]
+    assert environment["GATEWAY_WATERMARK_SECRET"]
+    assert environment["VLLM_USE_V2_MODEL_RUNNER"] == "0"
+    mounts = [m if isinstance(m, str) else f"{m['source']}:{m['target']}" for m in vllm["volumes"]]
+    assert any(m.split(":")[1] == environment["PYTHONPATH"] + "/gateway" for m in mounts)
 
 
 # --- Dockerfile ---------------------------------------------------------------------------------
@@ -339,3 +353,49 @@ def test_prometheusrule_carries_the_same_rules_as_alerts_yml() -> None:
     alerts = yaml.safe_load((shipped.PROMETHEUS / "alerts.yml").read_text())
     assert rule["spec"]["groups"] == alerts["groups"], (
         "run python deploy/k8s/generate_prometheusrule.py")
+
+
+def _json_patch(doc: dict[str, Any], operations: list[dict[str, Any]]) -> dict[str, Any]:
+    """RFC 6902 ``add`` and ``replace`` (what the vLLM overlay uses), on a copy of ``doc``."""
+    doc = yaml.safe_load(yaml.safe_dump(doc))
+    for operation in operations:
+        *parents, last = operation["path"].strip("/").split("/")
+        target: Any = doc
+        for part in parents:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        if isinstance(target, list):
+            if last == "-":
+                target.append(operation["value"])
+            elif operation["op"] == "replace":
+                target[int(last)] = operation["value"]
+            else:
+                target.insert(int(last), operation["value"])
+        else:
+            assert operation["op"] == "add" or last in target, operation["path"]
+            target[last] = operation["value"]
+    return doc
+
+
+def test_vllm_overlay_swaps_in_vllm_with_the_watermark_processor() -> None:
+    overlay = shipped.K8S / "vllm"
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == ["../"]
+    [patch] = kustomization["patches"]
+    assert patch["target"] == {"kind": "Deployment", "name": "gateway"}
+    base = next(d for _, d in _manifests() if d["kind"] == "Deployment")
+    assert base["spec"]["template"]["spec"]["containers"][1]["name"] == "model-server"
+    deployment = _json_patch(base, yaml.safe_load((overlay / patch["path"]).read_text()))
+    validate_manifest(deployment)
+    pod = deployment["spec"]["template"]["spec"]
+    gateway, vllm = pod["containers"]
+    assert {"name": "GATEWAY_UPSTREAM_KIND", "value": "vllm"} in gateway["env"]
+    assert "ports" not in vllm and "127.0.0.1" in vllm["args"]
+    assert vllm["args"][vllm["args"].index("--logits-processors") + 1] == PROCESSOR
+    env = {var["name"]: var for var in vllm["env"]}
+    assert env["GATEWAY_WATERMARK_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == (
+        "watermark-secret")
+    assert env["VLLM_USE_V2_MODEL_RUNNER"]["value"] == "0"
+    [copier] = pod["initContainers"]
+    mounts = {m["name"]: m["mountPath"] for m in vllm["volumeMounts"]}
+    assert mounts["watermark-package"] == env["PYTHONPATH"]["value"]
+    assert copier["command"][-1].rstrip("/") == env["PYTHONPATH"]["value"]
