@@ -199,7 +199,7 @@ def _create_api(runtime: Runtime) -> FastAPI:
         sessions=runtime.sessions, settings=runtime.settings,
         tokens=AdminTokens.from_settings(runtime.settings),
         on_account_changed=runtime.keys.invalidate_account,
-        on_key_revoked=runtime.drop_key,
+        on_key_revoked=runtime.drop_key, risk=runtime.detector.risk,
     )
     api.include_router(create_admin_router(deps))
     api.include_router(create_flags_router(deps))

@@ -10,9 +10,12 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gateway.accounts.operations import AccountOperations, CacheNotifier
 from gateway.admin.errors import insufficient_role, invalid_admin_token
-from gateway.auth.admin_tokens import Actor, AdminTokens, has_role
-from gateway.settings import Role, Settings
+from gateway.auth.admin_tokens import Actor, AdminTokens
+from gateway.auth.roles import Role, has_role
+from gateway.detect.ledger import RiskLedger
+from gateway.settings import Settings
 
 
 def _ignore(_: str) -> None:
@@ -33,6 +36,18 @@ class AdminDeps:
     tokens: AdminTokens
     on_account_changed: Callable[[str], None] = _ignore
     on_key_revoked: Callable[[str], None] = _ignore
+    risk: RiskLedger | None = None
+    """The owner of account risk (the detector's); a reviewer's dismissal lowers it there.
+    None: no detector in this process, the database's copy is the only one."""
+
+    def account_operations(self) -> AccountOperations:
+        """The audited-change service the routes write through, notifying these callbacks."""
+        return AccountOperations(
+            self.sessions,
+            CacheNotifier(account_changed=self.on_account_changed,
+                          key_revoked=self.on_key_revoked),
+            key_hash_secret=self.settings.key_hash_key(),
+        )
 
 
 bearer = HTTPBearer(auto_error=False, description="An admin token (viewer, reviewer or admin).")

@@ -11,7 +11,7 @@ Confirming records the reviewer's judgement only; enforcement stays an explicit 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -20,9 +20,17 @@ from sqlalchemy import select
 from gateway import metrics
 from gateway.admin.deps import AdminDeps, require_role
 from gateway.admin.errors import not_found
-from gateway.admin.schemas import ID_MAX_CHARS, ID_PATTERN, Cursor, ErrorResponse, FlagId, Note
+from gateway.admin.schemas import (
+    ID_MAX_CHARS,
+    ID_PATTERN,
+    Cursor,
+    ErrorResponse,
+    FlagId,
+    Note,
+    record_view,
+)
 from gateway.auth.admin_tokens import Actor
-from gateway.detect.risk import DISMISS_FACTOR
+from gateway.detect.ledger import RiskLedger
 from gateway.errors import GatewayError, invalid_request
 from gateway.store import flags as store
 from gateway.store import repository as repo
@@ -55,23 +63,18 @@ class FlagOut(BaseModel):
     review_note: str | None
 
 
-class EvidenceRequest(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+EVIDENCE_FIELDS = (
+    "request_id", "account_id", "route", "status_code", "model", "prompt_tokens",
+    "completion_tokens", "max_tokens", "logprobs", "top_logprobs", "logit_bias_size",
+    "prompt_chars", "prompt_hash", "created_at",
+)
+"""The request record's fields a flag's evidence shows (never the prompt's text)."""
 
-    request_id: str
-    account_id: str | None
-    route: str
-    status_code: int
-    model: str | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    max_tokens: int | None
-    logprobs: bool
-    top_logprobs: int | None
-    logit_bias_size: int
-    prompt_chars: int
-    prompt_hash: str | None
-    created_at: UtcDatetime
+if TYPE_CHECKING:
+    class EvidenceRequest(BaseModel):
+        """:data:`EVIDENCE_FIELDS` of a request record (built by :func:`record_view`)."""
+else:
+    EvidenceRequest = record_view("EvidenceRequest", EVIDENCE_FIELDS)
 
 
 class FlagDetail(FlagOut):
@@ -101,6 +104,8 @@ def create_flags_router(deps: AdminDeps) -> APIRouter:
     router = APIRouter(prefix="/admin/v1", tags=["flags"], responses=_ERRORS)
     viewer = Depends(require_role(deps.tokens, "viewer"))
     reviewer = Depends(require_role(deps.tokens, "reviewer"))
+    operations = deps.account_operations()
+    risk = deps.risk or RiskLedger(deps.sessions, None)
 
     @router.get("/flags", response_model=FlagList)
     async def list_flags(
@@ -143,7 +148,8 @@ def create_flags_router(deps: AdminDeps) -> APIRouter:
     async def review_flag(flag_id: FlagId, body: Review, actor: Actor = reviewer) -> FlagOut:
         """Confirm or dismiss an open flag (reviewer). Dismissal lowers the risk score of the
         accounts it covers; the same evidence is not flagged again."""
-        async with deps.sessions() as session, session.begin():
+        async with operations.begin(actor) as changes:
+            session = changes.session
             flag = await store.get_flag(session, flag_id, for_update=True)
             if flag is None:
                 raise not_found("flag", flag_id[:100])
@@ -151,13 +157,13 @@ def create_flags_router(deps: AdminDeps) -> APIRouter:
                 raise already_reviewed(flag_id, flag.status)
             await store.review_flag(session, flag, decision=body.decision, actor=actor.name,
                                     note=body.note)
-            if body.decision == "dismiss":
-                await store.scale_risk(session, flag.account_ids, DISMISS_FACTOR)
-            await repo.write_audit(
-                session, actor=actor.name, role=actor.role, action=f"flag.{body.decision}",
-                target_type="flag", target_id=flag.id, reason=body.note,
+            await changes.audit(
+                f"flag.{body.decision}", target_type="flag", target_id=flag.id, reason=body.note,
                 details={"account_ids": flag.account_ids[:100], "kind": flag.kind})
             reviewed = FlagOut.model_validate(flag)
+            accounts = list(flag.account_ids)
+        if body.decision == "dismiss":
+            await risk.dismiss(accounts)
         metrics.DETECT_FLAG_REVIEWS.labels(body.decision).inc()
         return reviewed
 

@@ -4,21 +4,21 @@ Thresholds on the account's risk (see :mod:`gateway.detect.risk`): at ``flag_thr
 open flag is raised (one per account at a time; later windows only raise its score), carrying
 the score, the model version, the top contributing signals in plain words and sample request
 ids; at ``throttle_threshold`` / ``suspend_threshold`` (both off unless configured) the account's
-status changes, with an enforcement action and an audit entry by actor ``detector``, and
-``on_account_changed`` runs after the commit so the key cache drops the account.
+status changes, with an enforcement action and an audit entry by actor ``detector`` (through
+:class:`gateway.accounts.operations.AccountOperations`), and ``on_account_changed`` runs after
+the commit so the key cache drops the account.
 
 A dismissed flag is not raised again for the same evidence: while the account's window still
 shares at least half of its requests with the dismissed flag's window, the detector halves the
 risk instead. Campaign flags are deduplicated by membership overlap.
 
-Database work runs in tasks of its own, never inside the scoring loop; ``accounts.risk_score``
-is written in batches every ``risk_flush_interval_s``.
+Database work runs in tasks of its own, never inside the scoring loop; risk changes go through
+the ledger (:mod:`gateway.detect.ledger`), which mirrors them into ``accounts.risk_score``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +27,14 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway import metrics
+from gateway.accounts.operations import (
+    AccountChanges,
+    AccountOperations,
+    CacheNotifier,
+    SystemActor,
+)
 from gateway.detect.campaign import Campaign
+from gateway.detect.ledger import RiskLedger
 from gateway.detect.risk import DISMISS_FACTOR, RiskState
 from gateway.detect.runtime import Scored
 from gateway.store import flags as flag_store
@@ -36,18 +43,18 @@ from gateway.store import repository as repo
 log = logging.getLogger(__name__)
 ACTOR = "detector"
 ROLE = "system"
+DETECTOR = SystemActor(ACTOR, ROLE)
 SAMPLE_IDS = 10
 OVERLAP = 0.5
 
 
-class Explainer(Protocol):
+class Evidence(Protocol):
+    """What a flag carries besides the risk: reasons in plain words and sample requests."""
+
     async def explain(self, arrays: Any) -> list[str]:
         ...
 
     async def windows(self, accounts: Sequence[str]) -> dict[str, list[Any]]:
-        ...
-
-    async def set_risk(self, account: str, state: RiskState) -> None:
         ...
 
 
@@ -65,33 +72,29 @@ def _overlap(a: Sequence[str], b: Sequence[str]) -> float:
 
 
 class DbPolicy:
+    """The engine's policy sink: flags, enforcement and the risk mirror (through ``ledger``,
+    the risk's one owner). Everything it needs is passed in, built before it."""
+
     def __init__(self, sessions: async_sessionmaker[AsyncSession], thresholds: Thresholds,
-                 model_version: str, on_account_changed: Callable[[str], None],
-                 flush_interval_s: float = 2.0) -> None:
+                 model_version: str, ledger: RiskLedger, evidence: Evidence,
+                 on_account_changed: Callable[[str], None]) -> None:
         self.sessions = sessions
         self.thresholds = thresholds
         self.model_version = model_version
-        self.on_account_changed = on_account_changed
-        self.flush_interval_s = flush_interval_s
-        self.engine: Explainer | None = None
-        self._dirty: dict[str, float] = {}
-        self._written: dict[str, float] = {}
+        self.ledger = ledger
+        self.evidence = evidence
+        self.operations = AccountOperations(
+            sessions, CacheNotifier(account_changed=on_account_changed))
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._flusher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._flusher = asyncio.create_task(self._flush_loop(), name="detect-risk-flush")
+        await self.ledger.start()
 
     async def stop(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self.flush()
+        await self.ledger.stop()
 
     def _spawn(self, coro: Any, stage: str) -> None:
         async def guarded() -> None:
@@ -110,34 +113,12 @@ class DbPolicy:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    # --- risk scores ---------------------------------------------------------------------------
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_interval_s)
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("risk score flush failed; retrying")
-                metrics.DETECT_ERRORS.labels("risk_flush").inc()
-
-    async def flush(self) -> None:
-        dirty, self._dirty = self._dirty, {}
-        changed = {a: r for a, r in dirty.items() if abs(self._written.get(a, -1.0) - r) > 0.005}
-        if not changed:
-            return
-        async with self.sessions.begin() as session:
-            await flag_store.set_risk_scores(session, changed)
-        self._written.update(changed)
-        if len(self._written) > 200_000:
-            self._written.clear()
-
     # --- per-account policy --------------------------------------------------------------------
 
     async def on_scored(self, results: Sequence[Scored]) -> None:
         t = self.thresholds
+        self.ledger.scored({r.account: r.state.risk for r in results})
         for r in results:
-            self._dirty[r.account] = r.state.risk
             if r.state.risk >= t.flag and r.account not in self._busy:
                 self._busy.add(r.account)
                 self._spawn(self._escalate(r), "flag")
@@ -149,9 +130,8 @@ class DbPolicy:
             self._busy.discard(r.account)
 
     async def _escalate_locked(self, r: Scored) -> None:
-        assert self.engine is not None
-        changed = False
-        async with self.sessions.begin() as session:
+        async with self.operations.begin(DETECTOR) as changes:
+            session = changes.session
             account = await repo.get_account(session, r.account, for_update=True)
             if account is None:
                 return
@@ -166,10 +146,9 @@ class DbPolicy:
                         window_ids, dismissed.evidence.get("window_request_ids", [])) >= OVERLAP:
                     lowered = RiskState(r.state.risk * DISMISS_FACTOR, r.state.updated,
                                         r.state.peak_score)
-                    await self.engine.set_risk(r.account, lowered)
-                    self._dirty[r.account] = lowered.risk
+                    await self.ledger.lower(r.account, lowered)
                     return
-                reasons = await self.engine.explain(r.window)
+                reasons = await self.evidence.explain(r.window)
                 flag = await flag_store.create_flag(
                     session, kind="account", account_ids=[r.account],
                     score=round(r.state.risk, 4), model_version=self.model_version,
@@ -179,17 +158,15 @@ class DbPolicy:
                         "window_requests": len(window_ids),
                         "classifier_score": round(r.score, 4),
                     })
-                await repo.write_audit(
-                    session, actor=ACTOR, role=ROLE, action="flag.create", target_type="flag",
-                    target_id=flag.id, reason="; ".join(reasons)[:2000],
+                await changes.audit(
+                    "flag.create", target_type="flag", target_id=flag.id,
+                    reason="; ".join(reasons)[:2000],
                     details={"account_id": r.account, "score": flag.score})
                 metrics.DETECT_FLAGS.labels("account").inc()
             account.risk_score = round(r.state.risk, 4)
-            changed = await self._enforce(session, account, r.state.risk)
-        if changed:
-            self._notify(r.account)
+            await self._enforce(changes, account, r.state.risk)
 
-    async def _enforce(self, session: AsyncSession, account: Any, risk_value: float) -> bool:
+    async def _enforce(self, changes: AccountChanges, account: Any, risk_value: float) -> None:
         t = self.thresholds
         action = None
         if t.suspend is not None and risk_value >= t.suspend and account.status in (
@@ -198,23 +175,10 @@ class DbPolicy:
         elif t.throttle is not None and risk_value >= t.throttle and account.status == "active":
             action = "throttle"
         if action is None:
-            return False
+            return
         reason = f"extraction risk {risk_value:.2f} reached the {action} threshold"
-        record = await repo.record_action(session, account, action=action, reason=reason,
-                                          actor=ACTOR)
-        await repo.write_audit(
-            session, actor=ACTOR, role=ROLE, action=f"account.{action}", target_type="account",
-            target_id=account.id, reason=reason,
-            details={"action_id": record.id, "previous_status": record.previous_status,
-                     "new_status": record.new_status})
+        await changes.apply_action(account, action=action, reason=reason)
         metrics.DETECT_ENFORCEMENTS.labels(action).inc()
-        return True
-
-    def _notify(self, account_id: str) -> None:
-        try:
-            self.on_account_changed(account_id)
-        except Exception:
-            log.exception("account-changed callback failed; caches expire within their TTL")
 
     # --- campaigns -----------------------------------------------------------------------------
 
@@ -223,9 +187,8 @@ class DbPolicy:
             self._spawn(self._campaigns(found), "campaign_flag")
 
     async def _campaigns(self, found: Sequence[Campaign]) -> None:
-        assert self.engine is not None
         for c in found:
-            windows = await self.engine.windows(c.accounts[:5])
+            windows = await self.evidence.windows(c.accounts[:5])
             sample = [it.request_id for items in windows.values() for it in items[-2:]]
             async with self.sessions.begin() as session:
                 known = [a for a in c.accounts if await repo.get_account(session, a) is not None]

@@ -8,21 +8,21 @@ every replica), in this process otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.detect.dataset import WINDOW
+from gateway.detect import explain
 from gateway.detect.enforce import DbPolicy, Thresholds
+from gateway.detect.ledger import RiskLedger
 from gateway.detect.redis_store import RedisStore
-from gateway.detect.risk import RiskState
 from gateway.detect.runtime import Engine, EngineConfig
-from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, load_scorer
+from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, Scorer, load_scorer
 from gateway.detect.sink import FeatureSink, NullSink
 from gateway.detect.store import MemoryStore, WindowStore
 from gateway.records import RequestRecord
@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 
 class Detector(FeatureSink, Protocol):
+    risk: RiskLedger
+    """The owner of account risk (the admin API dismisses flags through it)."""
+
     async def start(self) -> None:
         ...
 
@@ -44,6 +47,9 @@ class Detector(FeatureSink, Protocol):
 
 
 class DisabledDetector(NullSink):
+    def __init__(self, risk: RiskLedger) -> None:
+        self.risk = risk
+
     async def start(self) -> None:
         return None
 
@@ -54,73 +60,84 @@ class DisabledDetector(NullSink):
         return None
 
 
-class ClassifierDetector:
-    """The engine plus its database policy. The artifact is read and the scorer loaded in
-    ``start`` (no I/O at construction); requests observed before that are not scored."""
+class StoreEvidence:
+    """Flag evidence from the window store and the classifier: reasons and sample requests."""
 
-    def __init__(self, settings: Settings, store: WindowStore, policy: DbPolicy) -> None:
-        self.settings = settings
+    def __init__(self, store: WindowStore, scorer: Scorer, artifact: Artifact) -> None:
         self.store = store
-        self.policy = policy
+        self.scorer = scorer
+        self.artifact = artifact
+
+    async def explain(self, arrays: Any) -> list[str]:
+        return await asyncio.to_thread(explain.reasons, self.scorer, self.artifact, arrays)
+
+    async def windows(self, accounts: Sequence[str]) -> dict[str, list[Any]]:
+        return dict((await self.store.exchange([], accounts)).windows)
+
+
+class ClassifierDetector:
+    """The engine and its database policy, built in ``start`` in dependency order (scorer,
+    evidence, policy, engine) once the scorer is loaded; requests observed before that are not
+    scored. The artifact's metadata, the store and the risk ledger exist from construction (the
+    admin API dismisses flags through the ledger whether or not the engine runs yet)."""
+
+    def __init__(self, settings: Settings, artifact: Artifact, store: WindowStore,
+                 ledger: RiskLedger, sessions: async_sessionmaker[AsyncSession],
+                 on_account_changed: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.artifact = artifact
+        self.store = store
+        self.risk = ledger
+        self.sessions = sessions
+        self.on_account_changed = on_account_changed
+        self.policy: DbPolicy | None = None
         self.engine: Engine | None = None
-        policy.engine = self
 
     def observe(self, record: RequestRecord, prompt: str) -> None:
         if self.engine is not None:
             self.engine.observe(record, prompt)
 
     async def start(self) -> None:
-        settings = self.settings
-        artifact = Artifact.load(artifact_path(settings))
+        settings, artifact = self.settings, self.artifact
         scorer = load_scorer(artifact, settings.classifier_device, settings.detection_backend,
                              settings.detection_threads)
-        config = EngineConfig(
-            window=artifact.window,
-            min_requests=settings.detection_min_requests or artifact.min_requests,
-            score_every=settings.detection_score_every or artifact.score_every,
-            max_batch=settings.detection_max_batch,
-            max_wait_s=settings.detection_max_wait_ms / 1000,
-            queue_max=settings.detection_queue_max,
-            min_score_interval_s=settings.detection_min_score_interval_s,
-            half_life_s=settings.detection_risk_half_life_s,
-            campaign_interval_s=settings.detection_campaign_interval_s,
-            campaign_min_accounts=settings.detection_campaign_min_accounts,
+        thresholds = Thresholds(
+            flag=settings.detection_flag_threshold or artifact.threshold,
+            throttle=settings.detection_throttle_threshold,
+            suspend=settings.detection_suspend_threshold,
         )
-        self.policy.model_version = artifact.version
-        if self.policy.thresholds.flag <= 0:
-            self.policy.thresholds = replace(self.policy.thresholds, flag=artifact.threshold)
-        self.store.window = artifact.window
-        self.engine = Engine(config, scorer, artifact, self.store, self.policy)
+        self.policy = DbPolicy(self.sessions, thresholds, artifact.version, self.risk,
+                               StoreEvidence(self.store, scorer, artifact),
+                               self.on_account_changed)
+        self.engine = Engine(engine_config(settings, artifact), scorer, artifact, self.store,
+                             self.policy)
         await self.engine.start()
         log.info("extraction classifier %s on %s", artifact.version, scorer.name)
 
     async def stop(self) -> None:
         if self.engine is not None:
             await self.engine.stop()
+            self.engine = None
         else:
             await self.store.close()
 
     def ready(self) -> bool | None:
         return self.engine is not None and self.engine.ready()
 
-    def _engine(self) -> Engine:
-        if self.engine is None:
-            raise RuntimeError("detector not started")
-        return self.engine
 
-    async def explain(self, arrays: Any) -> list[str]:
-        return await self._engine().explain(arrays)
-
-    async def windows(self, accounts: Sequence[str]) -> dict[str, list[Any]]:
-        return dict(await self._engine().windows(accounts))
-
-    async def set_risk(self, account: str, state: RiskState) -> None:
-        await self.store.set_risk(account, state)
-
-    async def settle(self, timeout_s: float = 10.0) -> None:
-        """Wait until everything observed has been scored and acted on (tests, benchmarks)."""
-        await self._engine().drain(timeout_s)
-        await self.policy.idle()
+def engine_config(settings: Settings, artifact: Artifact) -> EngineConfig:
+    return EngineConfig(
+        window=artifact.window,
+        min_requests=settings.detection_min_requests or artifact.min_requests,
+        score_every=settings.detection_score_every or artifact.score_every,
+        max_batch=settings.detection_max_batch,
+        max_wait_s=settings.detection_max_wait_ms / 1000,
+        queue_max=settings.detection_queue_max,
+        min_score_interval_s=settings.detection_min_score_interval_s,
+        half_life_s=settings.detection_risk_half_life_s,
+        campaign_interval_s=settings.detection_campaign_interval_s,
+        campaign_min_accounts=settings.detection_campaign_min_accounts,
+    )
 
 
 def artifact_path(settings: Settings) -> Path:
@@ -138,21 +155,19 @@ def build_detector(
     settings: Settings, sessions: async_sessionmaker[AsyncSession], redis: Redis | None,
     on_account_changed: Callable[[str], None],
 ) -> Detector:
+    """The composition root of detection: artifact metadata (a small JSON file; the scorer
+    loads at start), store, ledger, detector."""
     if not detection_enabled(settings):
-        return DisabledDetector()
+        return DisabledDetector(RiskLedger(sessions, None))
+    artifact = Artifact.load(artifact_path(settings))
     store: WindowStore
     if settings.redis_url is not None:
         owns = redis is None
         client = redis or Redis.from_url(settings.redis_url, socket_connect_timeout=1.0,
                                          socket_timeout=1.0)
-        store = RedisStore(client, WINDOW, settings.detection_window_ttl_s, owns_client=owns)
+        store = RedisStore(client, artifact.window, settings.detection_window_ttl_s,
+                           owns_client=owns)
     else:
-        store = MemoryStore(WINDOW)
-    thresholds = Thresholds(
-        flag=settings.detection_flag_threshold or 0.0,  # 0: the artifact's, set at start
-        throttle=settings.detection_throttle_threshold,
-        suspend=settings.detection_suspend_threshold,
-    )
-    policy = DbPolicy(sessions, thresholds, "unknown", on_account_changed,
-                      settings.detection_risk_flush_interval_s)
-    return ClassifierDetector(settings, store, policy)
+        store = MemoryStore(artifact.window)
+    ledger = RiskLedger(sessions, store, settings.detection_risk_flush_interval_s)
+    return ClassifierDetector(settings, artifact, store, ledger, sessions, on_account_changed)

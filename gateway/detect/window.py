@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from statistics import NormalDist
-from typing import Final
+from typing import Final, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -258,8 +258,15 @@ def sketch(items: Sequence[RequestFeatures]) -> tuple[npt.NDArray[np.uint32], fl
     return signature, strength, max(set(networks), key=networks.count)
 
 
-def in_turn(accounts: Sequence[Sequence[RequestFeatures]], size: int
-            ) -> list[RequestFeatures]:
+class _Timed(Protocol):
+    @property
+    def ts(self) -> float: ...
+
+
+T = TypeVar("T", bound=_Timed)
+
+
+def in_turn(accounts: Sequence[Sequence[T]], size: int) -> list[T]:
     """Several accounts' requests as one account would have sent them: each account's latest
     requests (an equal share of ``size``) in turn, in order of first appearance, every account
     at its own pace (its own gaps; its median gap before its first request).
@@ -274,14 +281,15 @@ def in_turn(accounts: Sequence[Sequence[RequestFeatures]], size: int
         return []
     share = max(1, -(-size // len(ordered)))
     kept = [items[-share:] for items in ordered]
-    out: list[RequestFeatures] = []
+    out: list[T] = []
     cursor = kept[0][0].ts
     for items in kept:
         ts = np.array([it.ts for it in items])
         gaps = np.diff(ts)
         lead = float(np.median(gaps)) if len(gaps) else 60.0
         start = cursor + (lead if out else 0.0)
-        out += [replace(it, ts=start + float(t - ts[0])) for it, t in zip(items, ts, strict=True)]
+        out += [replace(it, ts=start + float(t - ts[0]))  # type: ignore[type-var]
+                for it, t in zip(items, ts, strict=True)]
         cursor = out[-1].ts
     return out[-size:]
 

@@ -1,18 +1,17 @@
-"""Fixtures for detection tests: records, sessions, a tiny trained artifact, databases."""
+"""Fixtures for detection tests: records and a tiny trained artifact (databases: the root
+conftest's migrated ``engine`` and ``sessions``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.detect.train import TrainConfig, train
 from gateway.records import RequestRecord
-from gateway.store.db import create_engine, session_factory
 
 
 def record(prompt: str = "hello there", *, account: str = "acct_1", ts: float = 1.0e9,
@@ -31,18 +30,6 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = TrainConfig(seed=3, accounts_per_profile=3, requests=(24, 48), epochs=3,
                          name="tiny")
     return train(out, config, log=lambda _: None)
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_engine(db_url)
-    yield eng
-    await eng.dispose()
-
-
-@pytest.fixture
-def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return session_factory(engine)
 
 
 @pytest.fixture

@@ -11,26 +11,22 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gateway.detect import features, window
 from gateway.detect.campaign import Campaign
 from gateway.detect.enforce import DbPolicy, Thresholds
+from gateway.detect.ledger import RiskLedger
 from gateway.detect.risk import RiskState
 from gateway.detect.runtime import Scored
+from gateway.detect.store import MemoryStore
 from gateway.store import flags as flag_store
 from gateway.store import repository as repo
 from gateway.store.models import Account, AuditEntry, EnforcementAction, FlagAccount
 from tests.detect.conftest import record
 
 
-class FakeEngine:
-    def __init__(self) -> None:
-        self.risks: dict[str, RiskState] = {}
-
+class FakeEvidence:
     async def explain(self, arrays: Any) -> list[str]:
         return ["prompts that elicit step-by-step reasoning (score 0.97, 0.20 without it)"]
 
     async def windows(self, accounts: Sequence[str]) -> dict[str, list[Any]]:
         return {a: [] for a in accounts}
-
-    async def set_risk(self, account: str, state: RiskState) -> None:
-        self.risks[account] = state
 
 
 def _scored(account: str, risk_value: float, ids: list[str]) -> Scored:
@@ -46,12 +42,13 @@ async def _account(sessions: async_sessionmaker[AsyncSession]) -> str:
 
 
 def _policy(sessions: async_sessionmaker[AsyncSession], changed: list[str],
-            **thresholds: float) -> tuple[DbPolicy, FakeEngine]:
-    policy = DbPolicy(sessions, Thresholds(flag=0.6, **thresholds), "window-v1+abc",
-                      changed.append, flush_interval_s=3600)
-    engine = FakeEngine()
-    policy.engine = engine
-    return policy, engine
+            **thresholds: float) -> tuple[DbPolicy, MemoryStore]:
+    """The policy with a real in-process store behind its risk ledger."""
+    store = MemoryStore(64)
+    ledger = RiskLedger(sessions, store, flush_interval_s=3600)
+    policy = DbPolicy(sessions, Thresholds(flag=0.6, **thresholds), "window-v1+abc", ledger,
+                      FakeEvidence(), changed.append)
+    return policy, store
 
 
 async def test_flag_raised_once_with_evidence_and_audit(
@@ -107,7 +104,7 @@ async def test_thresholds_throttle_then_suspend(
 async def test_dismissed_flag_not_reraised_for_same_evidence(
         sessions: async_sessionmaker[AsyncSession]) -> None:
     account = await _account(sessions)
-    policy, engine = _policy(sessions, [])
+    policy, store = _policy(sessions, [])
     ids = [f"r{i}" for i in range(20)]
     await policy.on_scored([_scored(account, 0.8, ids)])
     await policy.idle()
@@ -118,7 +115,7 @@ async def test_dismissed_flag_not_reraised_for_same_evidence(
     await policy.idle()
     async with sessions() as session:
         assert len((await flag_store.list_flags(session)).items) == 1
-    assert engine.risks[account].risk < 0.5
+    assert (await store.exchange([], [account])).risks[account].risk < 0.5
     fresh = [f"new{i}" for i in range(20)]
     await policy.on_scored([_scored(account, 0.85, fresh)])
     await policy.idle()
@@ -131,7 +128,7 @@ async def test_risk_scores_flushed_in_batches(
     account = await _account(sessions)
     policy, _ = _policy(sessions, [])
     await policy.on_scored([_scored(account, 0.3, ["a"])])
-    await policy.flush()
+    await policy.ledger.flush()
     async with sessions() as session:
         acct = await session.get(Account, account)
         assert acct is not None and acct.risk_score == 0.3

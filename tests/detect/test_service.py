@@ -44,8 +44,9 @@ async def test_enabled_detector_loads_at_start(
     try:
         assert detector.ready() is True
         assert detector.engine is not None and detector.engine.scorer.name == "onnx-cpu"
-        assert detector.policy.model_version.startswith("tiny+")
+        assert detector.policy is not None and detector.policy.model_version.startswith("tiny+")
         assert 0 < detector.policy.thresholds.flag <= 1
+        assert detector.policy.ledger is detector.risk and detector.risk.store is detector.store
     finally:
         await detector.stop()
     assert detector.ready() is False

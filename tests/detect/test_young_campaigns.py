@@ -116,3 +116,21 @@ def test_a_young_accounts_sketch_is_the_one_its_window_would_give() -> None:
     assert np.array_equal(signature, built.signature)
     assert strength == pytest.approx(built.signature_strength)
     assert network == built.network
+
+
+async def test_young_accounts_sharing_a_template_but_not_a_script_form_no_campaign(
+        tiny_artifact: Path) -> None:
+    """Users of one product (one system prompt) each at their own pace are not judged as one
+    account, however their requests would score together."""
+    engine, _ = _engine(tiny_artifact, 0.99)
+    names = [f"user{k}" for k in range(10)]
+    for i in range(3):
+        for k, name in enumerate(names):
+            rec, prompt = record(TEMPLATE.format(q=f"question {k} {i} about primes"),
+                                 account=name, rid=f"{name}-{i}",
+                                 ts=1e9 + (30.0 * 2 ** k) * i + k,
+                                 client_addr=f"10.{k}.{i % 3}.7")
+            engine.observe(rec, prompt)
+    while engine.backlog:
+        await engine.cycle()
+    assert await engine.sweep() == []

@@ -72,6 +72,21 @@ def test_upstream_extensions_that_bypass_controls_are_refused(name: str) -> None
     assert (error.param, error.code) == (name, "parameter_not_allowed")
 
 
+@pytest.mark.parametrize("name", ["ec_transfer_params", "logprob_token_ids",
+                                  "prompt_logprob_token_ids", "extra_args", "echo"])
+def test_vllm_extensions_that_read_logprobs_or_carry_the_watermark_are_refused_on_chat(
+        name: str) -> None:
+    """vLLM 0.32: logprobs of caller-chosen token ids pass the top_logprobs cap; chat ``echo``
+    with ``logprobs`` returns the prompt's logprobs beside the choices."""
+    error = _refusal(CHAT, _chat(**{name: True, "logprobs": True}))
+    assert (error.param, error.code) == (name, "parameter_not_allowed")
+
+
+def test_echo_stays_legitimate_on_the_completions_route() -> None:
+    params = validate(COMPLETIONS, {"model": "m", "prompt": "p", "echo": True, "logprobs": 2})
+    assert params.logprobs
+
+
 @pytest.mark.parametrize(("route", "payload", "param"), [
     (COMPLETIONS, {"model": "m", "prompt": "p", "logprobs": 21}, "logprobs"),
     (COMPLETIONS, {"model": "m", "prompt": "p", "max_tokens": -1}, "max_tokens"),
