@@ -54,6 +54,42 @@ def profile(items: Sequence[RequestFeatures]) -> F32:
     return out
 
 
+def profiles(windows: Sequence[Sequence[RequestFeatures]]) -> F32:
+    """:func:`profile` of many windows at once, shape ``(len(windows), DIMS)``: one padded
+    array and one ``nanmedian`` instead of a dozen numpy calls per account (the engine sketches
+    every young account on every request)."""
+    if not windows:
+        return np.zeros((0, DIMS), dtype=np.float32)
+    longest = max(len(w) for w in windows)
+    rows = np.full((len(windows), longest, len(_INDEX)), np.nan, dtype=np.float32)
+    gaps = np.full((len(windows), max(longest - 1, 1)), np.nan, dtype=np.float64)
+    for i, items in enumerate(windows):
+        if not items:
+            continue
+        rows[i, :len(items)] = np.array([it.vector for it in items], dtype=np.float32)[:, _INDEX]
+        if len(items) > 1:
+            ts = np.sort(np.array([it.ts for it in items], dtype=np.float64))
+            gaps[i, :len(items) - 1] = np.log1p(np.maximum(np.diff(ts), 0.0))
+    shape = _padded_median(rows.astype(np.float64))
+    pace = _padded_median(gaps[:, :, None])[:, 0]
+    out: F32 = np.concatenate([shape, pace[:, None]], axis=1).astype(np.float32)
+    out[[not items for items in windows]] = 0.0
+    return out
+
+
+def _padded_median(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Median over axis 1 of ``(n, m, d)`` ignoring NaN padding (NaN where a row has none):
+    one sort, where ``np.nanmedian`` costs tens of microseconds per small array."""
+    ordered = np.sort(x, axis=1)  # NaN sorts last
+    count = (~np.isnan(x)).sum(axis=1)
+    lo = np.maximum((count - 1) // 2, 0)[:, None, :]
+    hi = np.maximum(count // 2, 0)[:, None, :]
+    out = (np.take_along_axis(ordered, lo, axis=1) + np.take_along_axis(ordered, hi, axis=1))
+    out = out[:, 0, :] / 2
+    out[count == 0] = np.nan
+    return out
+
+
 def params_key(profile_: F32) -> bytes:
     """The parameters, rounded: accounts can only be alike within the same key."""
     return np.round(profile_[:len(PARAMS)] / TOLERANCE[:len(PARAMS)]).astype(np.int32).tobytes()

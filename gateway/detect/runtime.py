@@ -29,6 +29,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from gateway import metrics
 from gateway.detect import behaviour, campaign, features, risk, window
 from gateway.detect.features import RequestFeatures
@@ -258,8 +261,9 @@ class Engine:
             metrics.DETECT_SCORES.observe(result.score)
         now = self.clock()
         sketches = self._sketch_young(fetched, young, now)
-        sketches.update({r.account: _sketch_scored(r, fetched.windows.get(r.account, []), now)
-                         for r in results})
+        scored = [fetched.windows.get(r.account, []) for r in results]
+        sketches.update({r.account: _sketch_scored(r, items, profile, now) for r, items, profile
+                         in zip(results, scored, behaviour.profiles(scored), strict=True)})
         if not sketches:
             return
         await self.store.save({r.account: r.state for r in results}, sketches)
@@ -271,12 +275,13 @@ class Engine:
         """Template sketches of accounts too young to score; their score is 0 (no evidence
         yet: a campaign of them needs a shared network or suspicious elders to be flagged)."""
         out: dict[str, Sketch] = {}
-        for account in young:
-            items = fetched.windows.get(account, [])
-            if 0 < len(items) < self.config.min_requests:
-                signature, strength, network = window.sketch(items)
-                out[account] = Sketch(signature, strength, network, 0.0, now, young=True,
-                                      behaviour=behaviour.profile(items), born=items[0].ts)
+        ready = [(a, items) for a in young
+                 if 0 < len(items := fetched.windows.get(a, [])) < self.config.min_requests]
+        profiles = behaviour.profiles([items for _, items in ready])
+        for (account, items), profile in zip(ready, profiles, strict=True):
+            signature, strength, network = window.sketch(items)
+            out[account] = Sketch(signature, strength, network, 0.0, now, young=True,
+                                  behaviour=profile, born=items[0].ts)
         return out
 
     def _score(self, fetched: Fetched, due: Sequence[str]) -> list[Scored]:
@@ -408,11 +413,11 @@ class Engine:
         return float(scores[0])
 
 
-def _sketch_scored(result: Scored, items: Sequence[RequestFeatures], now: float) -> Sketch:
+def _sketch_scored(result: Scored, items: Sequence[RequestFeatures],
+                   profile: npt.NDArray[np.float32], now: float) -> Sketch:
     w = result.window
     return Sketch(w.signature, w.signature_strength, w.network, result.score, now,
-                  behaviour=behaviour.profile(items) if items else None,
-                  born=items[0].ts if items else 0.0)
+                  behaviour=profile if items else None, born=items[0].ts if items else 0.0)
 
 
 def _extract(entries: Sequence[Pending]) -> list[tuple[str, RequestFeatures]]:

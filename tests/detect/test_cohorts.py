@@ -146,3 +146,11 @@ def test_a_behaviour_profile_survives_the_shared_store_and_old_sketches_have_non
     assert back.behaviour is not None and np.allclose(back.behaviour, profile)
     old = _encode_sketch(replace(sketch, behaviour=None))
     assert _decode_sketch(old).behaviour is None
+
+
+def test_profiles_of_many_windows_are_each_windows_profile() -> None:
+    windows = [_items(1, 60.0), _items(3, 30.0, max_tokens=64), _items(7, 600.0), []]
+    many = behaviour.profiles(windows)
+    for row, items in zip(many, windows, strict=True):
+        one = behaviour.profile(items)
+        assert np.allclose(row, one, equal_nan=True)
