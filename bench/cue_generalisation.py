@@ -26,10 +26,10 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from gateway.detect import corpus
-from gateway.detect.evaluation import roc_auc
 from gateway.detect.features import prompt_signals
-from gateway.detect.real_attacks import COT_CUES, PARAPHRASED_CUES
+from gateway.detect.offline import corpus
+from gateway.detect.offline.measures import roc_auc
+from gateway.detect.offline.real_attacks import COT_CUES, PARAPHRASED_CUES
 
 BITS = 15
 _PRIME = np.uint64(0x100000001B3)

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.detect.campaign import Campaign
+from gateway.detect.offline.simulate import generate, to_record
 from gateway.detect.runtime import Engine, EngineConfig, Scored
 from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, load_scorer
-from gateway.detect.simulate import generate, to_record
 from gateway.detect.store import MemoryStore
 
 

@@ -36,8 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from gateway.detect import dataset, features, simulate
+from gateway.detect import features
 from gateway.detect.campaign import Campaign
+from gateway.detect.offline import dataset, simulate
 from gateway.detect.runtime import Engine, EngineConfig, Scored
 from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, OnnxScorer, Scorer, TorchScorer
 from gateway.detect.store import MemoryStore

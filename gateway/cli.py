@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr, ValidationError
 
 from gateway.accounts.status import ACTIONS
-from gateway.detect import commands as detect_commands
+from gateway.detect.offline import commands as detect_commands
 from gateway.settings import Settings
 from gateway.watermark import commands as watermark_commands
 

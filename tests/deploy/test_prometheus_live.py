@@ -35,8 +35,8 @@ import openai
 import pytest
 import yaml
 
-from gateway.detect import simulate
-from gateway.detect.replay import replay
+from gateway.detect.offline import simulate
+from gateway.detect.offline.http_replay import replay
 from gateway.modelserver.echo import create_echo_app
 from gateway.store.migrate import upgrade
 from tests.deploy import shipped

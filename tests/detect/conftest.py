@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.detect.train import TrainConfig, train
+from gateway.detect.offline.train import TrainConfig, train
 from gateway.records import RequestRecord
 
 

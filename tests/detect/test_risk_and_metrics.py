@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.detect import evaluation, risk
+from gateway.detect import risk
+from gateway.detect.offline import measures as evaluation
 
 DAY = 86400.0
 

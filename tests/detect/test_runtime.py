@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from gateway import metrics
-from gateway.detect import simulate
 from gateway.detect.campaign import Campaign
+from gateway.detect.offline import simulate
 from gateway.detect.runtime import Engine, EngineConfig, Scored
 from gateway.detect.scoring import Artifact, load_scorer
 from gateway.detect.store import MemoryStore

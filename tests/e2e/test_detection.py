@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
-from gateway.detect import simulate
-from gateway.detect.replay import replay
+from gateway.detect.offline import simulate
+from gateway.detect.offline.http_replay import replay
 from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact
 from tests.e2e.conftest import StackFactory
 

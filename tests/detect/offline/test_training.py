@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gateway.detect import dataset, simulate
 from gateway.detect.model import load_torch
+from gateway.detect.offline import dataset, simulate
 from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, OnnxScorer, load_scorer
 
 

@@ -18,11 +18,11 @@ import asyncio
 from pathlib import Path
 from typing import Final
 
-from gateway.detect import adaptive, corpus, evasions
-from gateway.detect.online import replay
-from gateway.detect.real_attacks import ATTACK_FNS
+from gateway.detect.offline import adaptive, corpus, evasions
+from gateway.detect.offline.engine_replay import replay
+from gateway.detect.offline.real_attacks import ATTACK_FNS
+from gateway.detect.offline.simulate import Session
 from gateway.detect.scoring import Artifact, load_scorer
-from gateway.detect.simulate import Session
 
 TRAIN_COMBOS: Final = ("none", *(e for e in evasions.SINGLE if e != "sybil_split"),
                        "stream+paraphrase", "head_camouflage+paraphrase",

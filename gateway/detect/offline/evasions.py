@@ -1,7 +1,7 @@
 """What an informed attacker does to an extraction operation to slip past the detector.
 
 An evasion is a name; a *combination* is evasions joined by ``+`` (``"stream+paraphrase"``).
-Two act while the requests are written (:class:`~gateway.detect.real_traffic.Style`):
+Two act while the requests are written (:class:`~gateway.detect.offline.real_traffic.Style`):
 ``paraphrase`` (reasoning cues reworded past the keyword list, templates rephrased per
 request) and ``completions`` (the completions route, a plain document instead of chat
 messages). The others rewrite the operation's accounts afterwards, in the order an attacker
@@ -22,7 +22,7 @@ from dataclasses import replace
 from itertools import pairwise
 from typing import Final
 
-from gateway.detect.real_traffic import (
+from gateway.detect.offline.real_traffic import (
     COMPLETIONS,
     Gen,
     Request,
@@ -34,7 +34,7 @@ from gateway.detect.real_traffic import (
     user,
     with_params,
 )
-from gateway.detect.simulate import Session
+from gateway.detect.offline.simulate import Session
 
 SINGLE: Final = ("stream", "chat_params", "dilute25", "dilute50", "dilute75", "head_camouflage",
                  "paraphrase", "human_timing", "completions", "sybil_split")

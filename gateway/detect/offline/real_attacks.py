@@ -1,12 +1,12 @@
-"""Extraction generators over real prompts (:mod:`gateway.detect.corpus`), at harvest scale.
+"""Extraction generators over real prompts (:mod:`gateway.detect.offline.corpus`), at harvest scale.
 
-Each generator is one *operation* — one actor — returned as its accounts (one, or many for a
-sybil campaign) of :class:`gateway.detect.simulate.Session` with label 1 and ``campaign`` set
-to nothing yet (the caller names the operation). A :class:`~gateway.detect.real_traffic.Style`
-carries the choices an adaptive attacker makes while writing requests: reworded cues and
-per-request templates (``paraphrase``), or the completions route. Everything an attacker can
-change *after* writing (timing, parameters, dilution, head camouflage, account splitting) is an
-evasion in :mod:`gateway.detect.evasions`.
+Each generator is one *operation* — one actor — returned as its accounts (one, or many for a sybil
+campaign) of :class:`gateway.detect.offline.simulate.Session` with label 1 and ``campaign`` set to
+nothing yet (the caller names the operation). A :class:`~gateway.detect.offline.real_traffic.Style`
+carries the choices an adaptive attacker makes while writing requests: reworded cues and per-request
+templates (``paraphrase``), or the completions route. Everything an attacker can change *after*
+writing (timing, parameters, dilution, head camouflage, account splitting) is an evasion in
+:mod:`gateway.detect.offline.evasions`.
 
 Cues and templates come in halves (train / other splits), like the benign profiles' wording.
 :data:`PARAPHRASED_CUES` deliberately avoid every keyword of the detector's reasoning regex —
@@ -19,8 +19,8 @@ import math
 from collections.abc import Callable
 from typing import Final
 
-from gateway.detect.corpus import Text
-from gateway.detect.real_traffic import (
+from gateway.detect.offline.corpus import Text
+from gateway.detect.offline.real_traffic import (
     COMPLETIONS,
     ClientParams,
     Gen,
@@ -32,7 +32,7 @@ from gateway.detect.real_traffic import (
     steady,
     tokens,
 )
-from gateway.detect.simulate import Session
+from gateway.detect.offline.simulate import Session
 
 COT_CUES: Final = (
     "Let's think step by step.",

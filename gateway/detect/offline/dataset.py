@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.detect import features, window
-from gateway.detect.simulate import Session, to_record
+from gateway.detect.offline.simulate import Session, to_record
 from gateway.records import RequestRecord
 
 ToRecord = Callable[[Session, int], tuple[RequestRecord, str]]
@@ -46,7 +46,7 @@ class Windows:
 def session_features(session: Session, record: ToRecord = to_record
                      ) -> list[features.RequestFeatures]:
     """``record`` turns a request into what the gateway records: the simulator's by default,
-    :func:`gateway.detect.real_traffic.to_record` for sessions built from real text."""
+    :func:`gateway.detect.offline.real_traffic.to_record` for sessions built from real text."""
     found = features.extract_batch([record(session, i) for i in range(len(session.requests))])
     return [f for f in found if f is not None]
 

@@ -1,19 +1,19 @@
 """``gateway evaluate --suite adaptive``: the shipped model against adaptive attackers on real text.
 
 Order matters, as in a deployment: the flag threshold is fixed FIRST, on benign traffic alone
-(``calibration`` sources, :mod:`gateway.detect.corpus`), as the lowest risk that flags at most
-``benign_target`` of those accounts. Only then are the report's populations replayed, from
-``heldout`` sources the threshold never saw: benign accounts per profile (people and each kind
-of automation separately), and every attack generator (:mod:`gateway.detect.real_attacks`)
-under every evasion combination (:mod:`gateway.detect.evasions`).
+(``calibration`` sources, :mod:`gateway.detect.offline.corpus`), as the lowest risk that flags at
+most ``benign_target`` of those accounts. Only then are the report's populations replayed, from
+``heldout`` sources the threshold never saw: benign accounts per profile (people and each kind of
+automation separately), and every attack generator (:mod:`gateway.detect.offline.real_attacks`)
+under every evasion combination (:mod:`gateway.detect.offline.evasions`).
 
 Everything goes through the production engine on a simulated clock
-(:mod:`gateway.detect.online`): same window, features, model, scoring schedule, risk and
-campaign clustering. Per (attack, evasion) the report gives the share of accounts flagged
+(:mod:`gateway.detect.offline.engine_replay`): same window, features, model, scoring schedule, risk
+and campaign clustering. Per (attack, evasion) the report gives the share of accounts flagged
 (account flag or listed in a campaign), and per operation the completions and output tokens it
-harvested before each of its accounts was flagged (median and worst over operations), plus,
-for multi-account operations, what was harvested before the first campaign flag. Per-account
-peak risk also gives ROC AUC and TPR at 1% / 0.1% FPR, comparable with ``gateway evaluate``.
+harvested before each of its accounts was flagged (median and worst over operations), plus, for
+multi-account operations, what was harvested before the first campaign flag. Per-account peak risk
+also gives ROC AUC and TPR at 1% / 0.1% FPR, comparable with ``gateway evaluate``.
 """
 
 from __future__ import annotations
@@ -32,12 +32,13 @@ from typing import Final
 
 import numpy as np
 
-from gateway.detect import corpus, evaluation, evasions
-from gateway.detect.online import Replay, replay
-from gateway.detect.real_attacks import ATTACK_FNS
-from gateway.detect.real_traffic import AUTOMATION, BENIGN_FNS, Gen, Request
+from gateway.detect.offline import corpus, evasions
+from gateway.detect.offline import measures as evaluation
+from gateway.detect.offline.engine_replay import Replay, replay
+from gateway.detect.offline.real_attacks import ATTACK_FNS
+from gateway.detect.offline.real_traffic import AUTOMATION, BENIGN_FNS, Gen, Request
+from gateway.detect.offline.simulate import Session
 from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, Scorer, load_scorer
-from gateway.detect.simulate import Session
 
 BENIGN_TARGET: Final = 0.005
 SEP: Final = "|"

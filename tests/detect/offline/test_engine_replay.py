@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from gateway.detect import features, risk, window
-from gateway.detect.online import Replay, replay
-from gateway.detect.real_traffic import Request, to_record
+from gateway.detect.offline.engine_replay import Replay, replay
+from gateway.detect.offline.real_traffic import Request, to_record
+from gateway.detect.offline.simulate import EPOCH, Session
 from gateway.detect.scoring import DEFAULT_ARTIFACT, F32, Artifact, load_scorer
-from gateway.detect.simulate import EPOCH, Session
 
 
 class ConstantScorer:

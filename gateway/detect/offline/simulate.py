@@ -1,7 +1,7 @@
 """Labelled traffic: sessions of benign and extraction accounts, reproducible from a seed.
 
-Only stdlib (+ the feature code when converted to records). Each profile composes prompts from
-word banks (:mod:`gateway.detect.vocab`) and several sentence structures, with its own timing,
+Only stdlib (+ the feature code when converted to records). Each profile composes prompts from word
+banks (:mod:`gateway.detect.offline.vocab`) and several sentence structures, with its own timing,
 parameters and output lengths. The split is by *generator*: every bank and every list of prompt
 structures is halved, the ``train`` split drawing on one half and ``heldout`` on the other; the
 ``support`` (benign) and ``mimicry`` (attack) profiles appear only in ``heldout``. So held-out
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from gateway.detect import vocab as v
+from gateway.detect.offline import vocab as v
 from gateway.records import RequestRecord
 
 BENIGN = ("chat", "coding", "rag", "batch", "eval", "writer", "classify", "support")

@@ -7,9 +7,10 @@ from itertools import pairwise
 
 import pytest
 
-from gateway.detect import adaptive, corpus, evasions, features
-from gateway.detect.real_attacks import ATTACK_FNS, COT_CUES, PARAPHRASED_CUES
-from gateway.detect.real_traffic import (
+from gateway.detect import features
+from gateway.detect.offline import adaptive, corpus, evasions
+from gateway.detect.offline.real_attacks import ATTACK_FNS, COT_CUES, PARAPHRASED_CUES
+from gateway.detect.offline.real_traffic import (
     ATTACKS,
     BENIGN,
     BENIGN_FNS,
@@ -18,7 +19,7 @@ from gateway.detect.real_traffic import (
     Request,
     to_record,
 )
-from gateway.detect.simulate import Session
+from gateway.detect.offline.simulate import Session
 
 LIMITS = corpus.Limits(conversations=600, modules=60)
 

@@ -7,9 +7,9 @@ from collections import Counter
 
 import numpy as np
 
-from gateway.detect import adaptive, dataset, evasions, real_training, simulate
-from gateway.detect.real_attacks import ATTACK_FNS
-from gateway.detect.real_traffic import AUTOMATION, to_record
+from gateway.detect.offline import adaptive, dataset, evasions, real_training, simulate
+from gateway.detect.offline.real_attacks import ATTACK_FNS
+from gateway.detect.offline.real_traffic import AUTOMATION, to_record
 
 
 def test_training_traffic_covers_every_automation_profile_and_every_evasion() -> None:

@@ -24,10 +24,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gateway.detect import campaign
-from gateway.detect.real_traffic import to_record
+from gateway.detect.offline.real_traffic import to_record
+from gateway.detect.offline.simulate import Session
 from gateway.detect.runtime import Engine, EngineConfig, Scored
 from gateway.detect.scoring import Artifact, Scorer
-from gateway.detect.simulate import Session
 from gateway.detect.store import MemoryStore
 
 CHUNK_SPAN_S = 1.0

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.detect import dataset, evaluation, simulate
+from gateway.detect.offline import dataset, simulate
+from gateway.detect.offline import measures as evaluation
 from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, OnnxScorer
 
 
@@ -57,7 +58,7 @@ def run(artifact_path: Path = DEFAULT_ARTIFACT, config: EvalConfig = EvalConfig(
     scorer = OnnxScorer(artifact.onnx_path, ["CPUExecutionProvider"], threads=2)
     reports = [evaluation.report(f"model {artifact.version.split('+')[0]}", test_sessions, test,
                                  _batched(scorer, test), artifact.threshold)]
-    from gateway.detect.train import fit_gbt
+    from gateway.detect.offline.train import fit_gbt
 
     gbt = fit_gbt(train)
     gbt_train = gbt.predict_proba(train.stats)[:, 1]

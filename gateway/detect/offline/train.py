@@ -1,12 +1,12 @@
 """``gateway train`` / ``gateway export``: fit the window classifier on simulator traffic and,
-with ``real``, on traffic built from real text (:mod:`gateway.detect.real_training`).
+with ``real``, on traffic built from real text (:mod:`gateway.detect.offline.real_training`).
 
-Needs torch (the ``torch`` extra). Writes an artifact directory: ``<name>.onnx`` (what the
-runtime scores with), ``<name>.pt`` (the same weights, for the torch-on-CUDA backend) and
-``<name>.json`` (version, window parameters, calibrated flag threshold, benign reference values
-for explanations, training summary). Training uses the ``train`` split only; the flag threshold
-is calibrated on training benign accounts (see :func:`gateway.detect.evaluation.calibrate`), or,
-with real traffic (``real``), on real benign calibration accounts replayed through the engine.
+Needs torch (the ``torch`` extra). Writes an artifact directory: ``<name>.onnx`` (what the runtime
+scores with), ``<name>.pt`` (the same weights, for the torch-on-CUDA backend) and ``<name>.json``
+(version, window parameters, calibrated flag threshold, benign reference values for explanations,
+training summary). Training uses the ``train`` split only; the flag threshold is calibrated on
+training benign accounts (see :func:`gateway.detect.offline.measures.calibrate`), or, with real
+traffic (``real``), on real benign calibration accounts replayed through the engine.
 """
 
 from __future__ import annotations
@@ -24,17 +24,11 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from gateway.detect import (
-    adaptive,
-    dataset,
-    evaluation,
-    explain,
-    real_traffic,
-    real_training,
-    simulate,
-)
-from gateway.detect.dataset import Windows
+from gateway.detect import explain
 from gateway.detect.model import WindowNet, export_onnx, save_torch
+from gateway.detect.offline import adaptive, dataset, real_traffic, real_training, simulate
+from gateway.detect.offline import measures as evaluation
+from gateway.detect.offline.dataset import Windows
 from gateway.detect.window import N_SEQ, SEQ_NAMES, STAT_NAMES
 
 
@@ -53,7 +47,7 @@ class TrainConfig:
     model cope with generators it has not seen."""
     name: str = "window-v1"
     real: str | None = None
-    """Also train on real-text traffic at this scale (:data:`gateway.detect.real_training.
+    """Also train on real-text traffic at this scale (:data:`gateway.detect.offline.real_training.
     SCALES`), and calibrate the threshold on real benign calibration traffic; None: simulator
     only, threshold from training benign accounts."""
     calibration_seed: int = 11
@@ -143,7 +137,7 @@ def _references(windows: Windows) -> tuple[list[float], list[float]]:
 
 def _calibrate_on_real(meta_path: Path, meta: dict[str, Any], config: TrainConfig) -> float:
     """Replace the artifact's threshold by the real benign calibration quantile (see
-    :func:`gateway.detect.real_training.calibration_threshold`); returns it."""
+    :func:`gateway.detect.offline.real_training.calibration_threshold`); returns it."""
     threshold, accounts = real_training.calibration_threshold(
         meta_path, adaptive.SIZES[config.real or "full"], config.calibration_seed)
     meta["threshold"] = min(threshold, 1.0)

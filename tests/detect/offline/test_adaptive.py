@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.detect import adaptive, corpus, evasions, online
-from gateway.detect.real_attacks import ATTACK_FNS
-from gateway.detect.real_traffic import BENIGN_FNS
+from gateway.detect.offline import adaptive, corpus, evasions
+from gateway.detect.offline import engine_replay as online
+from gateway.detect.offline.real_attacks import ATTACK_FNS
+from gateway.detect.offline.real_traffic import BENIGN_FNS
 from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, load_scorer
 
 SMALL = adaptive.SIZES["small"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.detect import simulate, vocab
+from gateway.detect.offline import simulate, vocab
 
 
 def test_same_seed_same_traffic() -> None:

@@ -2,7 +2,7 @@
 
 Every bank is split in two disjoint families by position: even entries feed the training split's
 generators, odd entries the held-out split's, so held-out traffic shares no topic, product or
-phrasing with what the model was trained on (see :mod:`gateway.detect.simulate`).
+phrasing with what the model was trained on (see :mod:`gateway.detect.offline.simulate`).
 """
 
 from __future__ import annotations

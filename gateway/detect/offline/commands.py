@@ -63,7 +63,7 @@ def register(commands: Any) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from gateway.detect import simulate
+    from gateway.detect.offline import simulate
 
     sessions = simulate.generate(args.seed, args.split, args.accounts, tuple(args.requests),
                                  tuple(args.profile) if args.profile else None)
@@ -71,7 +71,7 @@ def _simulate(args: argparse.Namespace) -> int:
         if not args.api_key:
             print("gateway simulate: --replay needs at least one --api-key", file=sys.stderr)
             return 2
-        from gateway.detect.replay import replay
+        from gateway.detect.offline.http_replay import replay
 
         for i, session in enumerate(sessions):
             key = args.api_key[i % len(args.api_key)]
@@ -88,7 +88,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from gateway.detect.train import TrainConfig, train
+    from gateway.detect.offline.train import TrainConfig, train
 
     config = TrainConfig(seed=args.seed, accounts_per_profile=args.accounts,
                          epochs=args.epochs, name=args.name,
@@ -107,11 +107,11 @@ def _export(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     if args.suite == "adaptive":
-        from gateway.detect.adaptive import run_cli
+        from gateway.detect.offline.adaptive import run_cli
 
         return run_cli(Path(args.model), args.size, args.seed, args.json)
-    from gateway.detect.evaluate import EvalConfig, run
-    from gateway.detect.evaluation import format_reports
+    from gateway.detect.offline.evaluate import EvalConfig, run
+    from gateway.detect.offline.measures import format_reports
 
     config = EvalConfig(seed=args.seed, accounts_per_profile=args.accounts,
                         train_accounts_per_profile=args.train_accounts)

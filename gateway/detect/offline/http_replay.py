@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from gateway.detect.simulate import Session, SimRequest
+from gateway.detect.offline.simulate import Session, SimRequest
 
 
 def _kwargs(req: SimRequest) -> dict[str, Any]:

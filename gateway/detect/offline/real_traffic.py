@@ -1,7 +1,8 @@
-"""Labelled traffic built from real text (:mod:`gateway.detect.corpus`), in the simulator's types.
+"""Labelled traffic built from real text (:mod:`gateway.detect.offline.corpus`), in the simulator's
+types.
 
 The simulator's profiles draw words from banks; these replay what people actually sent. Every
-account is a :class:`gateway.detect.simulate.Session` whose requests are :class:`Request` (a
+account is a :class:`gateway.detect.offline.simulate.Session` whose requests are :class:`Request` (a
 ``SimRequest`` that also knows its route, its untruncated output length and whether its output
 is what an extractor wants), so the rest of the detector's tooling reads them unchanged.
 
@@ -12,7 +13,7 @@ test repeating one prompt, an evaluation harness re-running a benchmark with cha
 prompts, a coding assistant whose long fixed system prompt heads every request, translation and
 labelling batches, and an organisation whose accounts share one template behind one NAT.
 
-Attack generators (``ATTACKS``, in :mod:`gateway.detect.real_attacks`) harvest at scale from
+Attack generators (``ATTACKS``, in :mod:`gateway.detect.offline.real_attacks`) harvest at scale from
 the same kinds of text. Phrasings, templates and system prompts come in two halves, one for
 ``train`` and one for every other split, so held-out traffic is new text *and* new generator
 wording.
@@ -26,8 +27,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final, TypeVar
 
-from gateway.detect.corpus import Pool, Text
-from gateway.detect.simulate import EPOCH, Session, SimRequest
+from gateway.detect.offline.corpus import Pool, Text
+from gateway.detect.offline.simulate import EPOCH, Session, SimRequest
 from gateway.records import RequestRecord
 
 CHAT: Final = "/v1/chat/completions"

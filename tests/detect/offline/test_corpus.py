@@ -9,7 +9,7 @@ from itertools import combinations
 
 import pytest
 
-from gateway.detect import corpus
+from gateway.detect.offline import corpus
 
 
 def _stream(text: str) -> io.BytesIO:

@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.detect import risk
-from gateway.detect.dataset import Windows
-from gateway.detect.simulate import Session
+from gateway.detect.offline.dataset import Windows
+from gateway.detect.offline.simulate import Session
 
 F = npt.NDArray[np.float64]
 DEFAULT_HALF_LIFE_S = 3 * 86400.0
