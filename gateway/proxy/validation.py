@@ -140,6 +140,11 @@ def validate(route: str, payload: dict[str, Any]) -> RequestParams:
     bias = read.get("logit_bias")
     if bias:
         _check_logit_bias(bias)
+    if route == COMPLETIONS and read.get("echo") is True and read.get("logprobs"):
+        # The logprobs of every position of a prompt the caller wrote, with no generation to
+        # pay for: the logit-extraction channel OpenAI closed on its own completions endpoint.
+        raise invalid_request("'echo' cannot be combined with 'logprobs' on this gateway.",
+                              param="echo", code="parameter_not_allowed")
     options = read.get("stream_options")
     return RequestParams(
         model=payload["model"],

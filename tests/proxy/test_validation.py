@@ -82,9 +82,18 @@ def test_vllm_extensions_that_read_logprobs_or_carry_the_watermark_are_refused_o
     assert (error.param, error.code) == (name, "parameter_not_allowed")
 
 
-def test_echo_stays_legitimate_on_the_completions_route() -> None:
-    params = validate(COMPLETIONS, {"model": "m", "prompt": "p", "echo": True, "logprobs": 2})
-    assert params.logprobs
+def test_echo_stays_legitimate_on_the_completions_route_without_logprobs() -> None:
+    params = validate(COMPLETIONS, {"model": "m", "prompt": "p", "echo": True, "max_tokens": 5})
+    assert params.max_tokens == 5 and not params.logprobs
+
+
+@pytest.mark.parametrize("logprobs", [1, 5, 20])
+def test_echo_with_logprobs_is_refused_on_completions(logprobs: int) -> None:
+    """Top-k logprobs of every position of an attacker-written prompt, for the price of one
+    token: logit extraction without generation."""
+    error = _refusal(COMPLETIONS, {"model": "m", "prompt": "p", "echo": True,
+                                   "logprobs": logprobs})
+    assert (error.param, error.code) == ("echo", "parameter_not_allowed")
 
 
 @pytest.mark.parametrize(("route", "payload", "param"), [
