@@ -7,6 +7,7 @@ vLLM the fixture fails — never skips — saying how to install it.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +33,15 @@ def running_vllm(watermark_secret: str, log: Path, *, api_key: str | None = None
     options = VllmOptions(port=free_port(), python=find_python(), watermark=watermark,
                           api_key=api_key, extra_args=extra_args)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    process = start(options, watermark_secret, log_path=log)
+    # One core for vLLM, the rest for the gateway and the test: on two cores an unpinned vLLM
+    # starves the gateway, which then relays events late enough for a request to finish before
+    # a client's hang-up reaches vLLM (seen in CI). Its OpenMP threads bind to core 0 too.
+    cores = sorted(os.sched_getaffinity(0))
+    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": str(cores[0])} if len(cores) > 1 \
+        else None
+    process = start(options, watermark_secret, log_path=log, base_env=env)
+    if len(cores) > 1:
+        os.sched_setaffinity(process.pid, {cores[0]})  # before it spawns its engine process
     base = f"http://127.0.0.1:{options.port}/v1"
 
     def ready() -> bool:
