@@ -42,25 +42,18 @@ _INDEX: Final = [FEATURE_NAMES.index(n) for n in (*PARAMS, *SHAPE)]
 
 def profile(items: Sequence[RequestFeatures]) -> F32:
     """Medians of the window's parameters and shape, and of the log pause between requests
-    (NaN for a single request: no pacing yet, so alike to nothing)."""
-    if not items:
-        return np.zeros(DIMS, dtype=np.float32)
-    rows = np.array([it.vector for it in items], dtype=np.float32)[:, _INDEX]
-    ts = np.array([it.ts for it in items], dtype=np.float64)
-    gaps = np.diff(np.sort(ts))
-    pace = float(np.median(np.log1p(np.maximum(gaps, 0.0)))) if len(gaps) \
-        else float("nan")
-    out: F32 = np.append(np.median(rows, axis=0), pace).astype(np.float32)
+    (NaN for a single request: no pacing yet, so alike to nothing); zeros for no requests."""
+    out: F32 = profiles([items])[0]
     return out
 
 
 def profiles(windows: Sequence[Sequence[RequestFeatures]]) -> F32:
     """:func:`profile` of many windows at once, shape ``(len(windows), DIMS)``: one padded
-    array and one ``nanmedian`` instead of a dozen numpy calls per account (the engine sketches
-    every young account on every request)."""
-    if not windows:
-        return np.zeros((0, DIMS), dtype=np.float32)
-    longest = max(len(w) for w in windows)
+    array and one sort instead of a dozen numpy calls per account (the engine sketches every
+    young account on every request)."""
+    longest = max((len(w) for w in windows), default=0)
+    if longest == 0:
+        return np.zeros((len(windows), DIMS), dtype=np.float32)
     rows = np.full((len(windows), longest, len(_INDEX)), np.nan, dtype=np.float32)
     gaps = np.full((len(windows), max(longest - 1, 1)), np.nan, dtype=np.float64)
     for i, items in enumerate(windows):
