@@ -23,9 +23,25 @@ def test_risk_rises_with_evidence_not_with_one_window() -> None:
 
 
 def test_risk_decays_with_half_life() -> None:
-    state = risk.RiskState(0.8, 1000.0, 0.9)
-    assert risk.decayed(state, 1000.0 + DAY, DAY) == pytest.approx(0.4)
-    assert risk.update(state, 0.0, 1000.0 + 2 * DAY, DAY).risk < 0.2
+    """The evidence -ln(1 - risk) halves per half-life: a small risk halves with it."""
+    state = risk.RiskState(0.02, 1000.0, 0.9)
+    assert risk.decayed(state, 1000.0 + DAY, DAY) == pytest.approx(0.01, rel=0.01)
+    high = risk.RiskState(0.8, 1000.0, 0.9)
+    assert risk.decayed(high, 1000.0 + DAY, DAY) == pytest.approx(1 - 0.2 ** 0.5)
+    assert risk.update(high, 0.0, 1000.0 + 4 * DAY, DAY).risk < 0.2
+    assert risk.decayed(risk.RiskState(1.0, 1000.0), 1000.0 + DAY, DAY) < 1.0
+
+
+def test_slow_pacing_is_no_alibi() -> None:
+    """An account scored certain once an hour (low-and-slow extraction) climbs to any threshold
+    benign traffic sets: its risk is not bled away between scorings."""
+    state, now = risk.RiskState(), 0.0
+    for _ in range(12):
+        now += 3600.0
+        state = risk.update(state, 0.99999, now, 3 * DAY)
+    assert state.risk > 0.9999
+    silent = risk.decayed(state, now + 3 * DAY, 3 * DAY)
+    assert 0.99 < silent < state.risk  # three days of silence: still high, but lower
 
 
 def test_auc_and_tpr_at_fpr() -> None:
