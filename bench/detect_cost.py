@@ -20,11 +20,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from gateway.detect.campaign import Campaign
 from gateway.detect.offline.simulate import generate, to_record
-from gateway.detect.runtime import Engine, EngineConfig, Scored
+from gateway.detect.runtime import DetectionEngine, DetectionEngineConfig, Scored
 from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, load_scorer
-from gateway.detect.store import MemoryStore
+from gateway.detect.window_store import MemoryWindowStore
+from gateway.metrics import Metrics
 
 
 class Quiet:
@@ -43,11 +46,12 @@ class Quiet:
 
 async def measure(model: Path, accounts: int, requests: int, batch: int) -> dict[str, float]:
     artifact = Artifact.load(model)
-    config = EngineConfig(window=artifact.window, min_requests=artifact.min_requests,
+    config = DetectionEngineConfig(window=artifact.window, min_requests=artifact.min_requests,
                           score_every=artifact.score_every, max_batch=batch,
                           min_score_interval_s=0.0)
-    engine = Engine(config, load_scorer(artifact, "cpu"), artifact,
-                    MemoryStore(artifact.window), Quiet())
+    engine = DetectionEngine(config, load_scorer(artifact, "cpu"), artifact,
+                    MemoryWindowStore(artifact.window), Quiet(),
+                    metrics=Metrics(CollectorRegistry()))
     sessions = generate(3, "heldout", max(1, accounts // 12), (2 * requests, 2 * requests))
     sessions = sessions[:accounts]
     old = sessions[: len(sessions) // 2]

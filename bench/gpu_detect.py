@@ -9,10 +9,10 @@ CPU path runs anywhere (``--quick`` for a smoke run). Results go to ``$OUT/gpu_d
    (torch CPU as a reference). Inputs are real simulator windows, tiled to the batch size and
    already on the host (device transfer included in every call). Each cell: warm-up, then
    repeated calls for ``--seconds``; windows/s = windows / wall time.
-2. Micro-batcher latency at ``--rate`` requests/s (10k by default): the runtime's Engine with the
-   best backend, an in-process store, features pre-extracted (this measures the
-   batcher, append, window build and scoring — not prompt hashing); 500 accounts, each with a
-   warm window, so every account is due every 4th request. Latency = time from a
+2. Micro-batcher latency at ``--rate`` requests/s (10k by default): the runtime's
+   DetectionEngine with the best backend, an in-process store, features pre-extracted (this
+   measures the batcher, append, window build and scoring — not prompt hashing); 500 accounts,
+   each with a warm window, so every account is due every 4th request. Latency = time from a
    request entering the queue to its account's score coming out; p50/p99 over scored windows.
 3. Agreement: max |score difference| between ONNX Runtime CPU and each GPU backend on the same
    4096 windows (target: < 1e-4).
@@ -35,13 +35,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client import CollectorRegistry
 
 from gateway.detect import features
 from gateway.detect.campaign import Campaign
 from gateway.detect.offline import dataset, simulate
-from gateway.detect.runtime import Engine, EngineConfig, Scored
+from gateway.detect.runtime import DetectionEngine, DetectionEngineConfig, Scored
 from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, OnnxScorer, Scorer, TorchScorer
-from gateway.detect.store import MemoryStore
+from gateway.detect.window_store import MemoryWindowStore
+from gateway.metrics import Metrics
 
 BATCHES = (1, 8, 64, 512, 1024, 4096, 8192)
 
@@ -109,9 +111,10 @@ class Latency:
 async def batcher_latency(scorer: Scorer, artifact: Artifact, rate: float, seconds: float,
                           items: list[features.RequestFeatures]) -> dict[str, float]:
     policy = Latency()
-    config = EngineConfig(window=artifact.window, max_batch=256, max_wait_s=0.002,
+    config = DetectionEngineConfig(window=artifact.window, max_batch=256, max_wait_s=0.002,
                           min_score_interval_s=0.0, campaign_interval_s=3600)
-    engine = Engine(config, scorer, artifact, MemoryStore(artifact.window), policy)
+    engine = DetectionEngine(config, scorer, artifact, MemoryWindowStore(artifact.window), policy,
+                             metrics=Metrics(CollectorRegistry()))
     accounts = [f"acct{i}" for i in range(500)]
     for i, account in enumerate(accounts):  # warm windows: every account is scorable at once
         for j in range(config.min_requests):

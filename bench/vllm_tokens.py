@@ -38,9 +38,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gateway.upstream_identity.signature import sign  # noqa: E402
+from gateway.upstream_identity.xargs_tag import stamp, tag_key  # noqa: E402
 from gateway.vllm.launcher import VllmOptions, start, stop, wait_ready  # noqa: E402
-from gateway.watermark.upstream_auth import sign  # noqa: E402
-from gateway.watermark.xargs_tag import stamp, tag_key  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 MODEL = "tiny-docstrings"

@@ -16,79 +16,84 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
-from redis.asyncio import Redis
 from sqlalchemy import text
 
-from gateway import __version__, metrics
+from gateway import __version__
 from gateway.admin.deps import AdminDeps
 from gateway.admin.errors import install_error_handlers
 from gateway.admin.flags import create_flags_router
 from gateway.admin.quarantine import create_quarantine_router
 from gateway.admin.routes import create_admin_router
+from gateway.admin.suspects import create_suspects_router
 from gateway.admin.watermark import create_watermark_router
 from gateway.auth.admin_tokens import AdminTokens
 from gateway.auth.cache import KeyCache
 from gateway.auth.keys import hash_key
 from gateway.auth.lookup import database_loader
 from gateway.detect.service import Detector, build_detector
+from gateway.logprobs.caps import RequestCaps, build_caps
+from gateway.logprobs.shaping import ResponseShaper, build_shaper
+from gateway.metrics import Metrics
 from gateway.proxy.asgi import Receive, Scope, Send
 from gateway.proxy.handler import ProxyApp
-from gateway.proxy.policy import RequestPolicy, build_policy
 from gateway.proxy.upstream import UpstreamClient
 from gateway.ratelimit.backend import InProcessBackend
 from gateway.ratelimit.limiter import AccountLimiter, Limiter, UnlimitedLimiter
 from gateway.ratelimit.redis_backend import RedisBackend
+from gateway.redis_client import RedisClient
+from gateway.redis_client import connect as connect_redis
 from gateway.settings import Settings
 from gateway.store.db import create_engine, session_factory
 from gateway.store.writer import RequestLogWriter
-from gateway.watermark.shaping import ResponseShaper, build_shaper
-from gateway.watermark.signing import UpstreamSigner, build_signer
+from gateway.upstream_identity.signer import UpstreamSigner, build_signer
 
 log = logging.getLogger("gateway")
 READY_TIMEOUT_S = 2.0
 
 
 class Runtime:
-    """The long-lived parts shared by the proxy and the admin API."""
+    """The long-lived parts shared by the proxy and the admin API, each given the app's one
+    :class:`Metrics` when it is built."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.engine = create_engine(settings.async_database_url)
         self.sessions = session_factory(self.engine)
         self.upstream = UpstreamClient(
             settings.upstream_url,
             connect_timeout_s=settings.upstream_connect_timeout_s,
             read_timeout_s=settings.upstream_read_timeout_s,
-            max_connections=settings.upstream_max_connections,
+            max_connections=settings.upstream_max_connections, metrics=metrics,
         )
         self.keys = KeyCache(database_loader(self.sessions, settings), settings.key_cache_ttl_s)
         self.writer = RequestLogWriter(
             self.engine,
+            metrics=metrics,
             spill_dir=Path(settings.request_log_spill_dir),
             batch_size=settings.request_log_batch_size,
             flush_interval_s=settings.request_log_flush_interval_s,
             queue_max=settings.request_log_queue_max,
             replay_interval_s=settings.request_log_replay_interval_s,
         )
-        self.redis: Redis | None = None
+        self.redis: RedisClient | None = None
         self.limiter: Limiter = self._build_limiter(settings)
         self.detector: Detector = build_detector(
-            settings, self.sessions, self.redis, self.keys.invalidate_account)
+            settings, self.sessions, self.redis, self.keys.invalidate_account, metrics)
         self.shaper: ResponseShaper = build_shaper(settings)
-        self.policy: RequestPolicy = build_policy(settings)
+        self.caps: RequestCaps = build_caps(settings, metrics)
         self.signer: UpstreamSigner = build_signer(settings)
 
     def _build_limiter(self, settings: Settings) -> Limiter:
         if not settings.ratelimit_enabled:
             return UnlimitedLimiter()
         if settings.redis_url is None:
-            return AccountLimiter(InProcessBackend(), lease_s=settings.ratelimit_lease_s)
-        self.redis = Redis.from_url(
-            settings.redis_url, socket_connect_timeout=1.0, socket_timeout=1.0,
-            retry_on_timeout=False,
-        )
+            return AccountLimiter(InProcessBackend(), metrics=self.metrics,
+                                  lease_s=settings.ratelimit_lease_s)
+        self.redis = connect_redis(settings.redis_url, timeout_s=1.0, retry_on_timeout=False)
         return AccountLimiter(
-            RedisBackend(self.redis), fallback=InProcessBackend(),
+            RedisBackend(self.redis, metrics=self.metrics), metrics=self.metrics,
+            fallback=InProcessBackend(),
             failure_mode=settings.ratelimit_failure_mode,
             timeout_s=settings.ratelimit_redis_timeout_s, replicas=settings.ratelimit_replicas,
             lease_s=settings.ratelimit_lease_s,
@@ -159,6 +164,7 @@ class GatewayApp:
 
     def __init__(self, runtime: Runtime, proxy: ProxyApp, api: FastAPI) -> None:
         self.runtime = runtime
+        self.metrics = runtime.metrics
         self.proxy = proxy
         self.api = api
 
@@ -170,12 +176,15 @@ class GatewayApp:
 
 
 def create_app(settings: Settings | None = None) -> GatewayApp:
+    """The composition root: builds the app's one :class:`Metrics` (on a registry of its own,
+    so that each app built in a process counts for itself) and hands it to every part."""
     settings = settings or Settings()
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, Metrics.for_process())
     proxy = ProxyApp(
         settings=settings, upstream=runtime.upstream, keys=runtime.keys,
         limiter=runtime.limiter, records=runtime.writer, detector=runtime.detector,
-        shaper=runtime.shaper, policy=runtime.policy, signer=runtime.signer,
+        shaper=runtime.shaper, caps=runtime.caps, signer=runtime.signer,
+        metrics=runtime.metrics,
     )
     return GatewayApp(runtime, proxy, _create_api(runtime))
 
@@ -197,7 +206,7 @@ def _create_api(runtime: Runtime) -> FastAPI:
     install_error_handlers(api)
     deps = AdminDeps(
         sessions=runtime.sessions, settings=runtime.settings,
-        tokens=AdminTokens.from_settings(runtime.settings),
+        tokens=AdminTokens.from_settings(runtime.settings), metrics=runtime.metrics,
         on_account_changed=runtime.keys.invalidate_account,
         on_key_revoked=runtime.drop_key, risk=runtime.detector.risk,
     )
@@ -205,6 +214,7 @@ def _create_api(runtime: Runtime) -> FastAPI:
     api.include_router(create_flags_router(deps))
     api.include_router(create_watermark_router(deps))
     api.include_router(create_quarantine_router(deps))
+    api.include_router(create_suspects_router(deps))
     _add_operations_routes(api, runtime)
     return api
 
@@ -227,5 +237,5 @@ def _add_operations_routes(api: FastAPI, runtime: Runtime) -> None:
 
     @api.get("/metrics", tags=["operations"], include_in_schema=False)
     async def metrics_endpoint() -> Response:
-        body, content_type = metrics.render()
+        body, content_type = runtime.metrics.render()
         return Response(body, media_type=content_type)

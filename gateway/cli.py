@@ -1,4 +1,11 @@
-"""The ``gateway`` command: serve, demo, migrate, accounts, keys, retention, echo-server."""
+"""The ``gateway`` command: serve, demo, migrate, accounts, keys, retention, echo-server.
+
+The application is imported at the top like everything else: there is no import-order rule for
+metrics any more (``PROMETHEUS_MULTIPROC_DIR`` is read when ``create_app`` builds the app's
+:class:`~gateway.metrics.Metrics`, not when a module is imported), so the lazy import of
+``gateway.app`` that protected it is gone. The imports left inside functions are for optional or
+heavy dependencies (uvicorn, alembic, torch, vLLM) that only some commands need.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +25,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr, ValidationError
 
 from gateway.accounts.status import ACTIONS
+from gateway.app import create_app
 from gateway.detect.offline import commands as detect_commands
+from gateway.modelserver import commands as modelserver_commands
 from gateway.settings import Settings
+from gateway.suspect import commands as suspect_commands
 from gateway.watermark import commands as watermark_commands
 
 if TYPE_CHECKING:
@@ -63,8 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--api-key", help="the demo account's key (generated when absent)")
     demo.add_argument("--admin-token", help="the admin token (generated when absent)")
     demo.add_argument("--state-dir", default="./var/demo", help="SQLite file and spill dir")
-    demo.add_argument("--upstream", choices=("reference", "vllm"), default="reference",
-                      help="the model server: the reference one, or real vLLM (the vllm extra)")
+    demo.add_argument("--upstream", choices=("auto", "reference", "vllm"), default="auto",
+                      help="the model server: real vLLM (the vllm extra), the reference one, "
+                      "or auto: vLLM where it is installed, else the reference server")
     demo.set_defaults(handler=_demo)
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema to the latest")
@@ -74,14 +85,17 @@ def _parser() -> argparse.ArgumentParser:
     _listen_args(echo, DEFAULT_UPSTREAM_PORT)
     echo.set_defaults(handler=_echo_server)
 
-    retention = commands.add_parser("retention", help="delete request records past retention")
+    retention = commands.add_parser(
+        "retention", help="drop/delete request records past retention; partitions ahead")
     retention.add_argument("--days", type=int, help="default: GATEWAY_REQUEST_RETENTION_DAYS")
     retention.set_defaults(handler=_retention)
 
     _account_commands(commands)
     _key_commands(commands)
     detect_commands.register(commands)
+    modelserver_commands.register(commands)
     watermark_commands.register(commands)
+    suspect_commands.register(commands)
     return parser
 
 
@@ -121,6 +135,7 @@ def _key_commands(commands: Any) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     Settings()  # fail fast, in the parent, on bad configuration
+    # Each worker builds its app (and its Metrics) after this, so the workers share the dir.
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
     import uvicorn
@@ -153,6 +168,10 @@ def _echo_server(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from gateway.vllm.demo import choose_upstream
+
+    args.upstream, why = choose_upstream(args.upstream)
+    print(f"Upstream: {args.upstream} ({why})", flush=True)
     state = Path(args.state_dir).resolve()
     state.mkdir(mode=0o700, parents=True, exist_ok=True)  # records, prompts and secrets live here
     admin_token = args.admin_token or "adm-" + secrets.token_urlsafe(24)
@@ -201,8 +220,6 @@ async def _ensure_demo_key(settings: Settings, requested: str | None) -> str:
 
 async def _serve_demo(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
-
-    from gateway.app import create_app
 
     options = {**_uvicorn_options(), "log_level": "warning"}
     if args.upstream == "vllm":  # vLLM runs as its own process (_demo_vllm)
@@ -312,20 +329,25 @@ def _migrate(_: argparse.Namespace) -> int:
 
 
 def _retention(args: argparse.Namespace) -> int:
+    from gateway.store import partitions
     from gateway.store.db import create_engine
     from gateway.store.retention import delete_request_records_older_than
 
     settings = _cli_settings()
 
-    async def run() -> int:
+    async def run() -> dict[str, Any]:
+        """Partitions ahead first (so the daily job also covers a week without writers), then
+        what is past retention."""
         engine = create_engine(settings.async_database_url)
         try:
-            return await delete_request_records_older_than(
+            made = await partitions.prepare(engine)
+            deleted = await delete_request_records_older_than(
                 engine, args.days or settings.request_retention_days)
+            return {"deleted": deleted, "partitions_created": [str(d) for d in made]}
         finally:
             await engine.dispose()
 
-    print(json.dumps({"deleted": asyncio.run(run())}))
+    print(json.dumps(asyncio.run(run())))
     return 0
 
 

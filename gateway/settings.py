@@ -107,7 +107,8 @@ class Settings(BaseSettings):
     detection_campaign_min_accounts: int = Field(default=3, ge=2)
     detection_risk_flush_interval_s: float = Field(default=2.0, gt=0)
 
-    # --- watermark and logit-stealing defences (gateway/watermark, gateway/modelserver) ---
+    # --- watermark and logit-stealing defences (gateway/watermark, gateway/logprobs,
+    # gateway/upstream_identity, gateway/modelserver) ---
     # Shared with the model server: it verifies the signed account header with this secret.
     upstream_signing_secret: SecretStr | None = None
     upstream_signature_max_age_s: float = Field(default=60.0, gt=0)
@@ -120,7 +121,7 @@ class Settings(BaseSettings):
     # Keyed noise (nats, standard deviation) and rounding on logprobs returned to clients.
     logprob_noise: float = Field(default=0.1, ge=0)
     logprob_decimals: int = Field(default=2, ge=0, le=8)
-    # Per-tier caps against logit stealing, validated by gateway.proxy.policy.LogprobCaps;
+    # Per-tier caps against logit stealing, validated by gateway.logprobs.caps.LogprobCaps;
     # tiers not listed get the "standard" entry.
     logprob_caps: dict[str, dict[str, float | bool]] = Field(default={
         "free": {"max_top_logprobs": 5, "max_logit_bias_entries": 20,

@@ -6,7 +6,8 @@ what needs neither (nor a server process) alone, on any machine:
 
 - ``e2e``: everything under tests/e2e (a real gateway on a port or as a process);
 - ``integration``: tests/deploy (Prometheus, promtool, docker-compose, the real services), and
-  any test using a PostgreSQL or Redis fixture, a ``"postgres"`` parameter of a parametrized
+  any test using a PostgreSQL or Redis fixture (``redis_cluster_url`` included: a real 3-node
+  Redis Cluster on free ports, started once per run), a ``"postgres"`` parameter of a parametrized
   database fixture, or in a module listed in ``SERVICE_MODULES``;
 - ``unit``: the rest.
 
@@ -24,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from gateway.metrics import Metrics
 from gateway.store.db import create_engine, session_factory
 from tests.support.postgres import (
     create_database,
@@ -33,6 +36,14 @@ from tests.support.postgres import (
     drop_database,
     migrated_database,
 )
+from tests.support.redis_cluster import CLUSTER_PORTS, redis_cluster
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    """The metrics a component under test records into, on a registry of this test's own: read
+    them with ``metrics.registry.get_sample_value(name, labels)`` (no other test adds to them)."""
+    return Metrics(CollectorRegistry())
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +83,15 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return session_factory(engine)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real 3-primary Redis Cluster on free loopback ports, for the whole run (started on
+    first use, a few seconds; see tests/support/redis_cluster.py): its ``redis+cluster://`` URL.
+    Fails, never skips, where ``redis-server`` is missing."""
+    with redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as nodes:
+        yield nodes.url
+
+
 # --- markers: unit, integration, e2e -----------------------------------------------------------
 
 KINDS = ("unit", "integration", "e2e")
@@ -81,7 +101,7 @@ SERVICE_PORTS = frozenset({5432, 6379})  # PostgreSQL, Redis
 #: Fixtures that hand a test the real PostgreSQL or Redis (directly or through another fixture).
 SERVICE_FIXTURES = frozenset({
     "postgres_url", "fresh_postgres_url", "pg_url", "pg_engine",
-    "migrated_postgres", "redis", "redis_backend", "redis_url",
+    "migrated_postgres", "redis", "redis_backend", "redis_url", "redis_cluster_url",
 })
 
 #: Modules whose tests reach PostgreSQL or Redis without a fixture that says so (their own
@@ -136,7 +156,8 @@ def _unit_tests_reach_no_service(
     connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
 
     def refuse(address: Any) -> None:
-        if isinstance(address, tuple) and len(address) >= 2 and address[1] in SERVICE_PORTS:
+        ports = SERVICE_PORTS | CLUSTER_PORTS  # the Redis Cluster's, while one runs
+        if isinstance(address, tuple) and len(address) >= 2 and address[1] in ports:
             reached.append(address)
             raise ConnectionRefusedError(f"unit tests reach no service: {address}")
 

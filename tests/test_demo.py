@@ -131,7 +131,8 @@ def _start_demo(state: Path, port: int, log: Path) -> subprocess.Popen[str]:
     """``gateway demo`` with its output in ``log`` (read while it runs: the banner)."""
     with log.open("w") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port),
+            [sys.executable, "-m", "gateway.cli", "demo", "--upstream", "reference",
+             "--port", str(port),
              "--upstream-port", str(free_port()), "--api-key", API_KEY,
              "--admin-token", ADMIN_TOKEN, "--state-dir", str(state)],
             stdout=out, stderr=subprocess.STDOUT, text=True,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
@@ -38,10 +39,13 @@ from bench.proxy.overhead_servers import (
     wait_until_up,
 )
 from gateway.accounts.limits import TierLimits
+from gateway.metrics import Metrics
 from gateway.ratelimit.backend import AdmitRequest, InProcessBackend
 from gateway.ratelimit.limiter import AccountLimiter
 from gateway.ratelimit.redis_backend import RedisBackend
 from gateway.ratelimit.redis_scripts import ADMIT
+from gateway.redis_client import RedisClient
+from gateway.redis_client import connect as connect_redis
 
 HUGE = 10**12
 GENEROUS = TierLimits(requests_per_minute=HUGE, tokens_per_minute=HUGE, tokens_per_day=HUGE,
@@ -62,10 +66,10 @@ Step = Callable[[int], Awaitable[tuple[int, ...]]]
 # ----------------------------------------------------------------------------- Part A
 
 
-def connect(url: str) -> Redis:
-    """A client with the gateway's own connection settings (``gateway/app.py``)."""
-    return Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0,
-                          retry_on_timeout=False)
+def connect(url: str) -> RedisClient:
+    """A client with the gateway's own connection settings (``gateway/app.py``): one Redis, or a
+    Redis Cluster for a ``redis+cluster://`` URL."""
+    return connect_redis(url, timeout_s=1.0, retry_on_timeout=False)
 
 
 @dataclass
@@ -134,9 +138,11 @@ class Steps:
     fallbacks: int = 0
 
     def __post_init__(self) -> None:
-        self.backend = RedisBackend(self.redis, prefix=self.prefix)
+        metrics = Metrics(CollectorRegistry())  # this process's own, not the gateway's
+        self.backend = RedisBackend(self.redis, metrics=metrics, prefix=self.prefix)
         self.limiter = AccountLimiter(
-            RedisBackend(self.redis, prefix=self.prefix), fallback=InProcessBackend(),
+            RedisBackend(self.redis, metrics=metrics, prefix=self.prefix), metrics=metrics,
+            fallback=InProcessBackend(),
             failure_mode="fail_open", timeout_s=0.025, lease_s=LEASE_US / 1e6,
         )
 

@@ -121,7 +121,7 @@ def main() -> None:
     if args.signing_secret:
         import itertools
 
-        from gateway.watermark.upstream_auth import sign
+        from gateway.upstream_identity.signature import sign
 
         counter = itertools.count()
         secret = args.signing_secret.encode()

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from gateway.modelserver.config import DEFAULT_MODEL_DIR
-from gateway.modelserver.engine import Engine, Sequence
+from gateway.modelserver.decoder import BatchDecoder, Sequence
 from gateway.modelserver.train_tiny import stdlib_docstrings
 from gateway.watermark.attribution import KeyRing, attribute
 from gateway.watermark.config import WatermarkConfig
@@ -46,7 +46,7 @@ def generate(model: Any, prompts: list[list[int]], length: int, config: Watermar
     """Batched sampling (temperature 1) through the server's own engine step; the KL of the
     watermarked step distribution from the model's, per token."""
     processor = WatermarkProcessor(config, 257) if config else None
-    engine = Engine(model, 256, 256, processor, torch.device("cpu"))
+    engine = BatchDecoder(model, 256, 256, processor, torch.device("cpu"))
     gens = [torch.Generator().manual_seed(seed * 1000 + i) for i in range(len(prompts))]
     seqs = [Sequence(prompt=p, max_tokens=length, temperature=1.0, top_p=1.0, top_logprobs=0,
                      bias={256: -100.0}, key=key, generator=g, emit=lambda _: None)

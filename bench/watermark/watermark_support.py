@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from gateway.modelserver.tokenizer import BYTE_EOS
 from gateway.modelserver.train_tiny import stdlib_docstrings
+from gateway.tokenizer.core import BYTE_EOS
 
 # sampler(logits (B, V) float32, history (B, T) long, generator) -> tokens (B,) long
 Sampler = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]

@@ -15,6 +15,7 @@ from gateway.admin.errors import insufficient_role, invalid_admin_token
 from gateway.auth.admin_tokens import Actor, AdminTokens
 from gateway.auth.roles import Role, has_role
 from gateway.detect.ledger import RiskLedger
+from gateway.metrics import Metrics
 from gateway.settings import Settings
 
 
@@ -34,6 +35,7 @@ class AdminDeps:
     sessions: async_sessionmaker[AsyncSession]
     settings: Settings
     tokens: AdminTokens
+    metrics: Metrics
     on_account_changed: Callable[[str], None] = _ignore
     on_key_revoked: Callable[[str], None] = _ignore
     risk: RiskLedger | None = None

@@ -17,7 +17,6 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from gateway import metrics
 from gateway.admin.deps import AdminDeps, require_role
 from gateway.admin.errors import not_found
 from gateway.admin.schemas import (
@@ -105,7 +104,8 @@ def create_flags_router(deps: AdminDeps) -> APIRouter:
     viewer = Depends(require_role(deps.tokens, "viewer"))
     reviewer = Depends(require_role(deps.tokens, "reviewer"))
     operations = deps.account_operations()
-    risk = deps.risk or RiskLedger(deps.sessions, None)
+    risk = deps.risk or RiskLedger(deps.sessions, None, metrics=deps.metrics)
+    reviews = deps.metrics.detect_flag_reviews
 
     @router.get("/flags", response_model=FlagList)
     async def list_flags(
@@ -164,7 +164,7 @@ def create_flags_router(deps: AdminDeps) -> APIRouter:
             accounts = list(flag.account_ids)
         if body.decision == "dismiss":
             await risk.dismiss(accounts)
-        metrics.DETECT_FLAG_REVIEWS.labels(body.decision).inc()
+        reviews.labels(body.decision).inc()
         return reviewed
 
     return router

@@ -48,7 +48,6 @@ from gateway.admin.schemas import (
 from gateway.auth.admin_tokens import Actor
 from gateway.auth.roles import Role, has_role
 from gateway.errors import invalid_request
-from gateway.metrics import ADMIN_ACTIONS
 from gateway.store import repository as repo
 from gateway.store.models import Account
 
@@ -251,7 +250,7 @@ def _enforcement_routes(
                 action=ActionOut.model_validate(record),
                 account=AccountOut.build(account, deps.settings),
             )
-        ADMIN_ACTIONS.labels(action=body.action).inc()
+        deps.metrics.admin_actions.labels(action=body.action).inc()
         return result
 
     @router.get("/accounts/{account_id}/actions", response_model=ActionList, tags=["enforcement"])

@@ -13,7 +13,6 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from sqlalchemy import select
 
-from gateway import metrics
 from gateway.admin.deps import AdminDeps, require_role
 from gateway.admin.schemas import JSON_INTEGER, AnyText, ErrorResponse
 from gateway.auth.admin_tokens import Actor
@@ -58,6 +57,7 @@ def create_watermark_router(deps: AdminDeps) -> APIRouter:
     router = APIRouter(prefix="/admin/v1", tags=["watermark"], responses=_ERRORS)
     service = AttributionService(deps.settings)
     viewer = Depends(require_role(deps.tokens, "viewer"))
+    detections = deps.metrics.watermark_detections
 
     @router.post("/watermark/detect", response_model=DetectResponse)
     async def detect(body: DetectRequest, _: Actor = viewer) -> DetectResponse:
@@ -68,9 +68,9 @@ def create_watermark_router(deps: AdminDeps) -> APIRouter:
         try:
             result = await asyncio.to_thread(service.attribute, tokens, ids)
         except Exception:
-            metrics.WATERMARK_DETECTIONS.labels("error").inc()
+            detections.labels("error").inc()
             raise
-        metrics.WATERMARK_DETECTIONS.labels(
+        detections.labels(
             "attributed" if result.watermarked else "not_watermarked").inc()
         return DetectResponse(
             watermarked=result.watermarked, p_value=result.p_value,

@@ -26,7 +26,7 @@ import numpy as np
 
 from gateway.detect import behaviour
 from gateway.detect.features import MINHASH_K
-from gateway.detect.store import Sketch
+from gateway.detect.window_store import Sketch
 
 BANDS = 8
 ROWS = MINHASH_K // BANDS

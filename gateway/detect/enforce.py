@@ -26,7 +26,6 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway import metrics
 from gateway.accounts.operations import (
     AccountChanges,
     AccountOperations,
@@ -37,6 +36,7 @@ from gateway.detect.campaign import Campaign
 from gateway.detect.ledger import RiskLedger
 from gateway.detect.risk import DISMISS_FACTOR, RiskState
 from gateway.detect.runtime import Scored
+from gateway.metrics import Metrics
 from gateway.store import flags as flag_store
 from gateway.store import repository as repo
 
@@ -77,8 +77,9 @@ class DbPolicy:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], thresholds: Thresholds,
                  model_version: str, ledger: RiskLedger, evidence: Evidence,
-                 on_account_changed: Callable[[str], None]) -> None:
+                 on_account_changed: Callable[[str], None], *, metrics: Metrics) -> None:
         self.sessions = sessions
+        self.metrics = metrics
         self.thresholds = thresholds
         self.model_version = model_version
         self.ledger = ledger
@@ -102,7 +103,7 @@ class DbPolicy:
                 await coro
             except Exception:
                 log.exception("detector policy task failed (%s)", stage)
-                metrics.DETECT_ERRORS.labels(stage).inc()
+                self.metrics.detect_errors.labels(stage).inc()
 
         task = asyncio.create_task(guarded())
         self._tasks.add(task)
@@ -162,7 +163,7 @@ class DbPolicy:
                     "flag.create", target_type="flag", target_id=flag.id,
                     reason="; ".join(reasons)[:2000],
                     details={"account_id": r.account, "score": flag.score})
-                metrics.DETECT_FLAGS.labels("account").inc()
+                self.metrics.detect_flags.labels("account").inc()
             account.risk_score = round(r.state.risk, 4)
             await self._enforce(changes, account, r.state.risk)
 
@@ -178,7 +179,7 @@ class DbPolicy:
             return
         reason = f"extraction risk {risk_value:.2f} reached the {action} threshold"
         await changes.apply_action(account, action=action, reason=reason)
-        metrics.DETECT_ENFORCEMENTS.labels(action).inc()
+        self.metrics.detect_enforcements.labels(action).inc()
 
     # --- campaigns -----------------------------------------------------------------------------
 
@@ -214,4 +215,4 @@ class DbPolicy:
                     session, actor=ACTOR, role=ROLE, action="flag.create", target_type="flag",
                     target_id=flag.id, reason="; ".join(c.reasons)[:2000],
                     details={"account_ids": known[:100], "kind": "campaign"})
-                metrics.DETECT_FLAGS.labels("campaign").inc()
+                self.metrics.detect_flags.labels("campaign").inc()

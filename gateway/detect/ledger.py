@@ -21,9 +21,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway import metrics
 from gateway.detect.risk import DISMISS_FACTOR, RiskState
-from gateway.detect.store import WindowStore
+from gateway.detect.window_store import WindowStore
+from gateway.metrics import Metrics
 from gateway.store import flags as flag_store
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,9 @@ MIRROR_STEP = 0.005
 
 class RiskLedger:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], store: WindowStore | None,
-                 flush_interval_s: float = 2.0) -> None:
+                 flush_interval_s: float = 2.0, *, metrics: Metrics) -> None:
         self.sessions = sessions
+        self._flush_errors = metrics.detect_errors.labels("risk_flush")
         self.store = store
         self.flush_interval_s = flush_interval_s
         self._dirty: dict[str, float] = {}
@@ -90,7 +91,7 @@ class RiskLedger:
                 await self.flush()
             except Exception:
                 log.exception("risk score flush failed; retrying")
-                metrics.DETECT_ERRORS.labels("risk_flush").inc()
+                self._flush_errors.inc()
 
     async def flush(self, force: Iterable[str] = ()) -> None:
         """Write changed risks to the mirror (``force``: these accounts whatever the step)."""

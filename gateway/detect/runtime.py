@@ -31,13 +31,14 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+from prometheus_client import Counter
 
-from gateway import metrics
 from gateway.detect import behaviour, campaign, features, risk, window
 from gateway.detect.features import RequestFeatures
 from gateway.detect.risk import RiskState
 from gateway.detect.scoring import Artifact, Scorer
-from gateway.detect.store import Fetched, Sketch, WindowStore
+from gateway.detect.window_store import Fetched, Sketch, WindowStore
+from gateway.metrics import Metrics
 from gateway.records import RequestRecord
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ Pending = tuple[str, RequestRecord | RequestFeatures, str | None]
 
 
 @dataclass(frozen=True)
-class EngineConfig:
+class DetectionEngineConfig:
     window: int = 64
     min_requests: int = 8
     score_every: int = 4
@@ -95,11 +96,14 @@ class PolicySink(Protocol):
         ...
 
 
-class Engine:
-    def __init__(self, config: EngineConfig, scorer: Scorer, artifact: Artifact,
+class DetectionEngine:
+    def __init__(self, config: DetectionEngineConfig, scorer: Scorer, artifact: Artifact,
                  store: WindowStore, policy: PolicySink,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, metrics: Metrics) -> None:
         self.config = config
+        self.metrics = metrics
+        self._errors = {stage: metrics.detect_errors.labels(stage)
+                        for stage in ("cycle", "campaign", "features")}
         self.scorer = scorer
         self.artifact = artifact
         self.store = store
@@ -136,7 +140,7 @@ class Engine:
         account = entry[0]
         if len(self._pending) >= self.config.queue_max:
             self._pending.popleft()
-            metrics.DETECT_DROPPED.inc()
+            self.metrics.detect_dropped.inc()
         self._pending.append(entry)
         self._since[account] = self._since.get(account, 0) + 1
         self._idle.clear()
@@ -191,7 +195,7 @@ class Engine:
                 await self.cycle()
             except Exception:
                 log.exception("detection cycle failed; continuing")
-                metrics.DETECT_ERRORS.labels("cycle").inc()
+                self._errors["cycle"].inc()
                 await asyncio.sleep(0.5)
 
     def _young(self, items: Sequence[tuple[str, RequestFeatures]]) -> list[str]:
@@ -225,7 +229,7 @@ class Engine:
                 continue
             due.append(account)
         if shed:
-            metrics.DETECT_SHED.inc(shed)
+            self.metrics.detect_shed.inc(shed)
         for account in due:
             self._since[account] = 0
             self._last_scored[account] = now
@@ -241,12 +245,14 @@ class Engine:
         entries = [self._pending.popleft() for _ in range(min(limit, len(self._pending)))]
         if not entries:
             return
-        metrics.DETECT_QUEUE.set(len(self._pending))
-        metrics.DETECT_OBSERVED.inc(len(entries))
+        m = self.metrics
+        m.detect_queue.set(len(self._pending))
+        m.detect_observed.inc(len(entries))
         # Small batches inline (a thread hop would cost more than the work, ~20 us a request);
         # big ones in a worker thread so the event loop keeps serving replies meanwhile.
-        items = (_extract(entries) if len(entries) <= INLINE_EXTRACT
-                 else await asyncio.to_thread(_extract, entries))
+        unreadable = self._errors["features"]
+        items = (_extract(entries, unreadable) if len(entries) <= INLINE_EXTRACT
+                 else await asyncio.to_thread(_extract, entries, unreadable))
         young = self._young(items)
         due = self._select(items, len(self._pending), self.clock())
         fetched = await self.store.exchange(items, list(dict.fromkeys([*due, *young])))
@@ -254,11 +260,11 @@ class Engine:
             return
         started = time.perf_counter()
         results = await asyncio.to_thread(self._score, fetched, due) if due else []
-        metrics.DETECT_BATCH.observe(len(results))
-        metrics.DETECT_BATCH_SECONDS.observe(time.perf_counter() - started)
-        metrics.DETECT_SCORED.inc(len(results))
+        m.detect_batch.observe(len(results))
+        m.detect_batch_seconds.observe(time.perf_counter() - started)
+        m.detect_scored.inc(len(results))
         for result in results:
-            metrics.DETECT_SCORES.observe(result.score)
+            m.detect_scores.observe(result.score)
         now = self.clock()
         sketches = self._sketch_young(fetched, young, now)
         scored = [fetched.windows.get(r.account, []) for r in results]
@@ -313,7 +319,7 @@ class Engine:
                 await self.sweep()
             except Exception:
                 log.exception("campaign sweep failed; retrying next interval")
-                metrics.DETECT_ERRORS.labels("campaign").inc()
+                self._errors["campaign"].inc()
 
     async def sweep(self) -> list[campaign.Campaign]:
         """Cluster recently scored accounts; hand campaigns to the policy (one replica at a time
@@ -420,7 +426,8 @@ def _sketch_scored(result: Scored, items: Sequence[RequestFeatures],
                   behaviour=profile if items else None, born=items[0].ts if items else 0.0)
 
 
-def _extract(entries: Sequence[Pending]) -> list[tuple[str, RequestFeatures]]:
+def _extract(entries: Sequence[Pending],
+             unreadable: Counter) -> list[tuple[str, RequestFeatures]]:
     """Features for queued entries, in order; unreadable records are dropped and counted."""
     raw = [(r, p or "") for _, r, p in entries if isinstance(r, RequestRecord)]
     found = iter(features.extract_batch(raw))
@@ -433,5 +440,5 @@ def _extract(entries: Sequence[Pending]) -> list[tuple[str, RequestFeatures]]:
         else:
             out.append((account, item))
     if bad:
-        metrics.DETECT_ERRORS.labels("features").inc(bad)
+        unreadable.inc(bad)
     return out

@@ -14,18 +14,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.detect import explain
 from gateway.detect.enforce import DbPolicy, Thresholds
 from gateway.detect.ledger import RiskLedger
-from gateway.detect.redis_store import RedisStore
-from gateway.detect.runtime import Engine, EngineConfig
+from gateway.detect.redis_window_store import RedisWindowStore
+from gateway.detect.runtime import DetectionEngine, DetectionEngineConfig
 from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, Scorer, load_scorer
 from gateway.detect.sink import FeatureSink, NullSink
-from gateway.detect.store import MemoryStore, WindowStore
+from gateway.detect.window_store import MemoryWindowStore, WindowStore
+from gateway.metrics import Metrics
 from gateway.records import RequestRecord
+from gateway.redis_client import RedisClient
+from gateway.redis_client import connect as connect_redis
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,15 +85,16 @@ class ClassifierDetector:
 
     def __init__(self, settings: Settings, artifact: Artifact, store: WindowStore,
                  ledger: RiskLedger, sessions: async_sessionmaker[AsyncSession],
-                 on_account_changed: Callable[[str], None]) -> None:
+                 on_account_changed: Callable[[str], None], *, metrics: Metrics) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.artifact = artifact
         self.store = store
         self.risk = ledger
         self.sessions = sessions
         self.on_account_changed = on_account_changed
         self.policy: DbPolicy | None = None
-        self.engine: Engine | None = None
+        self.engine: DetectionEngine | None = None
 
     def observe(self, record: RequestRecord, prompt: str) -> None:
         if self.engine is not None:
@@ -108,9 +111,9 @@ class ClassifierDetector:
         )
         self.policy = DbPolicy(self.sessions, thresholds, artifact.version, self.risk,
                                StoreEvidence(self.store, scorer, artifact),
-                               self.on_account_changed)
-        self.engine = Engine(engine_config(settings, artifact), scorer, artifact, self.store,
-                             self.policy)
+                               self.on_account_changed, metrics=self.metrics)
+        self.engine = DetectionEngine(engine_config(settings, artifact), scorer, artifact,
+                                      self.store, self.policy, metrics=self.metrics)
         await self.engine.start()
         log.info("extraction classifier %s on %s", artifact.version, scorer.name)
 
@@ -125,8 +128,8 @@ class ClassifierDetector:
         return self.engine is not None and self.engine.ready()
 
 
-def engine_config(settings: Settings, artifact: Artifact) -> EngineConfig:
-    return EngineConfig(
+def engine_config(settings: Settings, artifact: Artifact) -> DetectionEngineConfig:
+    return DetectionEngineConfig(
         window=artifact.window,
         min_requests=settings.detection_min_requests or artifact.min_requests,
         score_every=settings.detection_score_every or artifact.score_every,
@@ -152,22 +155,23 @@ def detection_enabled(settings: Settings) -> bool:
 
 
 def build_detector(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession], redis: Redis | None,
-    on_account_changed: Callable[[str], None],
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], redis: RedisClient | None,
+    on_account_changed: Callable[[str], None], metrics: Metrics,
 ) -> Detector:
     """The composition root of detection: artifact metadata (a small JSON file; the scorer
     loads at start), store, ledger, detector."""
     if not detection_enabled(settings):
-        return DisabledDetector(RiskLedger(sessions, None))
+        return DisabledDetector(RiskLedger(sessions, None, metrics=metrics))
     artifact = Artifact.load(artifact_path(settings))
     store: WindowStore
     if settings.redis_url is not None:
         owns = redis is None
-        client = redis or Redis.from_url(settings.redis_url, socket_connect_timeout=1.0,
-                                         socket_timeout=1.0)
-        store = RedisStore(client, artifact.window, settings.detection_window_ttl_s,
+        client = redis or connect_redis(settings.redis_url, timeout_s=1.0)
+        store = RedisWindowStore(client, artifact.window, settings.detection_window_ttl_s,
                            owns_client=owns)
     else:
-        store = MemoryStore(artifact.window)
-    ledger = RiskLedger(sessions, store, settings.detection_risk_flush_interval_s)
-    return ClassifierDetector(settings, artifact, store, ledger, sessions, on_account_changed)
+        store = MemoryWindowStore(artifact.window)
+    ledger = RiskLedger(sessions, store, settings.detection_risk_flush_interval_s,
+                        metrics=metrics)
+    return ClassifierDetector(settings, artifact, store, ledger, sessions, on_account_changed,
+                              metrics=metrics)

@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.upstream_identity.signature import MAX_NONCES
 from gateway.watermark.config import WatermarkConfig, config_from_env
-from gateway.watermark.upstream_auth import MAX_NONCES
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "artifacts" / "tiny-docstrings"
 

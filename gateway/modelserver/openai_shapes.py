@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from gateway.modelserver.tokenizer import Tokenizer, token_text
+from gateway.tokenizer.core import Tokenizer, token_text
 
 MAX_TOKENS_LIMIT = 4096
 MAX_N = 128

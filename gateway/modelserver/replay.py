@@ -11,27 +11,25 @@ from __future__ import annotations
 
 import math
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
-from gateway.watermark.upstream_auth import ReplayCacheUnavailable
+from gateway.redis_client import REDIS_ERRORS
+from gateway.redis_client import connect as connect_redis
+from gateway.upstream_identity.signature import ReplayCacheUnavailable
 
 DEFAULT_PREFIX = "gateway:upstream-nonce:"
 
 
 class RedisNonces:
-    """A :class:`~gateway.watermark.upstream_auth.NonceStore` shared through Redis."""
+    """A :class:`~gateway.upstream_identity.signature.NonceStore` shared through Redis."""
 
     def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, timeout_s: float = 1.0) -> None:
-        self._redis = Redis.from_url(url, socket_timeout=timeout_s,
-                                     socket_connect_timeout=timeout_s)
+        self._redis = connect_redis(url, timeout_s=timeout_s)  # one Redis or a cluster
         self._prefix = prefix
 
     async def claim(self, nonce: str, expires_at: float, now: float) -> bool:
         ttl_ms = max(1, math.ceil((expires_at - now) * 1000))
         try:
             created = await self._redis.set(self._prefix + nonce, b"1", nx=True, px=ttl_ms)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise ReplayCacheUnavailable("replay cache unreachable") from exc
         return bool(created)
 

@@ -4,7 +4,7 @@
 watermarking each account's text with that account's key.
 
 Every request must carry the gateway's signature of that exact request (see
-:mod:`gateway.watermark.upstream_auth`), checked against the raw method, path, query and body
+:mod:`gateway.upstream_identity.signature`), checked against the raw method, path, query and body
 before anything is parsed; unsigned, badly signed or replayed ones get an OpenAI-shaped 401, and
 a 503 when the replay memory (:mod:`gateway.modelserver.replay`) cannot record the nonce. Only
 with ``allow_unsigned`` (tests, local experiments) is an unsigned request served, unmarked.
@@ -34,7 +34,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.modelserver.config import ServerConfig
-from gateway.modelserver.engine import Engine, Sequence
+from gateway.modelserver.decoder import BatchDecoder, Sequence
 from gateway.modelserver.openai_shapes import (
     BadRequest,
     Params,
@@ -44,10 +44,8 @@ from gateway.modelserver.openai_shapes import (
     parse,
 )
 from gateway.modelserver.replay import RedisNonces
-from gateway.modelserver.tokenizer import Tokenizer, load_tokenizer
-from gateway.watermark.keys import derive_key
-from gateway.watermark.processor import WatermarkProcessor
-from gateway.watermark.upstream_auth import (
+from gateway.tokenizer.core import Tokenizer, load_tokenizer
+from gateway.upstream_identity.signature import (
     SIGNATURE_HEADER,
     InProcessNonces,
     NonceStore,
@@ -55,6 +53,8 @@ from gateway.watermark.upstream_auth import (
     VerificationError,
     Verifier,
 )
+from gateway.watermark.keys import derive_key
+from gateway.watermark.processor import WatermarkProcessor
 
 log = logging.getLogger("gateway.modelserver")
 Item = tuple[int, float, list[tuple[int, float]]] | None
@@ -98,7 +98,7 @@ class ModelServer:
                                            compile=config.watermark_compile)
         else:
             log.warning("GATEWAY_WATERMARK_SECRET is not set: generations are not watermarked")
-        self.engine = Engine(self.model, self.tokenizer.eos_id, self.window, processor,
+        self.engine = BatchDecoder(self.model, self.tokenizer.eos_id, self.window, processor,
                              self.device, config.max_batch)
         self.nonces = _nonce_store(config)
         self.verifier = (Verifier(config.signing_secret, config.signature_max_age_s,

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from gateway.modelserver.tokenizer import BYTE_EOS, BYTE_VOCAB, ByteTokenizer
+from gateway.tokenizer.core import BYTE_EOS, BYTE_VOCAB, ByteTokenizer
 
 SKIP_PARTS = frozenset({"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3",
                         "turtledemo", "__pycache__", "ensurepip"})

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from time import perf_counter
 
 from gateway.errors import GatewayError
+from gateway.logprobs.shaping import ShapingSession
 from gateway.proxy.asgi import Receive, Scope, Send, send_error
 from gateway.proxy.streaming import encode_event
 from gateway.records import RequestRecord
-from gateway.watermark.shaping import ShapingSession
 
 
 def new_request_id() -> str:

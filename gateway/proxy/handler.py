@@ -17,18 +17,19 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
-from gateway import metrics
 from gateway.auth.cache import KeyCache
 from gateway.auth.keys import KEY_SCHEME, hash_key
 from gateway.auth.principal import Principal
 from gateway.detect.sink import FeatureSink
 from gateway.errors import GatewayError, account_blocked, invalid_api_key, invalid_request
+from gateway.logprobs.caps import RequestCaps
+from gateway.logprobs.shaping import ResponseShaper
+from gateway.metrics import Children, Metrics
 from gateway.proxy.asgi import Receive, Scope, Send
 from gateway.proxy.body import ClientDisconnected, parse_json_object, prompt_hash, read_body
 from gateway.proxy.exchange import Exchange
 from gateway.proxy.headers import downstream_headers, header, upstream_headers
 from gateway.proxy.paths import RouteRules, canonical_v1_path, route_label
-from gateway.proxy.policy import RequestPolicy
 from gateway.proxy.streaming import (
     DONE,
     EventSplitter,
@@ -40,7 +41,12 @@ from gateway.proxy.streaming import (
     usage_from,
 )
 from gateway.proxy.upstream import UpstreamClient
-from gateway.proxy.validation import VALIDATED_ROUTES, RequestParams, validate
+from gateway.proxy.validation import (
+    GENERATION_ROUTES,
+    VALIDATED_ROUTES,
+    RequestParams,
+    validate,
+)
 from gateway.ratelimit.estimate import (
     PromptCounter,
     char_estimate,
@@ -50,9 +56,8 @@ from gateway.ratelimit.estimate import (
 from gateway.ratelimit.limiter import Limiter
 from gateway.records import PARAMETER_FIELDS, RequestRecord
 from gateway.settings import Settings
-from gateway.vllm.xargs import vllm_xargs
-from gateway.watermark.shaping import ResponseShaper
-from gateway.watermark.signing import UpstreamSigner
+from gateway.upstream_identity.signer import UpstreamSigner
+from gateway.upstream_identity.vllm_xargs import vllm_xargs
 
 log = logging.getLogger("gateway.proxy")
 STREAM_USAGE_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
@@ -72,7 +77,7 @@ class ProxyApp:
     def __init__(
         self, *, settings: Settings, upstream: UpstreamClient, keys: KeyCache, limiter: Limiter,
         records: RecordSink, detector: FeatureSink, shaper: ResponseShaper,
-        policy: RequestPolicy, signer: UpstreamSigner,
+        caps: RequestCaps, signer: UpstreamSigner, metrics: Metrics,
     ) -> None:
         self._settings = settings
         self._upstream = upstream
@@ -81,10 +86,11 @@ class ProxyApp:
         self._records = records
         self._detector = detector
         self._shaper = shaper
-        self._policy = policy
+        self._caps = caps
         self._signer = signer
         self._routes = RouteRules(settings.passthrough_routes)
-        self._vllm = vllm_xargs(settings)  # GATEWAY_UPSTREAM_KIND=vllm: the watermark account
+        # GATEWAY_UPSTREAM_KIND=vllm: the watermark account
+        self._vllm = vllm_xargs(settings, GENERATION_ROUTES)
         self._hash_secret = settings.key_hash_key()
         self._count_prompt: PromptCounter = (
             tokenizer_counter(settings.tokenizer_path) if settings.tokenizer_path
@@ -93,10 +99,18 @@ class ProxyApp:
         self._upstream_key = (
             settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
         )
+        # Metric children bound once per label set (routes, classes and tiers are bounded).
+        self._in_flight = metrics.in_flight
+        self._requests = Children(metrics.requests)
+        self._duration = Children(metrics.request_duration)
+        self._upstream_duration = Children(metrics.upstream_duration)
+        self._ttfb = Children(metrics.stream_ttfb)
+        self._tokens = Children(metrics.tokens)
+        self._auth_failures = Children(metrics.auth_failures)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ex = Exchange(scope, receive, send)
-        metrics.IN_FLIGHT.inc()
+        self._in_flight.inc()
         try:
             await self._serve(ex)
         except GatewayError as error:
@@ -107,7 +121,7 @@ class ProxyApp:
             _log_unexpected(exc)
             await ex.fail(internal_error())
         finally:
-            metrics.IN_FLIGHT.dec()
+            self._in_flight.dec()
             self._finish(ex)
 
     async def _serve(self, ex: Exchange) -> None:
@@ -138,7 +152,7 @@ class ProxyApp:
         try:
             usage = await self._forward_unless_disconnected(ex, path, body, strip_usage)
         finally:
-            used = _record_usage(record, usage)
+            used = self._record_usage(record, usage)
             if used is None and ex.events_relayed:
                 used = _cut_stream_floor(ex, admission.reserved_tokens)
             await self._limiter.settle(principal.account_id, admission, used)
@@ -153,7 +167,7 @@ class ProxyApp:
         params = validate(path, payload)
         self._describe(ex.record, params)
         ex.prompt = params.prompt
-        self._policy.check(principal, path, payload)
+        self._caps.check(principal, path, payload)
         if self._shaper.active:
             ex.shaping = self._shaper.begin(principal.account_id, path, payload)
         strip_usage = params.stream and path in STREAM_USAGE_ROUTES and not params.asks_usage
@@ -176,18 +190,18 @@ class ProxyApp:
     async def _authenticate(self, headers: list[tuple[bytes, bytes]]) -> Principal:
         value = header(headers, b"authorization")
         if value is None or value[:7].lower() != b"bearer ":
-            metrics.AUTH_FAILURES.labels("missing_key").inc()
+            self._auth_failures("missing_key").inc()
             raise invalid_api_key()
         key = value[7:].strip().decode("latin-1")
         if not key.startswith(KEY_SCHEME) or len(key) > MAX_KEY_LENGTH:
-            metrics.AUTH_FAILURES.labels("invalid_key").inc()
+            self._auth_failures("invalid_key").inc()
             raise invalid_api_key()
         principal = await self._keys.get(hash_key(key, self._hash_secret))
         if principal is None:
-            metrics.AUTH_FAILURES.labels("invalid_key").inc()
+            self._auth_failures("invalid_key").inc()
             raise invalid_api_key()
         if principal.blocked:
-            metrics.AUTH_FAILURES.labels(f"account_{principal.status}").inc()
+            self._auth_failures(f"account_{principal.status}").inc()
         return principal
 
     def _new_record(self, ex: Exchange, principal: Principal) -> RequestRecord:
@@ -338,15 +352,28 @@ class ProxyApp:
         ex.response_started = True
         await ex.send({"type": "http.response.start", "status": status, "headers": headers})
 
+    def _record_usage(self, record: RequestRecord, usage: Usage | None) -> int | None:
+        """Copy the upstream's token counts into the record; the total, when known."""
+        if usage is None:
+            return None
+        record.prompt_tokens = usage.prompt_tokens
+        record.completion_tokens = usage.completion_tokens
+        tier = record.tier or "unknown"
+        if usage.prompt_tokens:
+            self._tokens("prompt", tier).inc(usage.prompt_tokens)
+        if usage.completion_tokens:
+            self._tokens("completion", tier).inc(usage.completion_tokens)
+        return (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
+
     def _finish(self, ex: Exchange) -> None:
         elapsed = perf_counter() - ex.started
         route = ex.route
-        metrics.REQUESTS.labels(route, _status_class(ex.status)).inc()
-        metrics.REQUEST_DURATION.labels(route).observe(elapsed)
+        self._requests(route, _status_class(ex.status)).inc()
+        self._duration(route).observe(elapsed)
         if ex.upstream_seconds is not None:
-            metrics.UPSTREAM_DURATION.labels(route).observe(ex.upstream_seconds)
+            self._upstream_duration(route).observe(ex.upstream_seconds)
         if ex.ttfb_seconds is not None:
-            metrics.STREAM_TTFB.labels(route).observe(ex.ttfb_seconds)
+            self._ttfb(route).observe(ex.ttfb_seconds)
         record = ex.record
         if record is None:
             return
@@ -358,20 +385,6 @@ class ProxyApp:
             record.ttfb_ms = ex.ttfb_seconds * 1000
         self._records.submit(record)
         self._detector.observe(record, ex.prompt)
-
-
-def _record_usage(record: RequestRecord, usage: Usage | None) -> int | None:
-    """Copy the upstream's token counts into the record; the total, when known."""
-    if usage is None:
-        return None
-    record.prompt_tokens = usage.prompt_tokens
-    record.completion_tokens = usage.completion_tokens
-    tier = record.tier or "unknown"
-    if usage.prompt_tokens:
-        metrics.TOKENS.labels("prompt", tier).inc(usage.prompt_tokens)
-    if usage.completion_tokens:
-        metrics.TOKENS.labels("completion", tier).inc(usage.completion_tokens)
-    return (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
 
 
 def _cut_stream_floor(ex: Exchange, reserved: int) -> int:

@@ -15,16 +15,19 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway import metrics
 from gateway.errors import GatewayError, upstream_failed, upstream_timeout, upstream_unreachable
+from gateway.metrics import Metrics
+
+FAILURE_KINDS = ("connect", "timeout", "protocol")
 
 
 class UpstreamClient:
     def __init__(
         self, base_url: str, *, connect_timeout_s: float, read_timeout_s: float,
-        max_connections: int,
+        max_connections: int, metrics: Metrics,
     ) -> None:
         self._base = base_url.rstrip("/")
+        self._errors = {kind: metrics.upstream_errors.labels(kind) for kind in FAILURE_KINDS}
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
@@ -66,7 +69,9 @@ class UpstreamClient:
         except GatewayError:
             raise
         except Exception as exc:  # every failure of the upstream exchange
-            raise classify_failure(exc) from exc
+            kind, error = classify_failure(exc)
+            self._errors[kind].inc()
+            raise error from exc
 
     async def probe(self, timeout_s: float = 2.0) -> bool:
         """Readiness: the upstream answers ``GET /v1/models`` with any non-5xx status."""
@@ -80,14 +85,12 @@ class UpstreamClient:
             return False
 
 
-def classify_failure(exc: BaseException) -> GatewayError:
+def classify_failure(exc: BaseException) -> tuple[str, GatewayError]:
+    """The failure's kind (the ``gateway_upstream_errors_total`` label) and the client's error."""
     if isinstance(exc, asyncio.CancelledError):
         raise exc
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-        metrics.UPSTREAM_ERRORS.labels("timeout").inc()
-        return upstream_timeout()
+        return "timeout", upstream_timeout()
     if isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError):
-        metrics.UPSTREAM_ERRORS.labels("connect").inc()
-        return upstream_unreachable()
-    metrics.UPSTREAM_ERRORS.labels("protocol").inc()
-    return upstream_failed()
+        return "connect", upstream_unreachable()
+    return "protocol", upstream_failed()

@@ -40,10 +40,11 @@ _TOKEN_ID = re.compile(r"[0-9]{1,10}")
 # Upstream (vLLM) extensions that would bypass the gateway's controls: logprobs of every prompt
 # position (uncapped, un-noised), vocabulary restriction (a logit_bias sweep by another name),
 # caller-chosen logits processors or extra sampling arguments (the watermark's account lives
-# there: in vLLM mode the gateway writes its own, signed, see gateway.vllm.xargs), queue priority
-# and request ids (another tenant's scheduling), the transfer parameters vLLM copies into the
-# same extra arguments, and vLLM 0.32's logprobs of caller-chosen token ids (any number of them:
-# the whole logit vector, past the top_logprobs cap).
+# there: in vLLM mode the gateway writes its own, signed, see
+# gateway.upstream_identity.vllm_xargs), queue priority and request ids (another tenant's
+# scheduling), the transfer parameters vLLM copies into the same extra arguments, and vLLM
+# 0.32's logprobs of caller-chosen token ids (any number of them: the whole logit vector, past
+# the top_logprobs cap).
 DENIED_FIELDS = frozenset({
     "prompt_logprobs", "allowed_token_ids", "logits_processors", "vllm_xargs", "extra_args",
     "priority", "request_id", "kv_transfer_params", "ec_transfer_params", "logprob_token_ids",

@@ -21,18 +21,16 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
-from redis.exceptions import RedisError
-
-from gateway import metrics
 from gateway.accounts.limits import TierLimits
 from gateway.errors import GatewayError
+from gateway.metrics import Children, Metrics
 from gateway.ratelimit.backend import AdmitRequest, Backend
 from gateway.ratelimit.decision import Decision, rate_limit_headers, rejection
+from gateway.redis_client import REDIS_ERRORS
 
 log = logging.getLogger("gateway.ratelimit")
-_ALLOWED = metrics.RATELIMIT_DECISIONS.labels("all", "allowed")
 FailureMode = Literal["fail_open", "fail_closed"]
-BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
+BACKEND_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, TimeoutError)
 
 
 @dataclass(slots=True)
@@ -74,11 +72,16 @@ def limiter_unavailable() -> GatewayError:
 
 class AccountLimiter:
     def __init__(
-        self, backend: Backend, *, fallback: Backend | None = None,
+        self, backend: Backend, *, metrics: Metrics, fallback: Backend | None = None,
         failure_mode: FailureMode = "fail_open", timeout_s: float = 0.1, replicas: int = 1,
         lease_s: float = 60.0, retry_interval_s: float = 1.0,
     ) -> None:
         self._backend = backend
+        self._allowed = metrics.ratelimit_decisions.labels("all", "allowed")
+        self._rejected = Children(metrics.ratelimit_decisions)
+        self._latency = metrics.ratelimit_latency
+        self._fallback_active = metrics.ratelimit_fallback
+        self._backend_errors = metrics.ratelimit_backend_errors
         self._fallback = fallback if failure_mode == "fail_open" else None
         self._shared = fallback is not None or failure_mode == "fail_closed"
         self._failure_mode = failure_mode
@@ -122,14 +125,14 @@ class AccountLimiter:
                                self._lease_us)
         started = time.perf_counter()
         backend, decision = await self._decide(request)
-        metrics.RATELIMIT_LATENCY.observe(time.perf_counter() - started)
+        self._latency.observe(time.perf_counter() - started)
         if decision is None:
-            metrics.RATELIMIT_DECISIONS.labels("unavailable", "rejected").inc()
+            self._rejected("unavailable", "rejected").inc()
             return Admission(False, error=limiter_unavailable())
         if not decision.allowed:
-            metrics.RATELIMIT_DECISIONS.labels(decision.rejected_by or "unknown", "rejected").inc()
+            self._rejected(decision.rejected_by or "unknown", "rejected").inc()
             return Admission(False, error=rejection(decision, limits, estimated_tokens))
-        _ALLOWED.inc()
+        self._allowed.inc()
         assert backend is not None
         self._inflight[request.slot] = (account_id, backend)
         return Admission(
@@ -182,18 +185,17 @@ class AccountLimiter:
             log.warning("rate-limit backend unavailable (%s); %s", type(exc).__name__,
                         self._failure_mode)
         self._down_until = time.monotonic() + self._retry_interval
-        metrics.RATELIMIT_FALLBACK.set(1)
+        self._fallback_active.set(1)
 
     def _recover(self) -> None:
         if self.degraded:
             log.warning("rate-limit backend recovered")
             self._down_until = 0.0
-            metrics.RATELIMIT_FALLBACK.set(0)
+            self._fallback_active.set(0)
 
-    @staticmethod
-    def _record_error(exc: BaseException) -> None:
+    def _record_error(self, exc: BaseException) -> None:
         kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
-        metrics.RATELIMIT_BACKEND_ERRORS.labels(kind[:40]).inc()
+        self._backend_errors.labels(kind[:40]).inc()
 
     async def _renew_forever(self) -> None:
         while True:

@@ -10,6 +10,10 @@
   settlement is always applied before any admission made after it. (Scripts are loaded before
   their first use so that this holds; only a batch that meets a Redis restart, which empties the
   script cache, may see a settlement retried after an admission.)
+- On a Redis Cluster each call's keys share the account's hash tag, so a call runs on one node;
+  the cluster client splits a batch into one pipeline per node, sent concurrently, and keeps
+  the order of the calls within each node (an account's calls all go to the same node, so its
+  settlements still precede its later admissions). Scripts are loaded on every primary.
 """
 
 from __future__ import annotations
@@ -20,10 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from gateway import metrics
+from gateway.metrics import Metrics
+from gateway.redis_client import RedisClient
 
 log = logging.getLogger("gateway.ratelimit")
 MAX_DEFERRED = 256
@@ -39,8 +43,9 @@ class _Call:
 
 
 class ScriptPipeline:
-    def __init__(self, redis: Redis, defer_s: float = 0.005) -> None:
+    def __init__(self, redis: RedisClient, *, metrics: Metrics, defer_s: float = 0.005) -> None:
         self._redis = redis
+        self._backend_errors = metrics.ratelimit_backend_errors
         self._defer_s = defer_s
         self._pending: list[_Call] = []
         self._deferred: list[_Call] = []
@@ -118,7 +123,7 @@ class ScriptPipeline:
             if call.future is None:
                 if isinstance(result, Exception):
                     log.warning("deferred rate-limit call failed: %s", type(result).__name__)
-                    metrics.RATELIMIT_BACKEND_ERRORS.labels(type(result).__name__[:40]).inc()
+                    self._backend_errors.labels(type(result).__name__[:40]).inc()
             elif call.future.done():
                 continue  # its caller gave up (timeout)
             elif isinstance(result, Exception):
@@ -142,5 +147,8 @@ class ScriptPipeline:
     async def _execute(self, batch: list[_Call]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for call in batch:
-                pipe.evalsha(call.sha, len(call.keys), *call.keys, *call.args)
+                # execute_command, not pipe.evalsha: a cluster pipeline refuses the latter by
+                # name, yet routes EVALSHA by its keys (one slot per call) and splits the batch
+                # per node.
+                pipe.execute_command("EVALSHA", call.sha, len(call.keys), *call.keys, *call.args)
             return list(await pipe.execute(raise_on_error=False))

@@ -1,18 +1,23 @@
 """The Redis backend: shared by every replica, one round trip per admission decision (and calls
-issued together are pipelined together)."""
+issued together are pipelined together).
+
+Works on one Redis and on a Redis Cluster alike: an account's two keys share the hash tag
+``{account_id}``, so each script touches one slot (one node), and accounts spread over the
+cluster. Time is each node's own clock (``TIME`` inside the script); ``renew`` reads one node's
+clock for a lease of a minute, where the skew between nodes does not matter."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
 
-from redis.asyncio import Redis
-
 from gateway.accounts.limits import TierLimits
+from gateway.metrics import Metrics
 from gateway.ratelimit.backend import AdmitRequest, settle_delta
 from gateway.ratelimit.decision import KIND_CODES, Decision
 from gateway.ratelimit.pipeline import ScriptPipeline
 from gateway.ratelimit.redis_scripts import ADMIT, SETTLE
+from gateway.redis_client import RedisClient
 
 
 def _sha(script: str) -> str:
@@ -23,10 +28,10 @@ ADMIT_SHA, SETTLE_SHA = _sha(ADMIT), _sha(SETTLE)
 
 
 class RedisBackend:
-    def __init__(self, redis: Redis, prefix: str = "gw:rl") -> None:
+    def __init__(self, redis: RedisClient, *, metrics: Metrics, prefix: str = "gw:rl") -> None:
         self._redis = redis
         self._prefix = prefix
-        self._pipeline = ScriptPipeline(redis)
+        self._pipeline = ScriptPipeline(redis, metrics=metrics)
 
     def _keys(self, account_id: str) -> tuple[str, str]:
         tag = f"{self._prefix}:{{{account_id}}}"

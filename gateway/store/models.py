@@ -53,14 +53,16 @@ class ApiKey(Base):
 
 
 class RequestRow(Base):
-    """One proxied request. ``request_id`` is the primary key so replays are idempotent.
+    """One proxied request. Keyed by ``request_id`` (with ``created_at`` on PostgreSQL), so
+    replays are idempotent.
 
     The columns are :class:`gateway.records.RequestRecord`'s fields, in its order, with its
     types and nullability (``tests/test_records.py`` fails on any drift); the lengths are here.
     """
 
     __tablename__ = "request_records"
-    __table_args__ = (Index("ix_request_records_account_created", "account_id", "created_at"),)
+    __table_args__ = (Index("ix_request_records_account_created", "account_id", "created_at"),
+                      {"postgresql_partition_by": "RANGE (created_at)"})
 
     request_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
@@ -88,7 +90,10 @@ class RequestRow(Base):
     prompt_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     prompt_text: Mapped[str | None] = mapped_column(Text, nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True,
+                                                 primary_key=True)
+    """Part of the key on PostgreSQL, where the table is partitioned by it
+    (:mod:`gateway.store.partitions`); SQLite's key is ``request_id`` alone."""
 
 
 class EnforcementAction(Base):

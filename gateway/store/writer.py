@@ -1,8 +1,9 @@
 """The durable, batched request-log writer: request records are ToS evidence and must not be lost.
 
-A record's path: ``submit`` → bounded asyncio queue → write loop (a batch of ``batch_size``, or
-whatever arrived within ``flush_interval_s``) → one ``INSERT ... ON CONFLICT (request_id) DO
-NOTHING`` transaction. When the queue is full, or the database fails, records go to the spill
+A record's path: ``submit`` → write-ahead journal (``journal.py``: a worker killed while the
+record waits in memory loses nothing) → bounded asyncio queue → write loop (a batch of
+``batch_size``, or whatever arrived within ``flush_interval_s``) → one ``INSERT ... ON CONFLICT
+DO NOTHING`` transaction. When the queue is full, or the database fails, records go to the spill
 directory instead (``spill.py``), and the replay loop puts them into the database later. The
 insert ignores request_ids already stored, so a record written twice (a commit whose
 acknowledgement was lost, then replayed from the spill file) is stored once.
@@ -29,6 +30,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,32 +42,32 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
-from gateway.metrics import (
-    LOG_BATCH_DURATION,
-    LOG_QUARANTINED,
-    LOG_QUEUE_DEPTH,
-    LOG_REPLAYED,
-    LOG_SPILL_PENDING,
-    LOG_SPILLED,
-    LOG_WRITE_ERRORS,
-    LOG_WRITTEN,
-)
+from gateway.metrics import Metrics
 from gateway.records import RequestRecord
+from gateway.store import partitions
 from gateway.store.errors import Failure, classify, describe
+from gateway.store.journal import Journal
 from gateway.store.models import RequestRow
 from gateway.store.quarantine import Quarantine
 from gateway.store.sanitize import sanitize_record
 from gateway.store.spill import ClaimedSpill, SpillDir
 
 log = logging.getLogger(__name__)
+PARTITION_CHECK_S = 3600.0
+"""How often the writer makes sure the request log's daily partitions exist ahead."""
 
 State = Literal["new", "running", "stopping", "stopped"]
 
 
 def insert_ignoring_duplicates(dialect: str, table: Table) -> Insert:
-    """``INSERT ... ON CONFLICT (request_id) DO NOTHING`` for PostgreSQL or SQLite."""
+    """``INSERT ... ON CONFLICT DO NOTHING`` for PostgreSQL or SQLite: a record already stored
+    is skipped. No conflict target is named: PostgreSQL's key is ``(request_id, created_at)``
+    once the request log is partitioned (a partitioned table's keys include the partition
+    column) and ``request_id`` before that migration, and a writer must work on both during a
+    rolling upgrade. A record keeps its ``created_at`` through spills and replays, so a second
+    write of one record conflicts under either key."""
     if dialect == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=["request_id"])
+        return postgresql.insert(table).on_conflict_do_nothing()
     if dialect == "sqlite":
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=["request_id"])
     raise ValueError(f"request log writer supports postgresql and sqlite, not {dialect!r}")
@@ -90,6 +92,7 @@ class RequestLogWriter:
         self,
         engine: AsyncEngine,
         *,
+        metrics: Metrics,
         spill_dir: Path,
         batch_size: int = 500,
         flush_interval_s: float = 0.25,
@@ -100,8 +103,10 @@ class RequestLogWriter:
         table = RequestRow.__table__
         assert isinstance(table, Table)
         self._engine = engine
+        self._metrics = metrics
         self._insert = insert_ignoring_duplicates(engine.dialect.name, table)
         self._spill = SpillDir(Path(spill_dir))
+        self._journal = Journal(Path(spill_dir))
         self._quarantine = Quarantine(Path(spill_dir))
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
@@ -148,6 +153,7 @@ class RequestLogWriter:
             if self._state == "stopped":
                 self._spill_late(record)
                 return
+            self._journal_append(record)
             try:
                 self._queue.put_nowait(record)
                 self._queued_in += 1
@@ -158,6 +164,19 @@ class RequestLogWriter:
             self._report_depth()
         except Exception:
             log.exception("request log: could not accept record %s", record.request_id)
+
+    def _journal_append(self, record: RequestRecord) -> None:
+        """Into the write-ahead journal (:mod:`gateway.store.journal`) before the record waits in
+        memory: a worker killed now loses nothing. A journal that cannot be written is logged,
+        and the record goes on as before (the journal is a safety net, not the store)."""
+        try:
+            self._journal.append(record)
+        except OSError as exc:
+            log.warning("request log: journal append failed (%s)", type(exc).__name__)
+
+    def _journal_progress(self) -> None:
+        self._journal.progress((self._queued_in, self._overflow_in),
+                               (self._queued_done, self._overflow_done))
 
     async def start(self) -> None:
         """Start the write, overflow and replay loops; the first replay round runs at once, so
@@ -186,6 +205,7 @@ class RequestLogWriter:
         self._overflow_ready.set()
         await self._overflow_task
         await asyncio.to_thread(self._spill.close)
+        self._journal.close(settled_all=True)  # everything is in the database or spilled
         await self._report_spill(final=True)
         self._report_depth()
 
@@ -207,6 +227,8 @@ class RequestLogWriter:
         they all went in, so an outage does not leave a new small file every round.
         """
         async with self._replay_lock:
+            self._journal_progress()
+            await asyncio.to_thread(self._journal.adopt_orphans)  # dead writers' journals
             replayed, ok = await self._replay_files()
             if ok and self._spill.active_bytes:
                 await asyncio.to_thread(self._spill.rotate)
@@ -232,6 +254,7 @@ class RequestLogWriter:
             if batch:
                 await self._store(batch)
                 self._queued_done += len(batch)
+                self._journal_progress()
                 await self._notify()
             elif self._state != "running":
                 return
@@ -289,18 +312,35 @@ class RequestLogWriter:
                 chunk, self._overflow = self._overflow, []
                 await self._spill_records(chunk)
                 self._overflow_done += len(chunk)
+                self._journal_progress()
                 self._report_depth()
                 await self._notify()
             if self._state == "stopped":
                 return
 
     async def _replay_loop(self) -> None:
+        maintained = -math.inf
         while True:
             try:
                 await self.replay_spill()
             except Exception:
                 log.exception("request log: replay round failed")
+            if time.monotonic() - maintained >= PARTITION_CHECK_S and self._healthy:
+                maintained = time.monotonic()
+                await self._maintain_partitions()
             await asyncio.sleep(self._replay_interval_s)
+
+    async def _maintain_partitions(self) -> None:
+        """Keeps the request log's daily partitions ahead (PostgreSQL; see
+        :mod:`gateway.store.partitions`). A failure is logged and retried next time: records
+        whose day has no partition go to the default partition meanwhile, none is refused."""
+        try:
+            made = await partitions.prepare(self._engine)
+        except Exception as exc:
+            log.warning("request log: partition maintenance failed (%s)", type(exc).__name__)
+            return
+        if made:
+            log.info("request log: created %d daily partition(s) up to %s", len(made), made[-1])
 
     async def _notify(self) -> None:
         async with self._progress:
@@ -325,13 +365,13 @@ class RequestLogWriter:
         database is marked unhealthy; a data error never does that."""
         started = time.perf_counter()
         settled = await self._settle(records)
-        LOG_WRITTEN.inc(settled.written)
+        self._metrics.log_written.inc(settled.written)
         if settled.refused:
             await self._quarantine_refused(settled)
         if settled.error is not None:
             self._mark_unavailable(settled.error)
             return settled
-        LOG_BATCH_DURATION.observe(time.perf_counter() - started)
+        self._metrics.log_batch_duration.observe(time.perf_counter() - started)
         self._healthy = True
         return settled
 
@@ -373,7 +413,7 @@ class RequestLogWriter:
         return failure is Failure.UNAVAILABLE
 
     def _mark_unavailable(self, exc: BaseException) -> None:
-        LOG_WRITE_ERRORS.inc()
+        self._metrics.log_write_errors.inc()
         if self._healthy:
             log.warning("request log: database write failed (%s); spilling", describe(exc))
         self._healthy = False
@@ -387,7 +427,7 @@ class RequestLogWriter:
             log.exception("request log: cannot write the quarantine; records kept pending")
             settled.pending += [record for record, _ in settled.refused]
             return
-        LOG_QUARANTINED.inc(len(settled.refused))
+        self._metrics.log_quarantined.inc(len(settled.refused))
         log.error("request log: %d record(s) refused by the database (%s), quarantined",
                   len(settled.refused), ", ".join(reasons))
 
@@ -398,7 +438,7 @@ class RequestLogWriter:
         except OSError:
             log.exception("request log: cannot write the quarantine")
             return False
-        LOG_QUARANTINED.inc(len(lines))
+        self._metrics.log_quarantined.inc(len(lines))
         return True
 
     async def _database_answers(self) -> bool:
@@ -427,7 +467,7 @@ class RequestLogWriter:
             except OSError:
                 log.exception("request log: cannot write the spill file")
             else:
-                LOG_SPILLED.inc(len(records))
+                self._metrics.log_spilled.inc(len(records))
                 await self._report_spill()
                 return
             if self._state != "running":
@@ -444,7 +484,7 @@ class RequestLogWriter:
         file closed at once so that it does not stay locked until the process exits."""
         self._spill.append([record])
         self._spill.rotate()
-        LOG_SPILLED.inc()
+        self._metrics.log_spilled.inc()
 
     async def _replay_files(self) -> tuple[int, bool]:
         """Replay every claimable file; stops at the first database failure (ok=False)."""
@@ -478,7 +518,7 @@ class RequestLogWriter:
             settled = await self._write([sanitize_record(r) for r in chunk.records])
             if settled.pending:
                 return replayed, False
-            LOG_REPLAYED.inc(settled.written)
+            self._metrics.log_replayed.inc(settled.written)
             replayed += settled.written
         await asyncio.to_thread(claimed.delete)
         if replayed:
@@ -488,16 +528,16 @@ class RequestLogWriter:
     # -- gauges -----------------------------------------------------------------------------
 
     def _report_depth(self) -> None:
-        """LOG_QUEUE_DEPTH moves by deltas, so writers in one process add up."""
+        """The queue-depth gauge moves by deltas, so writers sharing it add up."""
         depth = 0 if self._state == "stopped" else self._queue.qsize() + len(self._overflow)
-        LOG_QUEUE_DEPTH.inc(depth - self._depth_reported)
+        self._metrics.log_queue_depth.inc(depth - self._depth_reported)
         self._depth_reported = depth
 
     async def _report_spill(self, *, final: bool = False) -> None:
-        """LOG_SPILL_PENDING holds this writer's files (its own, rotated or claimed): the files
-        of a stopped writer are claimed by whichever writer replays them next."""
+        """The spill-pending gauge holds this writer's files (its own, rotated or claimed): the
+        files of a stopped writer are claimed by whichever writer replays them next."""
         own = 0 if final else await asyncio.to_thread(self._spill.own_bytes)
-        LOG_SPILL_PENDING.inc(own - self._spill_reported)
+        self._metrics.log_spill_pending.inc(own - self._spill_reported)
         self._spill_reported = own
 
 

@@ -3,11 +3,24 @@ of the reference model server, for as long as the demo runs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gateway.vllm.launcher import VllmOptions, start, stop, wait_ready
+from gateway.vllm.launcher import VllmOptions, find_python, start, stop, wait_ready
+
+
+def choose_upstream(requested: str, find: Callable[[], str] = find_python) -> tuple[str, str]:
+    """``(kind, why)``: ``auto`` is vLLM wherever an interpreter with vLLM is found (faster,
+    continuous batching, the engine operators run) and the reference model server otherwise
+    (no dependency beyond the torch extra); an explicit ``reference`` or ``vllm`` is kept."""
+    if requested != "auto":
+        return requested, f"--upstream {requested}"
+    try:
+        find()
+    except FileNotFoundError:
+        return "reference", "auto: vLLM is not installed (--upstream vllm says how to add it)"
+    return "vllm", "auto: vLLM is installed (--upstream reference for the reference server)"
 
 
 @contextmanager

@@ -16,6 +16,9 @@ import hashlib
 import hmac
 
 KEY_DOMAIN = b"gateway-watermark-v1\x00"
+# The master secret when GATEWAY_WATERMARK_SECRET is unset (local mode only; settings refuse
+# production without one). The logprob noise keys derive from the same master secret.
+LOCAL_MODE_SECRET = b"gateway-local-mode-watermark-secret"
 
 
 def derive_key(master_secret: bytes, account_id: str) -> tuple[int, int]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.modelserver.tokenizer import ByteTokenizer
 from gateway.settings import Settings
+from gateway.tokenizer.core import ByteTokenizer
 from gateway.watermark.attribution import Attribution, KeyRing, attribute
 from gateway.watermark.config import WatermarkConfig
-from gateway.watermark.shaping import LOCAL_MODE_SECRET
+from gateway.watermark.keys import LOCAL_MODE_SECRET
 
 
 def watermark_config(settings: Settings) -> WatermarkConfig:

@@ -9,7 +9,7 @@ Run vLLM with it (the gateway's ``GATEWAY_UPSTREAM_KIND=vllm`` mode speaks to it
 ``vllm/v1/sample/logits_processor/interface.py`` (checked against vLLM 0.32):
 
 * ``validate_params(sampling_params)`` runs in the API server when a request is admitted. Here it
-  verifies the gateway's HMAC tag in ``extra_args`` (:mod:`gateway.watermark.xargs_tag`) and
+  verifies the gateway's HMAC tag in ``extra_args`` (:mod:`gateway.upstream_identity.xargs_tag`) and
   refuses (``ValueError`` → HTTP 400) a request without a valid, fresh, unused one: vLLM
   generates nothing it cannot watermark for a gateway-authenticated account.
 * ``__init__(vllm_config, device, is_pin_memory)`` runs in the engine process: the watermark
@@ -40,11 +40,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from gateway.upstream_identity.xargs_tag import ACCOUNT, TagVerifier, tag_key
 from gateway.watermark.config import WatermarkConfig, config_from_env
 from gateway.watermark.hashing import MASK, NO_TOKEN, mix_int
 from gateway.watermark.keys import derive_key
 from gateway.watermark.processor import WatermarkProcessor, context_window, keys_tensor
-from gateway.watermark.xargs_tag import ACCOUNT, TagVerifier, tag_key
 
 ACCOUNT_ARG = ACCOUNT
 SECRET_ENV = "GATEWAY_WATERMARK_SECRET"  # noqa: S105 - a variable name

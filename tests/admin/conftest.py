@@ -17,6 +17,7 @@ from gateway.admin.flags import create_flags_router
 from gateway.admin.quarantine import create_quarantine_router
 from gateway.admin.watermark import create_watermark_router
 from gateway.auth.admin_tokens import AdminTokens
+from gateway.metrics import Metrics
 from gateway.settings import AdminTokenConfig, Settings
 
 ADMIN_TOKEN = "adm-" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6"
@@ -58,12 +59,15 @@ class Admin:
     client: httpx.AsyncClient
     sessions: async_sessionmaker[AsyncSession]
     settings: Settings
+    metrics: Metrics
     changed_accounts: list[str] = field(default_factory=list)
     revoked_hashes: list[str] = field(default_factory=list)
 
 
 @pytest.fixture
-async def admin(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[Admin]:
+async def admin(
+    sessions: async_sessionmaker[AsyncSession], metrics: Metrics,
+) -> AsyncIterator[Admin]:
     settings = make_settings()
     changed: list[str] = []
     revoked: list[str] = []
@@ -71,13 +75,14 @@ async def admin(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[Adm
         sessions=sessions,
         settings=settings,
         tokens=AdminTokens.from_settings(settings),
+        metrics=metrics,
         on_account_changed=changed.append,
         on_key_revoked=revoked.append,
     )
     app = build_admin_app(deps)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw/admin/v1") as client:
-        yield Admin(app, client, sessions, settings, changed, revoked)
+        yield Admin(app, client, sessions, settings, metrics, changed, revoked)
 
 
 async def new_account(admin: Admin, name: str = "acme", **body: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from prometheus_client import REGISTRY
 
 from tests.admin.conftest import (
     ADMIN,
@@ -23,8 +22,9 @@ TRANSITIONS = [
 ]
 
 
-def _actions_counted(action: str) -> float:
-    value = REGISTRY.get_sample_value("gateway_enforcement_actions_total", {"action": action})
+def _actions_counted(admin: Admin, action: str) -> float:
+    value = admin.metrics.registry.get_sample_value(
+        "gateway_enforcement_actions_total", {"action": action})
     return value or 0.0
 
 
@@ -42,7 +42,7 @@ async def test_each_action_moves_the_account_and_is_recorded(
     admin: Admin, action: str, status: str
 ) -> None:
     account = await new_account(admin)
-    before = _actions_counted(action)
+    before = _actions_counted(admin, action)
     response = await _act(admin, account["id"], action, ADMIN, reason="  scraping pattern  ")
     assert response.status_code == 201, response.text
     result = response.json()
@@ -51,7 +51,7 @@ async def test_each_action_moves_the_account_and_is_recorded(
     assert record["action"] == action and record["reason"] == "scraping pattern"
     assert record["actor"] == "bootstrap-admin"
     assert (record["previous_status"], record["new_status"]) == ("active", status)
-    assert _actions_counted(action) == before + 1
+    assert _actions_counted(admin, action) == before + 1
 
     fetched = await admin.client.get(f"/accounts/{account['id']}", headers=VIEWER)
     assert fetched.json()["status"] == status

@@ -35,12 +35,14 @@ from typing import Any, cast
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from gateway.admin import AdminDeps
 from gateway.auth.admin_tokens import AdminTokens
 from gateway.auth.roles import Role
+from gateway.metrics import Metrics
 from gateway.store import flags as flag_store
 from gateway.store import repository as repo
 from tests.admin.conftest import ADMIN, REVIEWER, VIEWER, build_admin_app, make_settings
@@ -87,7 +89,8 @@ class _Sessions:
 SETTINGS = make_settings()
 SESSIONS = _Sessions()
 DEPS = AdminDeps(sessions=cast(async_sessionmaker[AsyncSession], SESSIONS),
-                 settings=SETTINGS, tokens=AdminTokens.from_settings(SETTINGS))
+                 settings=SETTINGS, tokens=AdminTokens.from_settings(SETTINGS),
+                 metrics=Metrics(CollectorRegistry()))
 APP = build_admin_app(DEPS)
 SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", APP)
 TRIED: Counter[tuple[str, Role, str]] = Counter()
@@ -195,12 +198,21 @@ def _in_budget(case: Any, role: Role, db: str) -> bool:
     return LONG or not coverage or (role, db) == ("admin", "postgres")
 
 
+def _shapeless(case: Any) -> bool:
+    """A query parameter generated as an object: a query string has no objects, so schemathesis
+    sends only its keys (``{"ab": [1]}`` arrives as ``?target_id=ab``), and the request that
+    reaches the app may be valid. Such a case is still sent and held to every other rule; only
+    "invalid input refused" cannot be judged from what was generated."""
+    return any(isinstance(value, dict) for value in (case.query or {}).values())
+
+
 def exercise(case: Any, role: Role, db: str) -> None:
     """Send ``case`` as ``role`` and hold the response to every rule in the module docstring."""
     TRIED[(db, role, case.meta.phase.name.value if case.meta else "?")] += 1
-    response = case.call_and_validate(
-        headers=HEADERS[role], excluded_checks=[schemathesis.checks.positive_data_acceptance]
-    )
+    excluded = [schemathesis.checks.positive_data_acceptance]
+    if _shapeless(case):
+        excluded.append(schemathesis.checks.negative_data_rejection)
+    response = case.call_and_validate(headers=HEADERS[role], excluded_checks=excluded)
     if response.status_code >= 400:
         assert_openai_error_shape(response)
     assert_valid_input_accepted(case, response)

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.admin import AdminDeps
 from gateway.auth.admin_tokens import AdminTokens
+from gateway.metrics import Metrics
 from gateway.store import flags as flag_store
 from gateway.store import repository as repo
 from gateway.store.models import RequestRow
@@ -372,11 +373,12 @@ class _Broken:
 
 
 async def test_an_unexpected_error_is_a_bare_openai_500_and_logs_no_user_data(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, metrics: Metrics,
 ) -> None:
     settings = make_settings()
     deps = AdminDeps(sessions=cast(async_sessionmaker[AsyncSession], _Broken()),
-                     settings=settings, tokens=AdminTokens.from_settings(settings))
+                     settings=settings, tokens=AdminTokens.from_settings(settings),
+                     metrics=metrics)
     transport = httpx.ASGITransport(app=build_admin_app(deps))
     async with httpx.AsyncClient(transport=transport, base_url="http://gw/admin/v1") as client:
         with caplog.at_level(logging.DEBUG):

@@ -12,11 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.admin import AdminDeps, install_error_handlers
 from gateway.admin.quarantine import create_quarantine_router
 from gateway.auth.admin_tokens import AdminTokens
+from gateway.metrics import Metrics
 from gateway.records import RequestRecord
 from gateway.store.writer import RequestLogWriter
 from tests.admin.conftest import ADMIN, VIEWER, assert_openai_error, make_settings
@@ -27,12 +29,12 @@ SECRET = "SECRET-PROMPT-TEXT"
 
 @pytest.fixture
 async def client(
-    tmp_path: Path, sessions: async_sessionmaker[AsyncSession]
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession], metrics: Metrics,
 ) -> AsyncIterator[httpx.AsyncClient]:
     spill_dir = str(tmp_path / "spill")
     settings = make_settings().model_copy(update={"request_log_spill_dir": spill_dir})
     deps = AdminDeps(sessions=sessions, settings=settings,
-                     tokens=AdminTokens.from_settings(settings))
+                     tokens=AdminTokens.from_settings(settings), metrics=metrics)
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(create_quarantine_router(deps))
@@ -49,7 +51,8 @@ def _refused(account_id: str) -> RequestRecord:
 
 async def _quarantine(engine: AsyncEngine, spill_dir: Path, records: list[RequestRecord]) -> None:
     """Submit the records through the real writer (the database refuses the bad ones)."""
-    writer = RequestLogWriter(engine, spill_dir=spill_dir, replay_interval_s=3600)
+    writer = RequestLogWriter(engine, metrics=Metrics(CollectorRegistry()), spill_dir=spill_dir,
+                              replay_interval_s=3600)
     try:
         await writer.start()
         for item in records:

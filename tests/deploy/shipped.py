@@ -3,6 +3,7 @@ every dashboard panel and alert rule, and the metric names they use."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -13,8 +14,9 @@ import yaml
 from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
-import gateway.app  # noqa: F401 — imports every part, so every metric is registered
-from gateway import metrics
+from gateway.app import create_app
+from gateway.metrics import Metrics
+from gateway.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -108,15 +110,27 @@ def used_names(expr: str) -> set[str]:
     return set(METRIC_TOKEN.findall(re.sub(r'"[^"]*"', '""', expr)))
 
 
+@functools.cache
+def app_metrics() -> Metrics:
+    """The metrics of the app as its factory builds it (built, not started: no I/O)."""
+    return create_app(Settings(mode="local")).metrics
+
+
 def defined_metrics() -> dict[str, set[str]]:
-    """Each ``gateway_`` metric family in the process registry → the series names it exposes."""
+    """Each ``gateway_`` metric family the app's registry exports → its series names."""
     exposed = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count"),
                "summary": ("_sum", "_count"), "info": ("_info",)}
     return {family.name: {family.name + suffix for suffix in exposed[family.type]}
-            for family in REGISTRY.collect() if family.name.startswith("gateway_")}
+            for family in app_metrics().registry.collect()
+            if family.name.startswith("gateway_")}
 
 
 def metrics_module_families() -> set[str]:
-    """Families of the metric objects that gateway/metrics.py defines."""
-    return {family.name for value in vars(metrics).values()
+    """Families of the metric objects a :class:`gateway.metrics.Metrics` defines."""
+    return {family.name for value in vars(app_metrics()).values()
             if isinstance(value, MetricWrapperBase) for family in value.describe()}
+
+
+def global_registry_families() -> set[str]:
+    """``gateway_`` families on client_python's global registry: none, metrics are injected."""
+    return {family.name for family in REGISTRY.collect() if family.name.startswith("gateway_")}

@@ -34,6 +34,7 @@ def tool(name: str) -> str:
 
 def test_every_gateway_metric_is_defined_in_gateway_metrics() -> None:
     assert set(shipped.defined_metrics()) == shipped.metrics_module_families()
+    assert shipped.global_registry_families() == set()
 
 
 def test_every_defined_metric_is_used_by_a_panel_or_an_alert_rule() -> None:
@@ -291,7 +292,7 @@ def test_every_manifest_validates_against_its_schema() -> None:
             pytest.fail(f"{name}: {exc}")
     assert kinds == {"Namespace", "ConfigMap", "Deployment", "Service",
                      "HorizontalPodAutoscaler", "PodDisruptionBudget", "PodMonitor",
-                     "PrometheusRule", "Job"}
+                     "PrometheusRule", "Job", "CronJob"}
 
 
 @pytest.mark.parametrize("kind", ["Deployment", "PodMonitor"])

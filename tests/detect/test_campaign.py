@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from gateway.detect.campaign import find_campaigns
-from gateway.detect.store import Sketch
+from gateway.detect.window_store import Sketch
 
 
 def _sketch(seed: int, *, network: int, score: float, shared: np.ndarray | None = None,

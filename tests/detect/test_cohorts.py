@@ -10,12 +10,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from gateway.detect import behaviour, campaign, features
-from gateway.detect.redis_store import _decode_sketch, _encode_sketch
-from gateway.detect.runtime import Engine, EngineConfig
+from gateway.detect.redis_window_store import _decode_sketch, _encode_sketch
+from gateway.detect.runtime import DetectionEngine, DetectionEngineConfig
 from gateway.detect.scoring import Artifact
-from gateway.detect.store import MemoryStore, Sketch
+from gateway.detect.window_store import MemoryWindowStore, Sketch
+from gateway.metrics import Metrics
 from tests.detect.conftest import record
 from tests.detect.test_runtime import Recorder
 from tests.detect.test_young_campaigns import ConstantScorer
@@ -26,15 +28,16 @@ CUES = ("Lay out each intermediate stage on its own numbered line.",
         "Narrate the full path from the question to the answer.")
 
 
-def _engine(tiny_artifact: Path, score: float) -> Engine:
+def _engine(tiny_artifact: Path, score: float) -> DetectionEngine:
     artifact = replace(Artifact.load(tiny_artifact), threshold=0.9)
-    config = EngineConfig(window=artifact.window, min_requests=8, score_every=4,
+    config = DetectionEngineConfig(window=artifact.window, min_requests=8, score_every=4,
                           min_score_interval_s=0.0, cohort_min_accounts=5)
-    return Engine(config, ConstantScorer(score), artifact, MemoryStore(artifact.window),
-                  Recorder())
+    return DetectionEngine(config, ConstantScorer(score), artifact,
+                           MemoryWindowStore(artifact.window), Recorder(),
+                           metrics=Metrics(CollectorRegistry()))
 
 
-def _paraphrased_sybils(engine: Engine, accounts: int = 10, requests: int = 6,
+def _paraphrased_sybils(engine: DetectionEngine, accounts: int = 10, requests: int = 6,
                         start: float = 1e9, born_every_s: float = 20.0, **params: Any
                         ) -> list[str]:
     """One script's accounts: every prompt worded anew, a /24 each, same parameters and pace."""
@@ -64,7 +67,7 @@ def _question(seed: int) -> str:
             f"{' '.join(words[4:])}?")
 
 
-async def _cohorts(engine: Engine) -> list[campaign.Campaign]:
+async def _cohorts(engine: DetectionEngine) -> list[campaign.Campaign]:
     """Campaigns found by behaviour (the shared cue lines may also make a template cluster)."""
     while engine.backlog:
         await engine.cycle()

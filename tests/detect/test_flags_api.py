@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gateway.admin import AdminDeps, install_error_handlers
 from gateway.admin.flags import create_flags_router
 from gateway.auth.admin_tokens import AdminTokens
+from gateway.metrics import Metrics
 from gateway.store import flags as flag_store
 from gateway.store import repository as repo
 from gateway.store.models import Account, AuditEntry, RequestRow
@@ -21,10 +22,12 @@ from tests.admin.conftest import ADMIN, REVIEWER, VIEWER, assert_openai_error, m
 
 
 @pytest.fixture
-async def api(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[httpx.AsyncClient]:
+async def api(
+    sessions: async_sessionmaker[AsyncSession], metrics: Metrics,
+) -> AsyncIterator[httpx.AsyncClient]:
     settings = make_settings()
     deps = AdminDeps(sessions=sessions, settings=settings,
-                     tokens=AdminTokens.from_settings(settings))
+                     tokens=AdminTokens.from_settings(settings), metrics=metrics)
     app = FastAPI()
     app.include_router(create_flags_router(deps))
     install_error_handlers(app)

@@ -18,8 +18,9 @@ from gateway.admin.flags import create_flags_router
 from gateway.auth.admin_tokens import AdminTokens
 from gateway.detect import risk
 from gateway.detect.ledger import RiskLedger
-from gateway.detect.redis_store import RedisStore
+from gateway.detect.redis_window_store import RedisWindowStore
 from gateway.detect.risk import RiskState
+from gateway.metrics import Metrics
 from gateway.store import flags as flag_store
 from gateway.store import repository as repo
 from gateway.store.models import Account
@@ -27,10 +28,10 @@ from tests.admin.conftest import REVIEWER, make_settings
 
 
 @pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[RedisStore]:
+async def store(redis_url: str) -> AsyncIterator[RedisWindowStore]:
     client = Redis.from_url(redis_url)
     prefix = f"gw:test:{uuid.uuid4().hex[:8]}"
-    yield RedisStore(client, 64, prefix=prefix)
+    yield RedisWindowStore(client, 64, prefix=prefix)
     keys = [k async for k in client.scan_iter(f"{prefix}:*")]
     if keys:
         await client.delete(*keys)
@@ -38,7 +39,7 @@ async def store(redis_url: str) -> AsyncIterator[RedisStore]:
 
 
 async def _flagged(sessions: async_sessionmaker[AsyncSession], ledger: RiskLedger,
-                   store: RedisStore) -> tuple[str, str]:
+                   store: RedisWindowStore) -> tuple[str, str]:
     """An account the engine scored to 0.8 (store and mirror), under an open flag."""
     async with sessions.begin() as session:
         account = (await repo.create_account(session, name="harness", tier="standard")).id
@@ -53,12 +54,13 @@ async def _flagged(sessions: async_sessionmaker[AsyncSession], ledger: RiskLedge
 
 
 async def test_a_dismissal_lowers_the_risk_the_engine_reads_and_its_mirror(
-        sessions: async_sessionmaker[AsyncSession], store: RedisStore) -> None:
-    ledger = RiskLedger(sessions, store, flush_interval_s=3600)
+        sessions: async_sessionmaker[AsyncSession], store: RedisWindowStore,
+        metrics: Metrics) -> None:
+    ledger = RiskLedger(sessions, store, flush_interval_s=3600, metrics=metrics)
     account, flag_id = await _flagged(sessions, ledger, store)
     settings = make_settings()
     deps = AdminDeps(sessions=sessions, settings=settings,
-                     tokens=AdminTokens.from_settings(settings), risk=ledger)
+                     tokens=AdminTokens.from_settings(settings), metrics=metrics, risk=ledger)
     app = FastAPI()
     app.include_router(create_flags_router(deps))
     install_error_handlers(app)
@@ -67,6 +69,8 @@ async def test_a_dismissal_lowers_the_risk_the_engine_reads_and_its_mirror(
         done = await api.post(f"/flags/{flag_id}/review", json={"decision": "dismiss"},
                               headers=REVIEWER)
     assert done.status_code == 200
+    assert metrics.registry.get_sample_value(
+        "gateway_detect_flag_reviews_total", {"decision": "dismiss"}) == 1
     state = (await store.exchange([], [account])).risks[account]
     assert state.risk == pytest.approx(0.4) and state.peak_score == pytest.approx(0.9)
     async with sessions() as session:
@@ -84,11 +88,11 @@ async def test_a_dismissal_lowers_the_risk_the_engine_reads_and_its_mirror(
 
 
 async def test_without_a_detector_a_dismissal_scales_the_only_copy(
-        sessions: async_sessionmaker[AsyncSession]) -> None:
+        sessions: async_sessionmaker[AsyncSession], metrics: Metrics) -> None:
     async with sessions.begin() as session:
         account = await repo.create_account(session, name="harness", tier="standard")
         account.risk_score = 0.6
-    await RiskLedger(sessions, None).dismiss([account.id])
+    await RiskLedger(sessions, None, metrics=metrics).dismiss([account.id])
     async with sessions() as session:
         assert (await session.scalar(select(Account.risk_score)
                                      .where(Account.id == account.id))) == pytest.approx(0.3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -14,7 +15,8 @@ from gateway.detect.enforce import DbPolicy, Thresholds
 from gateway.detect.ledger import RiskLedger
 from gateway.detect.risk import RiskState
 from gateway.detect.runtime import Scored
-from gateway.detect.store import MemoryStore
+from gateway.detect.window_store import MemoryWindowStore
+from gateway.metrics import Metrics
 from gateway.store import flags as flag_store
 from gateway.store import repository as repo
 from gateway.store.models import Account, AuditEntry, EnforcementAction, FlagAccount
@@ -42,12 +44,13 @@ async def _account(sessions: async_sessionmaker[AsyncSession]) -> str:
 
 
 def _policy(sessions: async_sessionmaker[AsyncSession], changed: list[str],
-            **thresholds: float) -> tuple[DbPolicy, MemoryStore]:
+            **thresholds: float) -> tuple[DbPolicy, MemoryWindowStore]:
     """The policy with a real in-process store behind its risk ledger."""
-    store = MemoryStore(64)
-    ledger = RiskLedger(sessions, store, flush_interval_s=3600)
+    store = MemoryWindowStore(64)
+    metrics = Metrics(CollectorRegistry())
+    ledger = RiskLedger(sessions, store, flush_interval_s=3600, metrics=metrics)
     policy = DbPolicy(sessions, Thresholds(flag=0.6, **thresholds), "window-v1+abc", ledger,
-                      FakeEvidence(), changed.append)
+                      FakeEvidence(), changed.append, metrics=metrics)
     return policy, store
 
 

@@ -6,13 +6,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from gateway import metrics
 from gateway.detect.campaign import Campaign
 from gateway.detect.offline import simulate
-from gateway.detect.runtime import Engine, EngineConfig, Scored
+from gateway.detect.runtime import DetectionEngine, DetectionEngineConfig, Scored
 from gateway.detect.scoring import Artifact, load_scorer
-from gateway.detect.store import MemoryStore
+from gateway.detect.window_store import MemoryWindowStore
+from gateway.metrics import Metrics
 from tests.detect.conftest import record
 
 
@@ -34,19 +35,22 @@ class Recorder:
         return None
 
 
-def _engine(artifact_path: Path, **overrides: object) -> tuple[Engine, Recorder]:
+def _engine(artifact_path: Path, **overrides: object) -> tuple[DetectionEngine, Recorder]:
     artifact = Artifact.load(artifact_path)
     values = {"window": artifact.window, "min_requests": 8, "score_every": 4, "max_batch": 64,
               "max_wait_s": 0.001, "min_score_interval_s": 0.0, "campaign_interval_s": 3600.0}
     values.update(overrides)
     policy = Recorder()
-    engine = Engine(EngineConfig(**values),  # type: ignore[arg-type]
-                    load_scorer(artifact, "cpu"), artifact, MemoryStore(artifact.window), policy)
+    engine = DetectionEngine(DetectionEngineConfig(**values),  # type: ignore[arg-type]
+                             load_scorer(artifact, "cpu"), artifact,
+                             MemoryWindowStore(artifact.window), policy,
+                             metrics=Metrics(CollectorRegistry()))
     return engine, policy
 
 
-def _value(counter: object) -> float:
-    return float(counter._value.get())  # type: ignore[attr-defined]
+def _sample(engine: DetectionEngine, name: str, **labels: str) -> float:
+    """A sample of the engine's own metrics (0 when it has none yet)."""
+    return engine.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 async def test_observed_requests_are_scored_in_batches(tiny_artifact: Path) -> None:
@@ -76,33 +80,33 @@ async def test_observe_ignores_anonymous_and_never_raises(tiny_artifact: Path) -
     assert engine.backlog == 0
     bad, _ = record("x")
     bad.created_at = None  # type: ignore[assignment]
-    before = _value(metrics.DETECT_ERRORS.labels("features"))
+    before = _sample(engine, "gateway_detect_errors_total", stage="features")
     engine.observe(bad, "x")  # queued: extraction happens in the batch, off the reply path
     engine.observe(*record("fine", rid="ok"))
     await engine.cycle()
-    assert _value(metrics.DETECT_ERRORS.labels("features")) == before + 1
+    assert _sample(engine, "gateway_detect_errors_total", stage="features") == before + 1
     assert engine.backlog == 0
 
 
 async def test_overload_sheds_scorings_not_requests(tiny_artifact: Path) -> None:
     engine, policy = _engine(tiny_artifact, max_batch=4)
-    shed_before = _value(metrics.DETECT_SHED)
+    shed_before = _sample(engine, "gateway_detect_shed_total")
     for account in range(40):
         for i in range(8):
             engine.observe(*record(f"p{i}", account=f"acct{account}", rid=f"{account}-{i}"))
     await engine.cycle()  # 32 items drained: 8 accounts due, backlog large -> stride grows
-    assert _value(metrics.DETECT_SHED) > shed_before
+    assert _sample(engine, "gateway_detect_shed_total") > shed_before
     assert len(policy.scored) <= 4
     assert engine.backlog == 40 * 8 - 32
 
 
 async def test_queue_is_bounded(tiny_artifact: Path) -> None:
     engine, _ = _engine(tiny_artifact, queue_max=10)
-    dropped = _value(metrics.DETECT_DROPPED)
+    dropped = _sample(engine, "gateway_detect_dropped_total")
     for i in range(15):
         engine.observe(*record(f"p{i}", rid=str(i)))
     assert engine.backlog == 10
-    assert _value(metrics.DETECT_DROPPED) == dropped + 5
+    assert _sample(engine, "gateway_detect_dropped_total") == dropped + 5
 
 
 async def test_campaign_sweep_finds_templated_cluster(tiny_artifact: Path) -> None:

@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+from prometheus_client import CollectorRegistry
 
 from gateway.detect import campaign, features, window
-from gateway.detect.redis_store import _SKETCH, _decode_sketch, _encode_sketch
-from gateway.detect.runtime import Engine, EngineConfig
+from gateway.detect.redis_window_store import _SKETCH, _decode_sketch, _encode_sketch
+from gateway.detect.runtime import DetectionEngine, DetectionEngineConfig
 from gateway.detect.scoring import Artifact
-from gateway.detect.store import MemoryStore, Sketch
+from gateway.detect.window_store import MemoryWindowStore, Sketch
+from gateway.metrics import Metrics
 from tests.detect.conftest import record
 from tests.detect.test_runtime import Recorder
 
@@ -38,15 +40,16 @@ class ConstantScorer:
         return np.full(len(seq), self.value, dtype=np.float32)
 
 
-def _engine(tiny_artifact: Path, score: float) -> tuple[Engine, MemoryStore]:
+def _engine(tiny_artifact: Path, score: float) -> tuple[DetectionEngine, MemoryWindowStore]:
     artifact = replace(Artifact.load(tiny_artifact), threshold=0.9)
-    store = MemoryStore(artifact.window)
-    config = EngineConfig(window=artifact.window, min_requests=8, score_every=4,
+    store = MemoryWindowStore(artifact.window)
+    config = DetectionEngineConfig(window=artifact.window, min_requests=8, score_every=4,
                           min_score_interval_s=0.0, campaign_min_accounts=3)
-    return Engine(config, ConstantScorer(score), artifact, store, Recorder()), store
+    return DetectionEngine(config, ConstantScorer(score), artifact, store, Recorder(),
+                           metrics=Metrics(CollectorRegistry())), store
 
 
-def _sybils(engine: Engine, accounts: int, requests: int) -> list[str]:
+def _sybils(engine: DetectionEngine, accounts: int, requests: int) -> list[str]:
     """Fresh accounts on distinct /24s, each under the first scoring, one shared template."""
     names = [f"sybil{k}" for k in range(accounts)]
     for i in range(requests):

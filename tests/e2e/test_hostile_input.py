@@ -212,15 +212,15 @@ def test_an_unexpected_failure_is_an_openai_500_recorded_without_its_message(
 
     account_id, key = hostile.new_account()
     proxy = hostile.app.proxy
-    original = proxy._policy
-    proxy._policy = Exploding()  # type: ignore[assignment]
+    original = proxy._caps
+    proxy._caps = Exploding()  # type: ignore[assignment]
     try:
         with pytest.raises(openai.InternalServerError):
             hostile.client(key).chat.completions.create(model="m", messages=MESSAGES)
         response = _post(hostile, key, "/v1/chat/completions", {"model": "m",
                                                                 "messages": MESSAGES})
     finally:
-        proxy._policy = original
+        proxy._caps = original
     error = _error(response)
     assert response.status_code == 500 and error["type"] == "server_error"
     assert "harvest me" not in response.text and "harvest me" not in caplog.text

@@ -10,7 +10,6 @@ import httpx
 import openai
 import pytest
 
-from gateway import metrics
 from gateway.accounts.limits import TierLimits, default_tiers
 from tests.e2e.conftest import Stack, StackFactory
 from tests.support.tcp_proxy import ThreadedTcpProxy
@@ -32,9 +31,11 @@ def _tiers() -> dict[str, TierLimits]:
     return tiers
 
 
-@pytest.fixture(scope="module")
-def limited(make_stack: StackFactory) -> Iterator[Stack]:
-    with make_stack(redis_url=REDIS_URL, tiers=_tiers(), ratelimit_redis_timeout_s=0.5) as stack:
+@pytest.fixture(scope="module", params=["single", "cluster"])
+def limited(make_stack: StackFactory, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """A gateway limiting in Redis: one server, and a real 3-primary Redis Cluster."""
+    url = REDIS_URL if request.param == "single" else request.getfixturevalue("redis_cluster_url")
+    with make_stack(redis_url=url, tiers=_tiers(), ratelimit_redis_timeout_s=0.5) as stack:
         yield stack
 
 
@@ -87,12 +88,14 @@ def test_a_request_that_can_never_fit_is_told_not_to_retry(limited: Stack) -> No
     assert response.status_code == 429
     assert response.headers["x-should-retry"] == "false"
     assert response.json()["error"]["type"] == "tokens"
-    rejected = metrics.RATELIMIT_DECISIONS.labels("tokens_per_minute", "rejected")
-    before = rejected._value.get()
+    registry = limited.app.metrics.registry  # the app's own metrics, as /metrics exports them
+    labels = {"limit": "tokens_per_minute", "outcome": "rejected"}
+    before = registry.get_sample_value("gateway_ratelimit_decisions_total", labels) or 0.0
     client = openai.OpenAI(base_url=limited.base + "/v1", api_key=key, max_retries=2)
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model="echo-1", messages=MESSAGES, max_tokens=7_000)
-    assert rejected._value.get() == before + 1  # the SDK believed x-should-retry: false
+    # the SDK believed x-should-retry: false
+    assert registry.get_sample_value("gateway_ratelimit_decisions_total", labels) == before + 1
 
 
 def test_streamed_usage_refunds_the_unused_reservation(limited: Stack) -> None:

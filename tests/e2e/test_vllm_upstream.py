@@ -17,7 +17,7 @@ import httpx
 import pytest
 from openai import BadRequestError, OpenAI
 
-from gateway.watermark.xargs_tag import stamp, tag_key
+from gateway.upstream_identity.xargs_tag import stamp, tag_key
 from tests.e2e.conftest import ADMIN_TOKEN, UPSTREAM_KEY, WATERMARK_SECRET, Stack, StackFactory
 from tests.support.vllm_server import metric, running_vllm
 from tests.support.waiting import STARTUP_TIMEOUT_S, wait_until

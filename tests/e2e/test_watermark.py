@@ -17,7 +17,7 @@ from openai import BadRequestError, OpenAI
 
 from bench.watermark.carlini_attack import attack, openai_query
 from gateway.modelserver.server import create_model_server_app
-from gateway.watermark.upstream_auth import sign
+from gateway.upstream_identity.signature import sign
 from tests.e2e.conftest import ADMIN_TOKEN, WATERMARK_SECRET, Stack, StackFactory
 from tests.modelserver.conftest import TOY_HIDDEN, make_toy_model, toy_config
 from tests.support.servers import free_port, serve_in_thread, wait_healthy
@@ -128,7 +128,8 @@ def test_demo_generations_are_attributed_to_the_demo_account(tmp_path: Path) -> 
     api_key = "sk-gw-demoWATERMARKdemo0123456789abcdefghijk"
     admin = "demo-admin-token-watermark"
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port), "--upstream-port",
+        [sys.executable, "-m", "gateway.cli", "demo", "--upstream", "reference",
+         "--port", str(port), "--upstream-port",
          str(free_port()), "--api-key", api_key, "--admin-token", admin,
          "--state-dir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

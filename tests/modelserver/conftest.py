@@ -12,10 +12,10 @@ import torch
 
 from gateway.modelserver.config import ServerConfig
 from gateway.modelserver.server import create_model_server_app
-from gateway.modelserver.tokenizer import BYTE_EOS, BYTE_VOCAB
 from gateway.modelserver.train_tiny import save
+from gateway.tokenizer.core import BYTE_EOS, BYTE_VOCAB
+from gateway.upstream_identity.signature import sign
 from gateway.watermark.config import WatermarkConfig
-from gateway.watermark.upstream_auth import sign
 from tests.support.servers import serve_in_thread
 
 SIGNING = b"upstream-signing-secret-0123456789abcdef"

@@ -11,15 +11,15 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from gateway.modelserver.engine import Engine
+from gateway.modelserver.decoder import BatchDecoder
 from tests.modelserver.conftest import signed
 from tests.support.waiting import wait_until
 
 PATH = "/v1/completions"
 
 
-def engine_of(model_server: tuple[str, Any]) -> Engine:
-    engine: Engine = model_server[1].state.server.engine
+def engine_of(model_server: tuple[str, Any]) -> BatchDecoder:
+    engine: BatchDecoder = model_server[1].state.server.engine
     return engine
 
 
@@ -36,7 +36,7 @@ def open_request(url: str, payload: dict[str, Any]) -> socket.socket:
     return sock
 
 
-def assert_work_stops_within_a_second(engine: Engine) -> None:
+def assert_work_stops_within_a_second(engine: BatchDecoder) -> None:
     hung_up = time.monotonic()
     wait_until(lambda: engine.active_sequences == 0, timeout=1.0, interval=0.01)
     assert time.monotonic() - hung_up < 1.0

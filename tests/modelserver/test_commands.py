@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from gateway.modelserver.config import DEFAULT_MODEL_DIR
-from gateway.modelserver.tokenizer import ByteTokenizer, load_tokenizer
+from gateway.tokenizer.core import ByteTokenizer, load_tokenizer
 from gateway.watermark.config import WatermarkConfig
 from gateway.watermark.keys import derive_key
 from gateway.watermark.processor import WatermarkProcessor, context_window, keys_tensor

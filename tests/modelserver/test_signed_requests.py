@@ -12,11 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from gateway.modelserver.replay import RedisNonces
 from gateway.modelserver.server import create_model_server_app
-from gateway.watermark.upstream_auth import (
+from gateway.redis_client import RedisClient, connect
+from gateway.upstream_identity.signature import (
     CLOCK_SKEW_S,
     ReplayCacheUnavailable,
     VerificationError,
@@ -89,19 +89,25 @@ def test_without_its_replay_memory_a_model_server_refuses_signed_requests(
     assert reply.json()["error"]["code"] == "replay_cache_unavailable"
 
 
+@pytest.fixture(params=["single", "cluster"])
+def nonce_url(request: pytest.FixtureRequest) -> str:
+    """The shared nonce memory: one Redis, and a real 3-primary Redis Cluster."""
+    return REDIS_URL if request.param == "single" else request.getfixturevalue("redis_cluster_url")
+
+
 @pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
+async def redis(nonce_url: str) -> AsyncIterator[RedisClient]:
+    client = connect(nonce_url)
     await client.ping()  # fail, never skip, when Redis is down
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-async def shared() -> AsyncIterator[tuple[Verifier, Verifier, str]]:
+async def shared(nonce_url: str) -> AsyncIterator[tuple[Verifier, Verifier, str]]:
     """Two verifiers, as in two model-server processes, each with its own Redis connection."""
     prefix = f"test:nonce:{uuid.uuid4().hex[:8]}:"
-    stores = [RedisNonces(REDIS_URL, prefix=prefix) for _ in range(2)]
+    stores = [RedisNonces(nonce_url, prefix=prefix) for _ in range(2)]
     yield Verifier(SIGNING, 60, stores[0]), Verifier(SIGNING, 60, stores[1]), prefix
     for store in stores:
         await store.aclose()
@@ -117,7 +123,7 @@ async def test_verifiers_sharing_redis_admit_a_signature_once_between_them(
 
 
 async def test_redis_remembers_a_nonce_for_as_long_as_its_signature_could_be_accepted(
-        shared: tuple[Verifier, Verifier, str], redis: Redis) -> None:
+        shared: tuple[Verifier, Verifier, str], redis: RedisClient) -> None:
     one, _, prefix = shared
     now = time.time()
     headers = dict(sign(SIGNING, "acct-1", "aged-nonce", "POST", "/v1/models",
@@ -127,8 +133,9 @@ async def test_redis_remembers_a_nonce_for_as_long_as_its_signature_could_be_acc
     assert 39 <= remaining_s <= 40 + CLOCK_SKEW_S  # 60 s of validity, 20 already spent
 
 
-async def test_an_unreachable_redis_fails_closed() -> None:
-    store = RedisNonces(f"redis://127.0.0.1:{free_port()}/0")
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
+async def test_an_unreachable_redis_fails_closed(scheme: str) -> None:
+    store = RedisNonces(f"{scheme}://127.0.0.1:{free_port()}/0")
     verifier = Verifier(SIGNING, 60, store)
     try:
         with pytest.raises(ReplayCacheUnavailable):

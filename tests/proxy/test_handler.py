@@ -1,7 +1,7 @@
-"""ProxyApp, the hot path, alone: fakes at its seams (key loader, limiter, policy, shaper,
+"""ProxyApp, the hot path, alone: fakes at its seams (key loader, limiter, caps, shaper,
 signer, record and detector sinks), the real pooled client against an in-process upstream.
 
-What it specifies is the order of the path (auth → status → body → policy → limit → upstream →
+What it specifies is the order of the path (auth → status → body → caps → limit → upstream →
 records) and who hears what: what reaches the upstream, what the limiter is charged, what is
 recorded, and that a request refused early goes no further.
 """
@@ -21,13 +21,14 @@ from gateway.auth.cache import KeyCache
 from gateway.auth.keys import hash_key
 from gateway.auth.principal import Principal
 from gateway.errors import GatewayError
+from gateway.logprobs.caps import refused
+from gateway.logprobs.shaping import IdentityShaper
+from gateway.metrics import Metrics
 from gateway.proxy.handler import ProxyApp
-from gateway.proxy.policy import refused
 from gateway.proxy.upstream import UpstreamClient
 from gateway.ratelimit.limiter import Admission
 from gateway.records import RequestRecord
 from gateway.settings import Settings
-from gateway.watermark.shaping import IdentityShaper
 
 API_KEY = "sk-gw-" + "k" * 40
 BLOCKED_KEY = "sk-gw-" + "b" * 40
@@ -72,7 +73,7 @@ class Limiter:
 
 
 @dataclass
-class Policy:
+class Caps:
     """Refuses ``logit_bias`` when ``strict``; remembers what it was asked about."""
 
     strict: bool = False
@@ -111,8 +112,12 @@ class Proxy:
     client: httpx.AsyncClient
     upstream: Upstream
     limiter: Limiter
-    policy: Policy
+    caps: Caps
     sinks: Sinks
+    metrics: Metrics
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        return self.metrics.registry.get_sample_value(name, labels)
 
     async def chat(self, body: dict[str, Any], key: str = API_KEY) -> httpx.Response:
         return await self.client.post("/v1/chat/completions", json=body,
@@ -139,7 +144,7 @@ async def upstream_url() -> AsyncIterator[tuple[str, Upstream]]:
 
 
 @pytest.fixture
-async def proxy(upstream_url: tuple[str, Upstream]) -> AsyncIterator[Proxy]:
+async def proxy(upstream_url: tuple[str, Upstream], metrics: Metrics) -> AsyncIterator[Proxy]:
     url, upstream = upstream_url
     settings = Settings(mode="local", upstream_url=url, upstream_api_key="upstream-secret")
     known = {hash_key(API_KEY, settings.key_hash_key()): principal("acct_1"),
@@ -148,16 +153,18 @@ async def proxy(upstream_url: tuple[str, Upstream]) -> AsyncIterator[Proxy]:
     async def load(key_hash: str) -> Principal | None:
         return known.get(key_hash)
 
-    client = UpstreamClient(url, connect_timeout_s=5, read_timeout_s=30, max_connections=4)
+    client = UpstreamClient(url, connect_timeout_s=5, read_timeout_s=30, max_connections=4,
+                            metrics=metrics)
     await client.start()
-    limiter, policy, sinks = Limiter(), Policy(), Sinks()
+    limiter, caps, sinks = Limiter(), Caps(), Sinks()
     app = ProxyApp(
         settings=settings, upstream=client, keys=KeyCache(load, ttl_s=60), limiter=limiter,
-        records=sinks, detector=sinks, shaper=IdentityShaper(), policy=policy, signer=Signer(),
+        records=sinks, detector=sinks, shaper=IdentityShaper(), caps=caps, signer=Signer(),
+        metrics=metrics,
     )
     transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 4000))
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-        yield Proxy(http, upstream, limiter, policy, sinks)
+        yield Proxy(http, upstream, limiter, caps, sinks, metrics)
     await client.stop()
 
 
@@ -185,7 +192,12 @@ async def test_the_limiter_reserves_an_estimate_and_is_charged_the_reported_usag
     [(account, estimate)] = proxy.limiter.admitted
     assert account == "acct_1" and estimate >= CHAT["max_tokens"]
     assert proxy.limiter.settled == [("acct_1", USAGE["total_tokens"])]
-    assert proxy.policy.checked == [("acct_1", "/v1/chat/completions")]
+    assert proxy.caps.checked == [("acct_1", "/v1/chat/completions")]
+    assert proxy.sample("gateway_tokens_total", kind="completion",
+                        tier="standard") == USAGE["completion_tokens"]
+    assert proxy.sample("gateway_requests_total", route="/v1/chat/completions",
+                        status_class="2xx") == 1
+    assert proxy.sample("gateway_requests_in_flight") == 0
 
 
 async def test_every_authenticated_request_is_recorded_and_shown_to_the_detector(
@@ -214,6 +226,9 @@ async def test_an_unknown_key_is_refused_before_anything_else_and_not_recorded(
     assert response.json()["error"]["code"] == "invalid_api_key"
     assert proxy.upstream.seen == [] and proxy.limiter.admitted == []
     assert proxy.sinks.records == []
+    assert proxy.sample("gateway_auth_failures_total", reason="invalid_key") == 1
+    assert proxy.sample("gateway_requests_total", route="/v1/chat/completions",
+                        status_class="4xx") == 1
 
 
 async def test_a_suspended_account_is_refused_and_recorded(proxy: Proxy) -> None:
@@ -223,8 +238,8 @@ async def test_a_suspended_account_is_refused_and_recorded(proxy: Proxy) -> None
     assert [(r.account_id, r.status_code) for r in proxy.sinks.records] == [("acct_2", 403)]
 
 
-async def test_a_policy_refusal_stops_the_request_before_the_limiter(proxy: Proxy) -> None:
-    proxy.policy.strict = True
+async def test_a_caps_refusal_stops_the_request_before_the_limiter(proxy: Proxy) -> None:
+    proxy.caps.strict = True
     response = await proxy.chat({**CHAT, "logit_bias": {"1": 5}})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "logit_bias"
@@ -246,5 +261,5 @@ async def test_an_invalid_body_is_refused_naming_the_parameter(proxy: Proxy) -> 
     response = await proxy.chat({**CHAT, "max_tokens": -1})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "max_tokens"
-    assert proxy.upstream.seen == [] and proxy.policy.checked == []
+    assert proxy.upstream.seen == [] and proxy.caps.checked == []
 

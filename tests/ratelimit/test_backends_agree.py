@@ -7,8 +7,10 @@ import uuid
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from gateway.accounts.limits import TierLimits
+from gateway.metrics import Metrics
 from gateway.ratelimit.backend import AdmitRequest, InProcessBackend
 from gateway.ratelimit.redis_backend import RedisBackend
 
@@ -38,7 +40,8 @@ costs = st.one_of(st.integers(0, 120), st.integers(0, 1_200))
 )
 @given(ops=operations, cost_seed=st.lists(costs, min_size=40, max_size=40), limits=limit_sets)
 async def test_identical_decisions(redis, ops, cost_seed, limits) -> None:  # type: ignore[no-untyped-def]
-    redis_backend = RedisBackend(redis, prefix=f"prop:{uuid.uuid4().hex[:8]}")
+    redis_backend = RedisBackend(redis, metrics=Metrics(CollectorRegistry()),
+                                 prefix=f"prop:{uuid.uuid4().hex[:8]}")
     memory = InProcessBackend()
     now = T0
     admitted: list[tuple[str, str, int]] = []

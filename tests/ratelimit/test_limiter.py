@@ -6,13 +6,16 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
-from gateway import metrics
 from gateway.accounts.limits import TierLimits
+from gateway.metrics import Metrics
 from gateway.ratelimit.backend import InProcessBackend
 from gateway.ratelimit.limiter import AccountLimiter, FailureMode
 from gateway.ratelimit.redis_backend import RedisBackend
+from gateway.redis_client import RedisClient
 from tests.support.tcp_proxy import TcpProxy
 
 LIMITS = TierLimits(requests_per_minute=10, tokens_per_minute=100_000, tokens_per_day=10**7,
@@ -25,11 +28,14 @@ async def proxy() -> AsyncIterator[TcpProxy]:
         yield running
 
 
-def _limiter(redis: Redis, mode: FailureMode, **options: float) -> AccountLimiter:
+def _limiter(redis: RedisClient, mode: FailureMode, metrics: Metrics | None = None,
+             **options: float) -> AccountLimiter:
     import uuid
 
+    metrics = metrics or Metrics(CollectorRegistry())
     return AccountLimiter(
-        RedisBackend(redis, prefix=f"lim:{uuid.uuid4().hex[:8]}"), fallback=InProcessBackend(),
+        RedisBackend(redis, metrics=metrics, prefix=f"lim:{uuid.uuid4().hex[:8]}"),
+        metrics=metrics, fallback=InProcessBackend(),
         failure_mode=mode, timeout_s=options.get("timeout_s", 0.5),
         replicas=int(options.get("replicas", 1)),
         retry_interval_s=options.get("retry_interval_s", 0.2),
@@ -42,15 +48,15 @@ async def _admitted(limiter: AccountLimiter, count: int, account: str = "acct") 
 
 
 async def test_fail_open_falls_back_with_the_limit_divided_by_replicas_and_says_so(
-    proxy: TcpProxy,
+    proxy: TcpProxy, metrics: Metrics,
 ) -> None:
     redis = Redis(host=proxy.host, port=proxy.port)
-    limiter = _limiter(redis, "fail_open", replicas=2)
+    limiter = _limiter(redis, "fail_open", metrics, replicas=2)
     assert limiter.mode == "redis"
     proxy.cut()
     assert await _admitted(limiter, 8) == 5  # 10 per minute across 2 replicas
     assert limiter.mode == "fallback"
-    assert metrics.RATELIMIT_FALLBACK._value.get() == 1
+    assert metrics.registry.get_sample_value("gateway_ratelimit_fallback_active") == 1
     await redis.aclose()
 
 
@@ -66,9 +72,11 @@ async def test_fail_closed_refuses_with_a_503_while_redis_is_down(proxy: TcpProx
 
 
 @pytest.mark.parametrize("mode", ["fail_open", "fail_closed"])
-async def test_recovery_is_automatic_when_redis_returns(proxy: TcpProxy, mode: FailureMode) -> None:
+async def test_recovery_is_automatic_when_redis_returns(
+    proxy: TcpProxy, mode: FailureMode, metrics: Metrics,
+) -> None:
     redis = Redis(host=proxy.host, port=proxy.port)
-    limiter = _limiter(redis, mode, retry_interval_s=0.1)
+    limiter = _limiter(redis, mode, metrics, retry_interval_s=0.1)
     assert (await limiter.admit("acct", LIMITS, 0)).allowed
     proxy.cut()
     await limiter.admit("acct", LIMITS, 0)
@@ -78,7 +86,7 @@ async def test_recovery_is_automatic_when_redis_returns(proxy: TcpProxy, mode: F
     admission = await limiter.admit("acct", LIMITS, 0)
     assert admission.allowed
     assert limiter.mode == "redis"
-    assert metrics.RATELIMIT_FALLBACK._value.get() == 0
+    assert metrics.registry.get_sample_value("gateway_ratelimit_fallback_active") == 0
     await redis.aclose()
 
 
@@ -92,11 +100,16 @@ end
 """
 
 
-async def test_a_slow_redis_counts_as_down(redis: Redis) -> None:
+async def test_a_slow_redis_counts_as_down(redis: RedisClient) -> None:
+    """On a cluster: the node that holds the account's slot is the one that stalls."""
     limiter = _limiter(redis, "fail_open", timeout_s=0.05)
     assert (await limiter.admit("acct", LIMITS, 0)).allowed
     assert limiter.mode == "redis"
-    blocker = Redis.from_url("redis://127.0.0.1:6379/0")
+    if isinstance(redis, RedisCluster):
+        node = redis.get_node_from_key("any:{acct}")  # the slot of the account's hash tag
+        blocker = Redis(host=node.host, port=node.port)
+    else:
+        blocker = Redis.from_url("redis://127.0.0.1:6379/0")
     stall = asyncio.create_task(blocker.eval(BUSY_SCRIPT, 0))  # Redis busy for 300 ms
     await asyncio.sleep(0.05)
     assert (await limiter.admit("acct", LIMITS, 0)).allowed
@@ -105,7 +118,7 @@ async def test_a_slow_redis_counts_as_down(redis: Redis) -> None:
     await blocker.aclose()
 
 
-async def test_settle_releases_the_concurrency_slot(redis: Redis) -> None:
+async def test_settle_releases_the_concurrency_slot(redis: RedisClient) -> None:
     limiter = _limiter(redis, "fail_open")
     one = TierLimits(requests_per_minute=100, tokens_per_minute=10**6, tokens_per_day=10**7,
                      max_concurrent=1)

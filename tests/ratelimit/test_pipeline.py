@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-from redis.asyncio import Redis
-
 from gateway.accounts.limits import TierLimits
+from gateway.metrics import Metrics
 from gateway.ratelimit.backend import AdmitRequest
 from gateway.ratelimit.redis_backend import RedisBackend
+from gateway.redis_client import RedisClient
 from tests.support.waiting import wait_until_async
 
 LIMITS = TierLimits(requests_per_minute=10, tokens_per_minute=10**6, tokens_per_day=10**8,
@@ -36,7 +36,7 @@ async def test_concurrent_calls_are_batched_and_each_gets_its_own_decision(
 
 
 async def test_a_flushed_script_cache_is_reloaded_for_lone_and_batched_calls(
-    redis: Redis, redis_backend: RedisBackend,
+    redis: RedisClient, redis_backend: RedisBackend,
 ) -> None:
     await redis.script_flush()
     assert (await redis_backend.admit(_request("a", "1"))).allowed
@@ -45,7 +45,9 @@ async def test_a_flushed_script_cache_is_reloaded_for_lone_and_batched_calls(
     assert all(d.allowed for d in batch)
 
 
-async def test_a_batch_sent_after_a_script_flush_is_retried_once_loaded(redis: Redis) -> None:
+async def test_a_batch_sent_after_a_script_flush_is_retried_once_loaded(
+    redis: RedisClient, metrics: Metrics,
+) -> None:
     from gateway.ratelimit.pipeline import ScriptPipeline, _Call
 
     script = "return tonumber(ARGV[1]) * 2"
@@ -53,12 +55,12 @@ async def test_a_batch_sent_after_a_script_flush_is_retried_once_loaded(redis: R
     await redis.script_flush()
     loop = asyncio.get_running_loop()
     calls = [_Call(script, sha, (), (n,), loop.create_future()) for n in (1, 2, 3)]
-    await ScriptPipeline(redis)._send(calls)
+    await ScriptPipeline(redis, metrics=metrics)._send(calls)
     assert [c.future.result() for c in calls] == [2, 4, 6]
 
 
 async def test_a_deferred_settlement_goes_out_on_its_own_soon(
-    redis: Redis, redis_backend: RedisBackend,
+    redis: RedisClient, redis_backend: RedisBackend,
 ) -> None:
     assert (await redis_backend.admit(_request("c", "slot"))).allowed
     slots_key = redis_backend._keys("c")[1]
@@ -71,7 +73,9 @@ async def test_a_deferred_settlement_goes_out_on_its_own_soon(
     await wait_until_async(slots_released, interval=0.005, what="the deferred settlement sent")
 
 
-async def test_drain_sends_what_is_deferred(redis: Redis, redis_backend: RedisBackend) -> None:
+async def test_drain_sends_what_is_deferred(
+    redis: RedisClient, redis_backend: RedisBackend,
+) -> None:
     assert (await redis_backend.admit(_request("d", "slot"))).allowed
     await redis_backend.settle("d", LIMITS, "slot", 0, 0, now_us=T0)
     await redis_backend.drain()

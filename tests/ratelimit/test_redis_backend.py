@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from gateway.accounts.limits import TierLimits
 from gateway.ratelimit.backend import AdmitRequest
 from gateway.ratelimit.redis_backend import RedisBackend
+from gateway.redis_client import RedisClient
 
 T0 = 1_900_000_000_000_000
 SECOND = 1_000_000
@@ -96,7 +95,7 @@ async def test_settling_refunds_or_charges_the_difference(redis_backend: RedisBa
 
 
 async def test_accounts_are_independent_and_keys_share_a_hash_tag(
-    redis: Redis, redis_backend: RedisBackend,
+    redis: RedisClient, redis_backend: RedisBackend,
 ) -> None:
     limits = _limits(rpm=1)
     assert (await _admit(redis_backend, T0, limits, account="acct_x")).allowed

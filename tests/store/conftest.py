@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.metrics import Metrics
 from gateway.store.db import create_engine
 from gateway.store.migrate import upgrade_async
 from gateway.store.writer import RequestLogWriter
@@ -43,13 +44,14 @@ WriterFactory = Callable[..., RequestLogWriter]
 
 
 @pytest.fixture
-async def make_writer(tmp_path: Path) -> AsyncIterator[WriterFactory]:
-    """Builds writers (spill dir under tmp_path by default) and stops them all at teardown."""
+async def make_writer(tmp_path: Path, metrics: Metrics) -> AsyncIterator[WriterFactory]:
+    """Builds writers (spill dir under tmp_path by default, recording into this test's
+    ``metrics``) and stops them all at teardown."""
     writers: list[RequestLogWriter] = []
 
     def make(engine: AsyncEngine, **kwargs: Any) -> RequestLogWriter:
         kwargs.setdefault("spill_dir", tmp_path / "spill")
-        writer = RequestLogWriter(engine, **kwargs)
+        writer = RequestLogWriter(engine, metrics=metrics, **kwargs)
         writers.append(writer)
         return writer
 

@@ -8,10 +8,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.metrics import Metrics
 from gateway.records import RequestRecord, utcnow
 from gateway.store.models import RequestRow
 
@@ -39,8 +39,9 @@ async def row_count(engine: AsyncEngine) -> int:
         return int((await conn.execute(select(func.count()).select_from(RequestRow))).scalar_one())
 
 
-def metric(name: str) -> float:
-    return REGISTRY.get_sample_value(name) or 0.0
+def metric(metrics: Metrics, name: str) -> float:
+    """A sample's value in ``metrics``' registry (0 when it has none yet)."""
+    return metrics.registry.get_sample_value(name) or 0.0
 
 
 def spill_files(directory: Path) -> list[Path]:

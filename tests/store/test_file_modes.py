@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import cli
+from gateway.metrics import Metrics
 from gateway.store.db import create_engine
 from gateway.store.spill import SpillDir
 from gateway.store.writer import RequestLogWriter
@@ -81,11 +82,12 @@ def test_an_existing_spill_directory_is_made_private_when_opened(tmp_path: Path)
     assert mode(elsewhere) == 0o644  # a link is not followed
 
 
-def test_the_writer_tightens_an_existing_spill_directory(tmp_path: Path) -> None:
+def test_the_writer_tightens_an_existing_spill_directory(tmp_path: Path, metrics: Metrics) -> None:
     spill = tmp_path / "spill"
     spill.mkdir(mode=0o777)
     spill.chmod(0o777)
-    RequestLogWriter(create_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"), spill_dir=spill)
+    RequestLogWriter(create_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"), metrics=metrics,
+                     spill_dir=spill)
     assert mode(spill) == 0o700
 
 
@@ -124,7 +126,8 @@ def test_the_demo_database_is_private(tmp_path: Path, monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(cli, "_serve_demo", no_serving)
     monkeypatch.setattr(cli, "_print_demo_banner", lambda *_: None)
-    args = cli._parser().parse_args(["demo", "--state-dir", str(tmp_path / "demo")])
+    args = cli._parser().parse_args(["demo", "--upstream", "reference", "--state-dir",
+                                     str(tmp_path / "demo")])
     assert isinstance(args, argparse.Namespace)
 
     assert cli._demo(args) == 0

@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.metrics import Metrics
 from gateway.records import RequestRecord
 from gateway.store.models import RequestRow
 from gateway.store.spill import SpillDir
@@ -95,11 +96,11 @@ async def _others_still_arrive(engine: AsyncEngine, writer: Any) -> None:
 
 
 async def test_hostile_values_are_stored_sanitised_beside_the_good_records(
-    engine: AsyncEngine, make_writer: WriterFactory, tmp_path: Path
+    engine: AsyncEngine, make_writer: WriterFactory, metrics: Metrics, tmp_path: Path
 ) -> None:
     writer = make_writer(engine, batch_size=50, replay_interval_s=NEVER)
     await writer.start()
-    errors_before = metric(WRITE_ERRORS)
+    errors_before = metric(metrics, WRITE_ERRORS)
     earlier = [record(account_id="acct-attacker") for _ in range(10)]  # the attacker's own
     for item in earlier:
         writer.submit(item)
@@ -121,20 +122,21 @@ async def test_hostile_values_are_stored_sanitised_beside_the_good_records(
         row = await _stored(engine, hostile[name].request_id)
         assert {field: getattr(row, field) for field in expected} == expected, name
     assert writer.database_healthy
-    assert metric(WRITE_ERRORS) == errors_before
+    assert metric(metrics, WRITE_ERRORS) == errors_before
     assert spill_files(tmp_path / "spill") == []
     assert quarantined(tmp_path / "spill") == []
     await _others_still_arrive(engine, writer)
 
 
 async def test_rows_the_database_refuses_are_quarantined_and_the_rest_stored(
-    engine: AsyncEngine, make_writer: WriterFactory, tmp_path: Path,
+    engine: AsyncEngine, make_writer: WriterFactory, metrics: Metrics, tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="gateway")
     writer = make_writer(engine, batch_size=64, replay_interval_s=NEVER)
     await writer.start()
-    quarantined_before, errors_before = metric(QUARANTINED), metric(WRITE_ERRORS)
+    quarantined_before = metric(metrics, QUARANTINED)
+    errors_before = metric(metrics, WRITE_ERRORS)
     good = [record(model="tiny", prompt_text="héllo 😀", max_tokens=2**31 - 1, temperature=0.5,
                    logprobs=True, top_logprobs=5) for _ in range(57)]
     bad = [_unstorable("acct-attacker", prompt_text=SECRET) for _ in range(3)]
@@ -152,8 +154,8 @@ async def test_rows_the_database_refuses_are_quarantined_and_the_rest_stored(
     assert {e["account_id"] for e in entries} == {"acct-attacker"}
     assert all(e["reason"] and SECRET not in e["reason"] for e in entries)
     assert all(e["record"]["prompt_text"] == SECRET for e in entries)  # kept as evidence
-    assert metric(QUARANTINED) - quarantined_before == 3
-    assert metric(WRITE_ERRORS) == errors_before
+    assert metric(metrics, QUARANTINED) - quarantined_before == 3
+    assert metric(metrics, WRITE_ERRORS) == errors_before
     assert writer.database_healthy
     assert spill_files(tmp_path / "spill") == []
     assert SECRET not in _gateway_logs(caplog)
@@ -201,14 +203,14 @@ def _poison_lines() -> tuple[list[bytes], str, str]:
 
 
 async def test_replay_sets_poison_lines_aside_and_stores_every_other_line(
-    engine: AsyncEngine, make_writer: WriterFactory, tmp_path: Path
+    engine: AsyncEngine, make_writer: WriterFactory, metrics: Metrics, tmp_path: Path
 ) -> None:
     spill_dir = tmp_path / "spill"
     good = [record() for _ in range(40)]
     lines, refused_id, clamped_id = _poison_lines()
     _old_spill_file(spill_dir, good, lines)
     writer = make_writer(engine, batch_size=16, replay_interval_s=NEVER)
-    quarantined_before = metric(QUARANTINED)
+    quarantined_before = metric(metrics, QUARANTINED)
 
     await writer.replay_spill()
 
@@ -218,7 +220,7 @@ async def test_replay_sets_poison_lines_aside_and_stores_every_other_line(
     entries = quarantined(spill_dir)
     assert [e["request_id"] for e in entries if e["request_id"]] == [refused_id]
     assert len(entries) == 3  # two unreadable lines, kept verbatim, and the refused row
-    assert metric(QUARANTINED) - quarantined_before == 3
+    assert metric(metrics, QUARANTINED) - quarantined_before == 3
     assert spill_files(spill_dir) == []
     assert writer.database_healthy
 

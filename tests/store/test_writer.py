@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.metrics import Metrics
 from gateway.store.db import create_engine
 from gateway.store.models import RequestRow
 from gateway.store.spill import SpillDir
@@ -40,11 +41,11 @@ def _pg_host_port(url: str) -> tuple[str, int]:
 
 
 async def test_submitted_records_reach_the_database(
-    engine: AsyncEngine, make_writer: WriterFactory
+    engine: AsyncEngine, make_writer: WriterFactory, metrics: Metrics
 ) -> None:
     writer = make_writer(engine, batch_size=100, replay_interval_s=NEVER)
     await writer.start()
-    written_before = metric(WRITTEN)
+    written_before = metric(metrics, WRITTEN)
     records = [record(prompt_text="héllo", logprobs=True, top_logprobs=5) for _ in range(450)]
     for item in records:
         writer.submit(item)
@@ -52,8 +53,8 @@ async def test_submitted_records_reach_the_database(
     await writer.flush()
 
     assert sorted(await stored_ids(engine)) == sorted(r.request_id for r in records)
-    assert metric(WRITTEN) - written_before == 450
-    assert metric(QUEUE_DEPTH) == 0
+    assert metric(metrics, WRITTEN) - written_before == 450
+    assert metric(metrics, QUEUE_DEPTH) == 0
     assert writer.database_healthy
     async with engine.connect() as conn:
         row = (
@@ -81,25 +82,25 @@ async def test_stop_writes_out_everything_queued(
 
 
 async def test_queue_overflow_spills_and_is_replayed(
-    engine: AsyncEngine, make_writer: WriterFactory, tmp_path: Path
+    engine: AsyncEngine, make_writer: WriterFactory, metrics: Metrics, tmp_path: Path
 ) -> None:
     writer = make_writer(engine, queue_max=10, replay_interval_s=NEVER)
     await writer.start()
-    spilled_before, replayed_before = metric(SPILLED), metric(REPLAYED)
+    spilled_before, replayed_before = metric(metrics, SPILLED), metric(metrics, REPLAYED)
     records = [record() for _ in range(200)]
     for item in records:  # no await in between: the write loop cannot drain the queue
         writer.submit(item)
 
     await writer.flush()
 
-    assert metric(SPILLED) - spilled_before == 190
+    assert metric(metrics, SPILLED) - spilled_before == 190
     # The start-up replay round may be running now; replay_spill waits for it, then sweeps.
     await writer.replay_spill()
 
     assert sorted(await stored_ids(engine)) == sorted(r.request_id for r in records)
-    assert metric(REPLAYED) - replayed_before == 190
+    assert metric(metrics, REPLAYED) - replayed_before == 190
     assert writer.spill_pending_bytes() == 0
-    assert metric(SPILL_PENDING) == 0
+    assert metric(metrics, SPILL_PENDING) == 0
     assert spill_files(tmp_path / "spill") == []
 
 

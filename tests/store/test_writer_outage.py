@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.metrics import Metrics
 from gateway.records import RequestRecord
 from gateway.store.db import create_engine
 from gateway.store.models import RequestRow
@@ -58,16 +59,16 @@ async def _all_stored(engine: AsyncEngine, records: list[RequestRecord]) -> None
 
 async def test_cut_connection_mid_stream_loses_and_duplicates_nothing(
     proxy: TcpProxy, proxied_engine: AsyncEngine, pg_engine: AsyncEngine,
-    make_writer: WriterFactory, tmp_path: Path,
+    make_writer: WriterFactory, metrics: Metrics, tmp_path: Path,
 ) -> None:
     writer = make_writer(
         proxied_engine, batch_size=20, flush_interval_s=0.02, replay_interval_s=0.2
     )
     await writer.start()
     spilled, replayed, errors = (
-        metric("gateway_request_log_spilled_total"),
-        metric("gateway_request_log_replayed_total"),
-        metric("gateway_request_log_write_errors_total"),
+        metric(metrics, "gateway_request_log_spilled_total"),
+        metric(metrics, "gateway_request_log_replayed_total"),
+        metric(metrics, "gateway_request_log_write_errors_total"),
     )
     records = [record() for _ in range(N)]
 
@@ -79,16 +80,16 @@ async def test_cut_connection_mid_stream_loses_and_duplicates_nothing(
             await writer.flush()  # everything so far is in the DB or the spill file
             assert not writer.database_healthy
             assert writer.spill_pending_bytes() > 0
-            assert metric("gateway_request_log_spill_pending_bytes") > 0
+            assert metric(metrics, "gateway_request_log_spill_pending_bytes") > 0
             proxy.restore()
         if i % 5 == 0:
             await asyncio.sleep(0.005)  # records arrive over time, not all at once
     await writer.flush()
 
     await _all_stored(pg_engine, records)
-    assert metric("gateway_request_log_spilled_total") > spilled
-    assert metric("gateway_request_log_replayed_total") > replayed
-    assert metric("gateway_request_log_write_errors_total") > errors
+    assert metric(metrics, "gateway_request_log_spilled_total") > spilled
+    assert metric(metrics, "gateway_request_log_replayed_total") > replayed
+    assert metric(metrics, "gateway_request_log_write_errors_total") > errors
     await wait_until_async(
         lambda: asyncio.sleep(0, writer.database_healthy and not writer.spill_pending_bytes()),
         timeout=30, what="writer healthy again, spill replayed",

@@ -11,17 +11,17 @@ from typing import Any
 import pytest
 import torch
 
-from gateway.watermark.config import WatermarkConfig
-from gateway.watermark.keys import derive_key
-from gateway.watermark.processor import WatermarkProcessor, context_window, keys_tensor
-from gateway.watermark.vllm_adapter import PYTHON_SEED_ROWS, BatchWatermark, RequestWatermark
-from gateway.watermark.xargs_tag import (
+from gateway.upstream_identity.xargs_tag import (
     NonceMemory,
     TagError,
     TagVerifier,
     stamp,
     tag_key,
 )
+from gateway.watermark.config import WatermarkConfig
+from gateway.watermark.keys import derive_key
+from gateway.watermark.processor import WatermarkProcessor, context_window, keys_tensor
+from gateway.watermark.vllm_adapter import PYTHON_SEED_ROWS, BatchWatermark, RequestWatermark
 
 SECRET = "adapter-watermark-secret-0123456789abcd"
 VOCAB = 300

@@ -1,7 +1,7 @@
 """Replay labelled sessions through the production detection engine, on a simulated clock.
 
 An offline scorer that builds every window of a session and scores it in bulk measures an
-idealised detector. This drives :class:`gateway.detect.runtime.Engine` itself — the same
+idealised detector. This drives :class:`gateway.detect.runtime.DetectionEngine` itself — the same
 ``observe`` (prompt head cut where production cuts it), micro-batcher, account selection
 (every ``score_every`` requests, none before ``min_requests``), window store, model, risk
 update and campaign clustering — with the requests of all sessions merged in time order and fed
@@ -10,7 +10,7 @@ at most ``max_batch``). The engine's clock is the simulated time.
 
 What comes back is threshold-free: each account's trajectory (requests seen, classifier score,
 risk) at every scoring, and when each account first appeared in a campaign found by
-:meth:`gateway.detect.runtime.Engine.find_campaigns` on the sweep schedule
+:meth:`gateway.detect.runtime.DetectionEngine.find_campaigns` on the sweep schedule
 (``campaign_interval_s``).
 Campaign sweeps run per *group* of accounts (an operation; all benign accounts as one), so that
 unrelated simulated actors are never clustered together by accident of a shared generator.
@@ -23,12 +23,15 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from prometheus_client import CollectorRegistry
+
 from gateway.detect import campaign
 from gateway.detect.offline.real_traffic import to_record
 from gateway.detect.offline.simulate import Session
-from gateway.detect.runtime import Engine, EngineConfig, Scored
+from gateway.detect.runtime import DetectionEngine, DetectionEngineConfig, Scored
 from gateway.detect.scoring import Artifact, Scorer
-from gateway.detect.store import MemoryStore
+from gateway.detect.window_store import MemoryWindowStore
+from gateway.metrics import Metrics
 
 CHUNK_SPAN_S = 1.0
 """A micro-batch never spans more simulated time than this, so campaign sweeps land within a
@@ -89,9 +92,9 @@ class _Recorder:
         return None
 
 
-def engine_config(artifact: Artifact) -> EngineConfig:
+def engine_config(artifact: Artifact) -> DetectionEngineConfig:
     """The configuration the gateway runs the artifact with, default settings otherwise."""
-    return EngineConfig(window=artifact.window, min_requests=artifact.min_requests,
+    return DetectionEngineConfig(window=artifact.window, min_requests=artifact.min_requests,
                         score_every=artifact.score_every)
 
 
@@ -104,7 +107,7 @@ def _events(sessions: Sequence[Session]) -> list[Event]:
                   for ri, req in enumerate(s.requests))
 
 
-def _chunks(events: Sequence[Event], sessions: Sequence[Session], config: EngineConfig
+def _chunks(events: Sequence[Event], sessions: Sequence[Session], config: DetectionEngineConfig
             ) -> Iterator[list[Event]]:
     """Micro-batches: an account's second request joins a batch only within ``max_wait_s``."""
     chunk: list[Event] = []
@@ -127,8 +130,8 @@ def _chunks(events: Sequence[Event], sessions: Sequence[Session], config: Engine
 class _Sweeper:
     """Campaign sweeps on the runtime's schedule, per group, only for groups that changed."""
 
-    def __init__(self, engine: Engine, store: MemoryStore, group_of: Callable[[str], str],
-                 result: Replay) -> None:
+    def __init__(self, engine: DetectionEngine, store: MemoryWindowStore,
+                 group_of: Callable[[str], str], result: Replay) -> None:
         self.engine, self.store, self.group_of, self.result = engine, store, group_of, result
         self.members: dict[str, set[str]] = defaultdict(set)
         self.dirty: set[str] = set()
@@ -162,13 +165,16 @@ class _Sweeper:
 
 
 async def replay(sessions: Sequence[Session], scorer: Scorer, artifact: Artifact,
-                 group_of: Callable[[str], str], config: EngineConfig | None = None) -> Replay:
+                 group_of: Callable[[str], str],
+                 config: DetectionEngineConfig | None = None) -> Replay:
     """Every request of ``sessions`` through a fresh engine; trajectories and campaigns."""
     config = config or engine_config(artifact)
     clock = _Clock()
     recorder = _Recorder()
-    store = MemoryStore(config.window, max_accounts=max(100_000, 2 * len(sessions)))
-    engine = Engine(config, scorer, artifact, store, recorder, clock=clock)
+    store = MemoryWindowStore(config.window, max_accounts=max(100_000, 2 * len(sessions)))
+    # An offline run: the engine's metrics go to a registry of its own that nothing exports.
+    engine = DetectionEngine(config, scorer, artifact, store, recorder, clock=clock,
+                    metrics=Metrics(CollectorRegistry()))
     result = Replay()
     sweeper = _Sweeper(engine, store, group_of, result)
     seen: Counter[str] = Counter()

@@ -1,0 +1,87 @@
+"""End to end: ``gateway suspect`` (a real process) samples a suspect over HTTP and names the
+account whose watermark its outputs carry, among every account of the gateway's database.
+
+The radioactive suspect is the reference model server behind a real gateway, answering with
+the harvester's API key: its text carries the harvester's key, as a strongly radioactive
+student's would (the statistics against real students: ``bench/watermark/suspect_bench.py``).
+The control suspect is the same model served without any watermark: nobody is attributed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.modelserver.server import create_model_server_app
+from tests.e2e.conftest import WATERMARK_SECRET, Stack, StackFactory
+from tests.modelserver.conftest import make_toy_model, toy_config
+from tests.support.servers import serve_in_thread
+
+SIGNING_SECRET = "upstream-signing-Sx4Pq8Lm2Tz6Rw1Ny5"
+
+
+@pytest.fixture(scope="module")
+def toy_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_toy_model(tmp_path_factory.mktemp("toy-model"))
+
+
+@pytest.fixture(scope="module")
+def marked_stack(make_stack: StackFactory, toy_model: Path) -> Iterator[Stack]:
+    config = toy_config(toy_model, signing_secret=SIGNING_SECRET.encode(),
+                        watermark_secret=WATERMARK_SECRET.encode())
+    with serve_in_thread(create_model_server_app(config)) as url, make_stack(
+            upstream_url=url + "/v1", upstream_signing_secret=SIGNING_SECRET) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def plain_suspect(toy_model: Path) -> Iterator[str]:
+    config = toy_config(toy_model, signing_secret=None, watermark_secret=None,
+                        allow_unsigned=True)
+    with serve_in_thread(create_model_server_app(config)) as url:
+        yield url + "/v1"
+
+
+def suspect(base_url: str, api_key: str, database_url: str, out: Path,
+            *extra: str) -> tuple[int, dict[str, object]]:
+    env = {**os.environ, "GATEWAY_MODE": "local", "GATEWAY_DATABASE_URL": database_url,
+           "GATEWAY_WATERMARK_SECRET": WATERMARK_SECRET, "SUSPECT_API_KEY": api_key}
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "suspect", "--base-url", base_url,
+         "--api-key-env", "SUSPECT_API_KEY", "--model", "student", "--allow-http",
+         "--allow-private-network", "--max-queries", "48", "--queries-per-look", "12",
+         "--max-tokens", "120", "--json", str(out), *extra],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert api_key not in done.stdout + done.stderr
+    assert WATERMARK_SECRET not in done.stdout + done.stderr
+    return done.returncode, json.loads(out.read_text())
+
+
+def test_the_suspect_is_attributed_to_the_harvester_among_all_accounts(
+        marked_stack: Stack, migrated_postgres: str, tmp_path: Path) -> None:
+    harvester, key = marked_stack.new_account("harvester")
+    for i in range(20):
+        marked_stack.new_account(f"bystander-{i}")
+    code, report = suspect(marked_stack.base + "/v1", key, migrated_postgres,
+                           tmp_path / "report.json", "--markdown", str(tmp_path / "report.md"))
+    assert code == 0, report
+    assert report["verdict"] == "attributed"
+    assert [h["name"] for h in report["attributed"]] == [harvester]  # type: ignore[index]
+    assert report["accounts_tested"] >= 21  # type: ignore[operator]
+    assert report["queries"] <= 48  # type: ignore[operator]
+    assert harvester in (tmp_path / "report.md").read_text()
+
+
+def test_an_unwatermarked_suspect_is_attributed_to_nobody(
+        marked_stack: Stack, plain_suspect: str, migrated_postgres: str, tmp_path: Path) -> None:
+    marked_stack.new_account("someone")
+    code, report = suspect(plain_suspect, "sk-anything", migrated_postgres,
+                           tmp_path / "report.json", "--max-queries", "24")
+    assert code == 1
+    assert report["verdict"] == "not_attributed" and report["attributed"] == []
+    assert report["queries"] == 24 and report["pairs_scored"] > 500  # type: ignore[operator]

@@ -1,0 +1,128 @@
+"""Logprob caps and keyed logprob noise, as the proxy applies them."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway.accounts.limits import TierLimits
+from gateway.auth.principal import Principal
+from gateway.errors import GatewayError
+from gateway.logprobs.caps import build_caps
+from gateway.logprobs.shaping import IdentityShaper, build_shaper
+from gateway.metrics import Metrics
+from gateway.settings import Settings
+
+LIMITS = TierLimits(requests_per_minute=1, tokens_per_minute=1, tokens_per_day=1, max_concurrent=1)
+CHAT = "/v1/chat/completions"
+
+
+def principal(tier: str) -> Principal:
+    return Principal(key_id="k", account_id="acct", status="active", tier=tier, limits=LIMITS)
+
+
+def body(**extra: Any) -> dict[str, Any]:
+    return {"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+@pytest.mark.parametrize(("tier", "payload", "param"), [
+    ("standard", body(top_logprobs=6, logprobs=True), "top_logprobs"),
+    ("standard", body(n=5), "n"),
+    ("standard", body(logit_bias={"1": 5}, logprobs=True), "logit_bias"),
+    ("standard", body(logit_bias={"1": 50}), "logit_bias"),
+    ("standard", body(logit_bias={str(i): 1 for i in range(51)}), "logit_bias"),
+    ("free", body(n=2), "n"),
+    ("throttled", body(logprobs=True, top_logprobs=1), "top_logprobs"),
+])
+def test_policy_refuses_with_a_400_naming_the_parameter(
+        tier: str, payload: dict[str, Any], param: str, metrics: Metrics) -> None:
+    caps = build_caps(Settings(mode="local"), metrics)
+    with pytest.raises(GatewayError) as caught:
+        caps.check(principal(tier), CHAT, payload)
+    assert caught.value.status == 400 and caught.value.param == param
+
+
+def test_policy_allows_what_the_tier_allows_and_reads_completions_logprobs(
+        metrics: Metrics) -> None:
+    caps = build_caps(Settings(mode="local"), metrics)
+    caps.check(principal("standard"), CHAT, body(top_logprobs=5, logprobs=True, n=4))
+    caps.check(principal("standard"), CHAT, body(logit_bias={"1": 20}))
+    caps.check(principal("enterprise"), CHAT,
+               body(logit_bias={"1": 100}, logprobs=True, top_logprobs=20))
+    with pytest.raises(GatewayError) as caught:
+        caps.check(principal("standard"), "/v1/completions",
+                   {"model": "m", "prompt": "x", "logprobs": 6})
+    assert caught.value.param == "logprobs"
+
+
+def chat_response(values: list[list[tuple[str, float]]]) -> dict[str, Any]:
+    content = [{"token": top[0][0], "logprob": top[0][1],
+                "top_logprobs": [{"token": t, "logprob": v} for t, v in top]} for top in values]
+    return {"choices": [{"index": 0, "logprobs": {"content": content}}]}
+
+
+TOPS = [[("a", -0.1), ("b", -2.5), ("c", -2.6), ("d", -7.0)],
+        [("e", -0.01), ("f", -4.0), ("g", -9.0), ("h", -9.001)]]
+
+
+def shaped(account: str, request: dict[str, Any], response: dict[str, Any],
+           settings: Settings | None = None) -> dict[str, Any]:
+    build_caps(Settings(mode="local"), Metrics(CollectorRegistry())).check(
+        principal("enterprise"), CHAT, request)
+    shaper = build_shaper(settings or Settings(mode="local"))
+    return shaper.begin(account, CHAT, request).shape(copy.deepcopy(response))
+
+
+def values_of(response: dict[str, Any]) -> list[list[float]]:
+    return [[t["logprob"] for t in entry["top_logprobs"]]
+            for entry in response["choices"][0]["logprobs"]["content"]]
+
+
+def test_noise_is_deterministic_rank_preserving_and_rounded() -> None:
+    original = [[v for _, v in top] for top in TOPS]
+    first = values_of(shaped("acct", body(), chat_response(TOPS)))
+    assert first == values_of(shaped("acct", body(), chat_response(TOPS)))
+    assert first != original
+    for row in first:
+        assert row == sorted(row, reverse=True) and all(v <= 0 for v in row)
+        assert all(round(v, 2) == v for v in row)
+    entry = shaped("acct", body(), chat_response(TOPS))["choices"][0]["logprobs"]["content"][0]
+    assert entry["logprob"] == entry["top_logprobs"][0]["logprob"]
+
+
+def test_noise_ignores_logit_bias_but_depends_on_account_and_prompt() -> None:
+    base = values_of(shaped("acct", body(), chat_response(TOPS)))
+    assert values_of(shaped("acct", body(logit_bias={"5": 3}, seed=9),
+                            chat_response(TOPS))) == base
+    assert values_of(shaped("other", body(), chat_response(TOPS))) != base
+    changed = body()
+    changed["messages"][0]["content"] = "hi!"
+    assert values_of(shaped("acct", changed, chat_response(TOPS))) != base
+
+
+def test_streamed_chunks_get_the_same_noise_as_the_whole_response() -> None:
+    whole = values_of(shaped("acct", body(), chat_response(TOPS)))
+
+    session = build_shaper(Settings(mode="local")).begin("acct", CHAT, body())
+    streamed: list[list[float]] = []
+    for top in TOPS:
+        streamed += values_of(session.shape(chat_response([top])))
+    assert streamed == whole
+
+
+def test_legacy_completions_logprobs_are_perturbed_too() -> None:
+    response = {"choices": [{"index": 0, "logprobs": {
+        "tokens": ["a", "e"], "token_logprobs": [-0.1, -0.01],
+        "top_logprobs": [dict(TOPS[0]), dict(TOPS[1])]}}]}
+    out = shaped("acct", body(), response)["choices"][0]["logprobs"]
+    assert out["token_logprobs"] != [-0.1, -0.01]
+    assert out["token_logprobs"][0] == out["top_logprobs"][0]["a"]
+
+
+def test_the_shaper_can_be_switched_off() -> None:
+    off = Settings(mode="local", logprob_noise=0, logprob_decimals=8)
+    assert isinstance(build_shaper(off), IdentityShaper)
+

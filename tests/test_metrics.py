@@ -1,0 +1,102 @@
+"""Metrics are an object on an injected registry: independent per registry, nothing registered at
+import, multiprocess mode decided when they are built, and the factory's app exports its own."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry, values
+
+from gateway.app import create_app
+from gateway.metrics import MULTIPROC_ENV, Children, Metrics
+from gateway.settings import Settings
+
+
+def test_two_metrics_objects_on_two_registries_count_independently() -> None:
+    first, second = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+    first.requests.labels("/v1/models", "2xx").inc()
+    first.requests.labels("/v1/models", "2xx").inc()
+    second.requests.labels("/v1/models", "2xx").inc()
+    second.ratelimit_fallback.set(1)
+    labels = {"route": "/v1/models", "status_class": "2xx"}
+    assert first.registry.get_sample_value("gateway_requests_total", labels) == 2
+    assert second.registry.get_sample_value("gateway_requests_total", labels) == 1
+    assert first.registry.get_sample_value("gateway_ratelimit_fallback_active") == 0
+    assert second.registry.get_sample_value("gateway_ratelimit_fallback_active") == 1
+
+
+def test_a_registry_holds_one_definition_of_each_metric() -> None:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        Metrics(registry)
+
+
+def test_importing_the_module_registers_nothing_and_reads_no_environment() -> None:
+    script = (
+        "import os, prometheus_client as p\n"
+        "import gateway.metrics, gateway.app, gateway.cli\n"
+        "names = {f.name for f in p.REGISTRY.collect()}\n"
+        "assert not {n for n in names if n.startswith('gateway_')}, names\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+
+
+def test_bound_children_are_the_labelled_children() -> None:
+    metrics = Metrics(CollectorRegistry())
+    requests = Children(metrics.requests)
+    assert requests("/v1/models", "2xx") is requests("/v1/models", "2xx")
+    assert requests("/v1/models", "2xx") is metrics.requests.labels("/v1/models", "2xx")
+
+
+def test_render_exports_this_registry_in_single_process_mode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    metrics = Metrics(CollectorRegistry())
+    assert metrics.multiprocess_dir is None
+    metrics.log_written.inc(3)
+    body, content_type = metrics.render()
+    assert content_type.startswith("text/plain")
+    assert b"gateway_request_log_written_total 3.0" in body
+
+
+def test_multiprocess_mode_is_decided_when_the_metrics_are_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The directory is set after prometheus_client was imported (as it is here): it still
+    counts, because it is read when the metrics are built; render() aggregates the files."""
+    monkeypatch.setattr(values, "ValueClass", values.ValueClass)  # restored after the test
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    metrics = Metrics(CollectorRegistry())
+    assert metrics.multiprocess_dir == str(tmp_path)
+    metrics.requests.labels("/v1/models", "2xx").inc()
+    metrics.in_flight.inc()
+    assert list(tmp_path.glob("*.db")), "values live in the multiprocess directory"
+    body, _ = metrics.render()
+    assert b'gateway_requests_total{route="/v1/models",status_class="2xx"} 1.0' in body
+    assert b"gateway_requests_in_flight 1.0" in body
+    monkeypatch.delenv(MULTIPROC_ENV)
+    assert Metrics(CollectorRegistry()).multiprocess_dir is None
+    assert values.ValueClass is values.MutexValue
+
+
+async def test_the_factory_app_exports_its_request_counter_on_metrics() -> None:
+    """No lifespan, no services: a request refused for want of a key is still counted."""
+    app = create_app(Settings(mode="local"))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        refused = await client.get("/v1/models")
+        assert refused.status_code == 401
+        text = (await client.get("/metrics")).text
+    assert 'gateway_requests_total{route="/v1/models",status_class="4xx"} 1.0' in text
+    assert 'gateway_auth_failures_total{reason="missing_key"} 1.0' in text
+    assert app.metrics.registry.get_sample_value(
+        "gateway_requests_total", {"route": "/v1/models", "status_class": "4xx"}) == 1
+    # A second app in the same process counts for itself.
+    assert create_app(Settings(mode="local")).metrics.registry.get_sample_value(
+        "gateway_requests_total", {"route": "/v1/models", "status_class": "4xx"}) is None
