@@ -129,6 +129,11 @@ class Metrics:
             "Failed database writes of request-record batches.",
             registry=r,
         )
+        self.log_partitions_ahead = Gauge(
+            "gateway_request_log_partitions_ahead_days",
+            "Days of request-log partitions ready beyond today (PostgreSQL; -1: none for today).",
+            multiprocess_mode="livemax", registry=r,
+        )
         self.log_spill_pending = Gauge(
             "gateway_request_log_spill_pending_bytes",
             "Bytes of request records in spill files awaiting replay.",

@@ -200,6 +200,12 @@ def evidence() -> dict[str, Any]:
         panel("Spill awaiting replay", [(
             f"sum by (instance) (gateway_request_log_spill_pending_bytes{{{I}}})",
             "{{instance}}")], "bytes"),
+        panel("Request-log partitions ready ahead", [(
+            f"max by (instance) (gateway_request_log_partitions_ahead_days{{{I}}})",
+            "{{instance}}")], "d",
+            description="Days of daily request-log partitions beyond today (PostgreSQL). The "
+            "writers keep a week; below 2, maintenance is failing and new days' records will "
+            "land in the default partition (kept, but read by every query)."),
         panel("Records quarantined", [(
             f"sum by (instance) (increase(gateway_request_log_quarantined_total{{{I}}}[{R}]))",
             "{{instance}}")],

@@ -151,6 +151,25 @@ async def prepare(engine: AsyncEngine, ahead: int = AHEAD_DAYS) -> list[date]:
         return await conn.run_sync(ensure_ahead, ahead)
 
 
+async def ready_days(engine: AsyncEngine) -> int | None:
+    """:func:`days_ahead` for async callers; None on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return None
+    async with engine.connect() as conn:
+        return await conn.run_sync(days_ahead)
+
+
+def days_ahead(conn: Connection) -> int | None:
+    """How many days beyond today have a partition, counting on from today's (-1 when today
+    has none: its records go to the default partition); None on an unpartitioned table."""
+    if not is_partitioned(conn):
+        return None
+    ready, day, ahead = set(days(conn)), today(), -1
+    while day in ready:
+        day, ahead = day + timedelta(days=1), ahead + 1
+    return ahead
+
+
 def drop_before(conn: Connection, cutoff: datetime) -> tuple[list[date], int]:
     """Drops every daily partition whose whole day lies before ``cutoff``; returns the days
     dropped and how many records they held (counted first: retention reports what went)."""

@@ -336,9 +336,12 @@ class RequestLogWriter:
         whose day has no partition go to the default partition meanwhile, none is refused."""
         try:
             made = await partitions.prepare(self._engine)
+            ahead = await partitions.ready_days(self._engine)
         except Exception as exc:
             log.warning("request log: partition maintenance failed (%s)", type(exc).__name__)
             return
+        if ahead is not None:
+            self._metrics.log_partitions_ahead.set(ahead)
         if made:
             log.info("request log: created %d daily partition(s) up to %s", len(made), made[-1])
 

@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import cli
+from gateway.metrics import Metrics
 from gateway.records import utcnow
 from gateway.store import partitions, repository
 from gateway.store.models import RequestRow
@@ -106,6 +107,10 @@ async def test_retention_drops_whole_days_and_deletes_the_rest(pg_engine: AsyncE
     assert await delete_request_records_older_than(pg_engine, days=30) == 0
 
 
+async def _equals(value: float | None, expected: float) -> bool:
+    return value == expected
+
+
 def _scanned(plan: object) -> set[str]:
     """Relations a JSON EXPLAIN plan reads."""
     found: set[str] = set()
@@ -146,12 +151,13 @@ async def test_an_accounts_requests_over_a_window_read_only_its_partitions(
     assert await _explain(pg_engine, day - timedelta(hours=30), day, cursor) == expected
 
 
-async def test_the_writer_keeps_partitions_ahead(pg_engine: AsyncEngine,
+async def test_the_writer_keeps_partitions_ahead(pg_engine: AsyncEngine, metrics: Metrics,
                                                  make_writer: WriterFactory) -> None:
     today = partitions.today()
     async with pg_engine.begin() as conn:  # as if the migration ran a week ago
         for day in (today + timedelta(days=i) for i in range(1, partitions.AHEAD_DAYS + 1)):
             await conn.execute(text(f"DROP TABLE {partitions.partition_name(day)}"))
+        assert await conn.run_sync(partitions.days_ahead) == 0  # today's only
 
     writer = make_writer(pg_engine, replay_interval_s=0.05)
     await writer.start()
@@ -164,6 +170,9 @@ async def test_the_writer_keeps_partitions_ahead(pg_engine: AsyncEngine,
         return today + timedelta(days=partitions.AHEAD_DAYS) in days
 
     await wait_until_async(ready, what="the writer created the week ahead's partitions")
+    gauge = "gateway_request_log_partitions_ahead_days"
+    await wait_until_async(  # what the GatewayRequestLogPartitionsRunningOut alert reads
+        lambda: _equals(metrics.registry.get_sample_value(gauge), partitions.AHEAD_DAYS))
     assert len(await stored_ids(pg_engine)) == 1  # written meanwhile (today had its partition)
 
 
