@@ -17,6 +17,7 @@ from gateway.modelserver.echo import create_echo_app
 from gateway.settings import Settings
 from gateway.store.migrate import upgrade
 from tests.support.servers import RecordingApp, serve_in_thread
+from tests.support.vllm_server import running_vllm
 
 ADMIN_TOKEN = "adm-Zk3v8QpL2mX9rT6wN1bY4cH7jD5fG0sA"
 HASH_SECRET = "khs-Qw8eR3tY6uI1oP4aS7dF2gH5jK9lZ0x"
@@ -99,3 +100,19 @@ def make_stack(
 def stack(make_stack: StackFactory) -> Iterator[Stack]:
     with make_stack() as running:
         yield running
+
+
+@pytest.fixture(scope="package")
+def vllm_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("vllm") / "vllm.log"
+
+
+@pytest.fixture(scope="package")
+def vllm(vllm_log: Path) -> Iterator[str]:
+    """Real vLLM with the watermark processor keyed by ``WATERMARK_SECRET`` (its ``/v1`` base
+    URL), requiring ``UPSTREAM_KEY``: one start (about a minute) shared by every module of this
+    package that asks for it, stopped after the package's last test. Request logging (test only:
+    it logs prompts) is how vLLM reports an abort."""
+    with running_vllm(WATERMARK_SECRET, vllm_log, api_key=UPSTREAM_KEY,
+                      extra_args=("--enable-log-requests",)) as base:
+        yield base

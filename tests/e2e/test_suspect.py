@@ -4,7 +4,15 @@ account whose watermark its outputs carry, among every account of the gateway's 
 The radioactive suspect is the reference model server behind a real gateway, answering with
 the harvester's API key: its text carries the harvester's key, as a strongly radioactive
 student's would (the statistics against real students: ``bench/watermark/suspect_bench.py``).
-The control suspect is the same model served without any watermark: nobody is attributed."""
+The control suspect is the same model served without any watermark: nobody is attributed.
+
+The same check against real vLLM (CPU, the shipped tiny model, the watermark processor
+``gateway.watermark.vllm_adapter:BatchWatermark`` keyed by the gateway's secret) behind a gateway
+in vLLM mode (``GATEWAY_UPSTREAM_KIND=vllm``): vLLM marks what it generates for the harvester with
+the harvester's key, and ``gateway suspect`` names the harvester among every account; with the
+harvester left out of the candidates, the same vLLM text is attributed to nobody. vLLM is the
+package's shared fixture (``tests/e2e/conftest.py``, one start for this module and
+``test_vllm_upstream.py``)."""
 
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from gateway.modelserver.server import create_model_server_app
+from gateway.vllm.launcher import TINY_MODEL_NAME
 from tests.e2e.conftest import WATERMARK_SECRET, Stack, StackFactory
 from tests.modelserver.conftest import make_toy_model, toy_config
 from tests.support.servers import serve_in_thread
@@ -47,13 +56,19 @@ def plain_suspect(toy_model: Path) -> Iterator[str]:
         yield url + "/v1"
 
 
+@pytest.fixture(scope="module")
+def vllm_stack(make_stack: StackFactory, vllm: str) -> Iterator[Stack]:
+    with make_stack(upstream_url=vllm, upstream_kind="vllm") as stack:
+        yield stack
+
+
 def suspect(base_url: str, api_key: str, database_url: str, out: Path,
-            *extra: str) -> tuple[int, dict[str, object]]:
+            *extra: str, model: str = "student") -> tuple[int, dict[str, object]]:
     env = {**os.environ, "GATEWAY_MODE": "local", "GATEWAY_DATABASE_URL": database_url,
            "GATEWAY_WATERMARK_SECRET": WATERMARK_SECRET, "SUSPECT_API_KEY": api_key}
     done = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "suspect", "--base-url", base_url,
-         "--api-key-env", "SUSPECT_API_KEY", "--model", "student", "--allow-http",
+         "--api-key-env", "SUSPECT_API_KEY", "--model", model, "--allow-http",
          "--allow-private-network", "--max-queries", "48", "--queries-per-look", "12",
          "--max-tokens", "120", "--json", str(out), *extra],
         env=env, capture_output=True, text=True, timeout=300)
@@ -85,3 +100,35 @@ def test_an_unwatermarked_suspect_is_attributed_to_nobody(
     assert code == 1
     assert report["verdict"] == "not_attributed" and report["attributed"] == []
     assert report["queries"] == 24 and report["pairs_scored"] > 500  # type: ignore[operator]
+
+
+# vLLM's context is 256 tokens: a prompt (a 24-character docstring opening, one byte token a
+# character) and 120 tokens of reply fit.
+VLLM_BUDGET = ("--max-queries", "48", "--queries-per-look", "12", "--max-tokens", "120")
+
+
+def test_a_vllm_suspect_is_attributed_to_the_harvester_among_all_accounts(
+        vllm_stack: Stack, migrated_postgres: str, tmp_path: Path) -> None:
+    harvester, key = vllm_stack.new_account("vllm-suspect-harvester")
+    for i in range(8):
+        vllm_stack.new_account(f"vllm-suspect-bystander-{i}")
+    code, report = suspect(vllm_stack.base + "/v1", key, migrated_postgres,
+                           tmp_path / "report.json", *VLLM_BUDGET, model=TINY_MODEL_NAME)
+    assert code == 0, report
+    assert report["verdict"] == "attributed"
+    assert [h["name"] for h in report["attributed"]] == [harvester]  # type: ignore[index]
+    assert report["accounts_tested"] >= 9  # type: ignore[operator]
+    assert report["failed_queries"] == 0 and report["queries"] <= 48  # type: ignore[operator]
+
+
+def test_vllm_text_is_attributed_to_nobody_when_its_account_is_not_a_candidate(
+        vllm_stack: Stack, migrated_postgres: str, tmp_path: Path) -> None:
+    _, key = vllm_stack.new_account("vllm-suspect-unlisted")
+    others = [vllm_stack.new_account(f"vllm-suspect-other-{i}")[0] for i in range(8)]
+    code, report = suspect(vllm_stack.base + "/v1", key, migrated_postgres,
+                           tmp_path / "report.json", *VLLM_BUDGET, "--max-queries", "24",
+                           "--accounts", ",".join(others), model=TINY_MODEL_NAME)
+    assert code == 1, report
+    assert report["verdict"] == "not_attributed" and report["attributed"] == []
+    assert report["accounts_tested"] == 8 and report["queries"] == 24  # type: ignore[operator]
+    assert report["pairs_scored"] > 500  # type: ignore[operator]

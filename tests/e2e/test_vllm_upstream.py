@@ -2,7 +2,8 @@
 vLLM on CPU serving the shipped tiny model with the watermark processor
 (``gateway.watermark.vllm_adapter:BatchWatermark``) loaded.
 
-vLLM must be installed (``scripts/test`` puts it in ``.venv/vllm``): without it these tests fail,
+The ``vllm`` fixture (``tests/e2e/conftest.py``) is shared with ``test_suspect.py``. vLLM must
+be installed (``scripts/test`` puts it in ``.venv/vllm``): without it these tests fail,
 they do not skip.
 """
 
@@ -19,25 +20,12 @@ from openai import BadRequestError, OpenAI
 
 from gateway.upstream_identity.xargs_tag import stamp, tag_key
 from tests.e2e.conftest import ADMIN_TOKEN, UPSTREAM_KEY, WATERMARK_SECRET, Stack, StackFactory
-from tests.support.vllm_server import metric, running_vllm
+from tests.support.vllm_server import metric
 from tests.support.waiting import STARTUP_TIMEOUT_S, wait_until
 
 MODEL = "tiny-docstrings"
 PROMPT = [{"role": "user", "content": "Return the"}]
 LONG = 230  # tokens: the tiny model's context is 256
-
-
-@pytest.fixture(scope="module")
-def vllm_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("vllm") / "vllm.log"
-
-
-@pytest.fixture(scope="module")
-def vllm(vllm_log: Path) -> Iterator[str]:
-    # Request logging (test only: it logs prompts) is how vLLM reports an abort.
-    with running_vllm(WATERMARK_SECRET, vllm_log, api_key=UPSTREAM_KEY,
-                      extra_args=("--enable-log-requests",)) as base:
-        yield base
 
 
 @pytest.fixture(scope="module")
