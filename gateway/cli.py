@@ -15,6 +15,7 @@ import getpass
 import json
 import os
 import secrets
+import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
@@ -198,10 +199,20 @@ def _demo(args: argparse.Namespace) -> int:
     make_sqlite_file_private(settings.async_database_url)  # before migrations create it 0644
     upgrade(settings.async_database_url)
     api_key = asyncio.run(_ensure_demo_key(settings, args.api_key))
+    unwind_on_sigterm()
     with _demo_vllm(args, settings, state):
         _print_demo_banner(args, api_key, admin_token)
         asyncio.run(_serve_demo(settings, args))
     return 0
+
+
+def unwind_on_sigterm() -> None:
+    """SIGTERM becomes ``SystemExit``, so ``with`` blocks unwind (the demo's vLLM is stopped).
+
+    uvicorn catches SIGTERM while it serves and, once shut down, raises it again against the
+    handler it found; with Python's default one the process died there, before the demo's
+    context managers ran, and left vLLM running as an orphan."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
 
 async def _ensure_demo_key(settings: Settings, requested: str | None) -> str:
