@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from gateway.suspect.target import Target
+from gateway.suspect.target import PublicOnlyResolver, Target
 from gateway.tokenizer.core import ByteTokenizer, Tokenizer
 
 
@@ -65,9 +65,11 @@ class HttpSampler:
         headers = {"Content-Type": "application/json"}
         if self.target.api_key:
             headers["Authorization"] = f"Bearer {self.target.api_key}"
+        connector = None if self.target.allow_private_network else aiohttp.TCPConnector(
+            resolver=PublicOnlyResolver())
         self._session = aiohttp.ClientSession(
             headers=headers, timeout=aiohttp.ClientTimeout(total=self.params.timeout_s),
-            trust_env=False)
+            trust_env=False, connector=connector)
         return self
 
     async def __aexit__(self, *_: object) -> None:

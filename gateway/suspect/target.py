@@ -7,9 +7,9 @@ Pointing the gateway at a URL is a server-side request on an admin's behalf, so 
 - the host must resolve to public addresses only; loopback, private, link-local (cloud
   metadata), multicast, reserved and unspecified addresses are refused unless
   ``allow_private_network`` — an explicit admin power, recorded in the audit entry. The check is
-  made on every address the name resolves to, before the run; a name that later re-resolves
-  elsewhere (DNS rebinding) is not re-checked per request, which is why the admin endpoint
-  requires the ``admin`` role and audits the URL;
+  made on every address the name resolves to, before the run, and again at every connection
+  (:class:`PublicOnlyResolver`): a name that re-resolves to a private address mid-run (DNS
+  rebinding) reaches nothing;
 - no credentials, query or fragment in the URL (the suspect's key travels in the
   ``Authorization`` header only, and is never stored, logged or reported).
 """
@@ -20,7 +20,11 @@ import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 
 
 class TargetRefused(ValueError):
@@ -80,3 +84,22 @@ async def check_target(target: Target) -> None:
     if not addresses or not all(is_public(a) for a in addresses):
         raise TargetRefused("the base URL's host resolves to a non-public address "
                             "(allow_private_network is an explicit admin power)")
+
+
+class PublicOnlyResolver(AbstractResolver):
+    """aiohttp's resolver, keeping only public addresses: every connection the sampler opens is
+    checked again, so DNS rebinding after :func:`check_target` reaches no private address."""
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        found = [r for r in await self._inner.resolve(host, port, family)
+                 if is_public(str(r["host"]))]
+        if not found:
+            raise OSError("the suspect's host resolves to no public address")
+        return found
+
+    async def close(self, *_: Any) -> None:
+        await self._inner.close()

@@ -4,14 +4,24 @@ secrets."""
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from gateway.suspect.candidates import build_candidates
+from gateway.suspect.client import HttpSampler, SamplingParams
 from gateway.suspect.prompts import prompt_stream
 from gateway.suspect.report import report_json, report_markdown
 from gateway.suspect.runner import Plan, run_suspect
-from gateway.suspect.target import Target, TargetRefused, check_target, check_url, is_public
+from gateway.suspect.target import (
+    PublicOnlyResolver,
+    Target,
+    TargetRefused,
+    check_target,
+    check_url,
+    is_public,
+)
 from gateway.watermark.config import WatermarkConfig
 from gateway.watermark.keys import derive_key
 from tests.suspect.support import SimulatedSuspect
@@ -56,6 +66,37 @@ async def test_loopback_targets_need_the_private_network_power() -> None:
     assert "allow_private_network" in str(refused.value)
     await check_target(Target("http://127.0.0.1:9/v1", "m", allow_http=True,
                               allow_private_network=True))
+
+
+class _Rebinding(AbstractResolver):
+    """A name that resolved to a public address at the check, and now to a private one."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        return [ResolveResult(hostname=host, host=self.address, port=port, family=family,
+                              proto=0, flags=0)]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_every_connection_is_checked_again_against_dns_rebinding() -> None:
+    with pytest.raises(OSError, match="no public address"):
+        await PublicOnlyResolver(_Rebinding("169.254.169.254")).resolve("suspect.example", 443)
+    public = await PublicOnlyResolver(_Rebinding("93.184.216.34")).resolve("suspect.example")
+    assert [r["host"] for r in public] == ["93.184.216.34"]
+
+
+async def test_the_sampler_reaches_no_private_address_without_the_power() -> None:
+    """Even past check_target, a sampler without allow_private_network connects nowhere
+    private: ``localhost`` resolves to loopback only, so the query fails (counted)."""
+    target = Target("http://localhost:9/v1", "m", allow_http=True)
+    async with HttpSampler(target, SamplingParams(timeout_s=5)) as sampler:
+        assert await sampler(["def f():"]) == []
+    assert sampler.failures == 1
 
 
 def test_the_suspects_key_is_not_in_the_targets_repr() -> None:
