@@ -42,6 +42,7 @@ from gateway.ratelimit.limiter import AccountLimiter, Limiter, UnlimitedLimiter
 from gateway.ratelimit.redis_backend import RedisBackend
 from gateway.redis_client import RedisClient
 from gateway.redis_client import connect as connect_redis
+from gateway.redis_client import ping as redis_ping
 from gateway.settings import Settings
 from gateway.store.db import create_engine, session_factory
 from gateway.store.writer import RequestLogWriter
@@ -140,7 +141,7 @@ class Runtime:
             return None
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
-                return bool(await self.redis.ping())
+                return await redis_ping(self.redis)
         except Exception:
             return False
 

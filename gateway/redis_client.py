@@ -86,3 +86,11 @@ def connect(url: str, *, timeout_s: float = 1.0, connect_timeout_s: float | None
                               socket_connect_timeout=connect_timeout)
     return Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=connect_timeout,
                           retry_on_timeout=retry_on_timeout)
+
+
+async def ping(client: RedisClient) -> bool:
+    """Whether Redis answers: a single server, or *every* primary of a cluster (``PING`` to one
+    node proves nothing about the slots the others hold; ``/readyz`` asks this)."""
+    if isinstance(client, RedisCluster):
+        return bool(await client.ping(target_nodes=RedisCluster.PRIMARIES))
+    return bool(await client.ping())

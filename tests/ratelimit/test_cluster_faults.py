@@ -17,7 +17,8 @@ from gateway.metrics import Metrics
 from gateway.ratelimit.backend import InProcessBackend
 from gateway.ratelimit.limiter import AccountLimiter, FailureMode
 from gateway.ratelimit.redis_backend import RedisBackend
-from gateway.redis_client import RedisClient, connect
+from gateway.redis_client import REDIS_ERRORS, RedisClient, connect
+from gateway.redis_client import ping as redis_ping
 from tests.support.redis_cluster import RedisClusterNodes, redis_cluster
 from tests.support.servers import free_port
 from tests.support.waiting import wait_until_async
@@ -86,4 +87,21 @@ async def test_an_unreachable_cluster_applies_the_failure_mode(mode: FailureMode
     assert admission.allowed == (mode == "fail_open")
     assert limiter.degraded
     await limiter.stop()
+    await client.aclose()
+
+
+async def test_readiness_asks_every_primary(own_cluster: RedisClusterNodes) -> None:
+    """A cluster missing one primary is not ready (its slots are down), though the node a plain
+    PING reaches may answer."""
+    client = connect(own_cluster.url, timeout_s=1.0)
+    assert isinstance(client, RedisCluster)
+    assert await redis_ping(client)
+    default = client.get_default_node()
+    assert default is not None
+    other = next(port for port in own_cluster.ports if port != default.port)
+    own_cluster.stop_node(other, kill=True)
+
+    assert await client.ping()  # the default node alone still answers
+    with pytest.raises(REDIS_ERRORS):
+        await redis_ping(client)  # /readyz turns this into "redis": false
     await client.aclose()
