@@ -78,7 +78,7 @@ from openai import APIConnectionError, APIStatusError, AsyncOpenAI
 from gateway.accounts.limits import default_tiers
 from gateway.modelserver.echo import create_echo_app
 from tests.support.postgres import discard_database, migrated_database
-from tests.support.servers import free_port, serve_in_thread, wait_healthy
+from tests.support.servers import free_port, serve_in_thread, stop_process, wait_healthy
 from tests.support.tcp_proxy import ThreadedTcpProxy
 from tests.support.waiting import wait_until
 
@@ -159,9 +159,8 @@ class RedisServer:
         wait_until(answering, timeout=30, what=f"redis-server on port {self.port}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_process(self.process, timeout=10)
 
     def kill(self) -> None:
         """SIGKILL: its state is gone (it keeps none on disk)."""
@@ -208,14 +207,7 @@ class Gateway:
         """Graceful stop (SIGTERM: queues flushed); its exit status."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, timeout=60)
 
 
 # --- the fault schedule -------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 from openai import OpenAI
 
 from gateway.cli import _print_demo_banner
-from tests.support.servers import free_port, wait_healthy
+from tests.support.servers import free_port, stop_process, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sk-gw-demoDEMOdemo0123456789abcdefghijklmnopqrst"
@@ -115,7 +115,7 @@ def test_demo_serves_the_sdk_with_the_printed_key_and_admin_token(tmp_path: Path
         assert json.loads(answer)["choices"][0]["message"]["content"], answer
         assert _shell(sdk).strip()
     finally:
-        _stop(process)
+        stop_process(process)
     assert API_KEY in log.read_text()
 
     # A second run on the same state reuses the account and the key.
@@ -124,7 +124,7 @@ def test_demo_serves_the_sdk_with_the_printed_key_and_admin_token(tmp_path: Path
         wait_healthy(base, process, log)
         assert OpenAI(base_url=base + "/v1", api_key=API_KEY, max_retries=0).models.list().data
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def _start_demo(state: Path, port: int, log: Path) -> subprocess.Popen[str]:
@@ -147,10 +147,3 @@ def _shell(command: str) -> str:
     return done.stdout
 
 
-def _stop(process: subprocess.Popen[str]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()

@@ -41,7 +41,7 @@ from gateway.modelserver.echo import create_echo_app
 from gateway.store.migrate import upgrade
 from tests.deploy import shipped
 from tests.e2e.conftest import ADMIN_TOKEN, HASH_SECRET, UPSTREAM_KEY, WATERMARK_SECRET
-from tests.support.servers import free_port, serve_in_thread, wait_healthy
+from tests.support.servers import free_port, serve_in_thread, stop_process, wait_healthy
 from tests.support.tcp_proxy import ThreadedTcpProxy
 from tests.support.waiting import STARTUP_TIMEOUT_S, wait_until
 
@@ -123,11 +123,7 @@ def _gateway_process(env: dict[str, str], log: Path) -> Iterator[str]:
             print(log.read_text()[-20000:])  # shown by pytest with the failure
             raise
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_process(process)
 
 
 @pytest.fixture(scope="module")
@@ -167,8 +163,7 @@ def live(postgres_url: str, prometheus_binary: str,
                 _drive_traffic(live, pg, redis)
                 yield live
             finally:
-                process.terminate()
-                process.wait(timeout=30)
+                stop_process(process)
 
 
 def _ready(base: str, process: subprocess.Popen[str]) -> bool:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.support.servers import stop_process
 from tests.support.waiting import STARTUP_TIMEOUT_S, wait_until
 
 NODES = 3
@@ -97,13 +98,7 @@ class RedisClusterNodes:
         process = self.processes.pop(port)
         if kill:
             process.kill()
-        else:
-            process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
     def answering(self) -> bool:
         for port, process in self.processes.items():

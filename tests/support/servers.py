@@ -61,11 +61,19 @@ def gateway_process(env: dict[str, str], *args: str) -> Iterator[str]:
         wait_healthy(base, process)
         yield base
     finally:
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 30.0) -> int:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds: the one way tests and benches stop a
+    process they started. Returns its exit status."""
+    if process.poll() is None:
         process.terminate()
         try:
-            process.wait(timeout=30)
+            return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
+    return process.wait()
 
 
 def wait_healthy(
