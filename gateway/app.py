@@ -46,6 +46,7 @@ from gateway.redis_client import ping as redis_ping
 from gateway.settings import Settings
 from gateway.store.db import create_engine, session_factory
 from gateway.store.writer import RequestLogWriter
+from gateway.suspect.jobs import SuspectJobs
 from gateway.upstream_identity.signer import UpstreamSigner, build_signer
 
 log = logging.getLogger("gateway")
@@ -191,12 +192,15 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
 
 
 def _create_api(runtime: Runtime) -> FastAPI:
+    suspects = SuspectJobs()
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
         try:
             yield
         finally:
+            await suspects.close()  # before the database goes: each run records how it ended
             await runtime.stop()
 
     api = FastAPI(
@@ -215,7 +219,7 @@ def _create_api(runtime: Runtime) -> FastAPI:
     api.include_router(create_flags_router(deps))
     api.include_router(create_watermark_router(deps))
     api.include_router(create_quarantine_router(deps))
-    api.include_router(create_suspects_router(deps))
+    api.include_router(create_suspects_router(deps, suspects))
     _add_operations_routes(api, runtime)
     return api
 

@@ -68,10 +68,21 @@ class SuspectJobs:
                 break
             del self._jobs[oldest]
 
+        async def _record() -> None:
+            try:
+                await on_done(job)
+            except Exception as exc:
+                log.error("suspect job %s: recording the result failed: %s", job_id,
+                          type(exc).__name__)
+
         async def run() -> None:
             try:
                 job.report = await asyncio.wait_for(work(), self.deadline_s)
                 job.status = "done"
+            except asyncio.CancelledError:  # the gateway is stopping (close)
+                job.status, job.error = "failed", "the gateway stopped during the run"
+                await _record()
+                raise
             except TimeoutError:
                 job.status, job.error = "failed", "the run exceeded its time limit"
             except (TargetRefused, SuspectUnavailable, SelectionError) as exc:
@@ -79,16 +90,15 @@ class SuspectJobs:
             except Exception as exc:  # a fixed sentence; logged by type only
                 job.status, job.error = "failed", "the run failed"
                 log.warning("suspect job %s failed: %s", job_id, type(exc).__name__)
-            try:
-                await on_done(job)
-            except Exception as exc:
-                log.error("suspect job %s: recording the result failed: %s", job_id,
-                          type(exc).__name__)
+            await _record()
 
         job.task = asyncio.create_task(run())
         return job
 
     async def close(self) -> None:
-        for job in self._jobs.values():
-            if job.task is not None and not job.task.done():
-                job.task.cancel()
+        """Cancel the running jobs and wait until each has recorded how it ended ("the gateway
+        stopped during the run"), so the audit log shows no run without an end."""
+        tasks = [j.task for j in self._jobs.values() if j.task is not None and not j.task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
