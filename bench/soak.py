@@ -75,7 +75,7 @@ import httpx
 import redis
 from openai import APIConnectionError, APIStatusError, AsyncOpenAI
 
-from gateway.accounts.limits import default_tiers
+from gateway.domain.limits import default_tiers
 from gateway.modelserver.echo import create_echo_app
 from tests.support.postgres import discard_database, migrated_database
 from tests.support.servers import free_port, serve_in_thread, stop_process, wait_healthy

@@ -28,9 +28,9 @@ from gateway.admin.suspects import create_suspects_router
 from gateway.admin.watermark import create_watermark_router
 from gateway.auth.admin_tokens import AdminTokens
 from gateway.auth.cache import KeyCache
-from gateway.auth.keys import hash_key
 from gateway.auth.lookup import database_loader
 from gateway.detect.service import Detector, build_detector
+from gateway.domain.keys import hash_key
 from gateway.logprobs.caps import RequestCaps, build_caps
 from gateway.logprobs.shaping import ResponseShaper, build_shaper
 from gateway.metrics import Metrics

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr, ValidationError
 
-from gateway.accounts.status import ACTIONS
 from gateway.app import create_app
 from gateway.detect.offline import commands as detect_commands
+from gateway.domain.status import ACTIONS
 from gateway.modelserver import commands as modelserver_commands
 from gateway.settings import Settings
 from gateway.suspect import commands as suspect_commands

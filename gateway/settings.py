@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from gateway.accounts.limits import TierLimits, default_tiers
-from gateway.auth.roles import Role
+from gateway.domain.limits import TierLimits, default_tiers
+from gateway.domain.roles import Role
 
 WEAK_SECRETS = frozenset(
     {"changeme", "change-me", "secret", "password", "admin", "token", "test", "demo", "default"}

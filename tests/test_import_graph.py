@@ -1,9 +1,8 @@
-"""The packages inside ``gateway`` import each other without cycles (scripts/import_graph.py).
+"""The packages inside ``gateway`` import each other without cycles (scripts/import_graph.py),
+and the shared pieces depend on no feature.
 
-One cycle predates the check and is listed here as known debt: ``settings`` reads pure types
-from ``accounts`` (tier limits) and ``auth`` (roles), while ``auth`` and ``accounts`` hold services
-over ``store`` and ``settings``, and ``store`` uses ``auth``'s key hashing and ``accounts``' status
-rules. It may shrink or go; no other cycle may appear, and it may not grow."""
+The last cycle (accounts <-> auth <-> settings <-> store) went when the pure types both sides
+used (tier limits, account statuses, roles, the key format) moved to ``gateway/domain``."""
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ from pathlib import Path
 from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
-KNOWN_CYCLES = [["accounts", "auth", "settings", "store"]]
 
 
 def _script() -> ModuleType:
@@ -26,12 +24,9 @@ def _script() -> ModuleType:
     return module
 
 
-def test_no_package_cycles_beyond_the_known_one() -> None:
+def test_no_package_cycles() -> None:
     graph = _script()
-    found = graph.cycles(graph.edges(ROOT))
-    allowed = [set(known) for known in KNOWN_CYCLES]
-    unexpected = [c for c in found if not any(set(c) <= known for known in allowed)]
-    assert unexpected == [], f"import cycles between gateway packages: {unexpected}"
+    assert graph.cycles(graph.edges(ROOT)) == [], "import cycles between gateway packages"
 
 
 def test_the_watermark_the_model_server_and_the_proxy_side_are_layered() -> None:
@@ -40,6 +35,7 @@ def test_the_watermark_the_model_server_and_the_proxy_side_are_layered() -> None
     assert {"modelserver", "logprobs", "proxy", "vllm"}.isdisjoint(edges["watermark"])
     # the shared pieces depend on no feature package
     assert edges["tokenizer"] == set()
+    assert edges["domain"] == set()
     assert edges["upstream_identity"] <= {"settings"}
     assert "proxy" not in edges["vllm"]
 

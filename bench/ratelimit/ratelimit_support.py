@@ -38,7 +38,7 @@ from bench.proxy.overhead_servers import (
     http_request,
     wait_until_up,
 )
-from gateway.accounts.limits import TierLimits
+from gateway.domain.limits import TierLimits
 from gateway.metrics import Metrics
 from gateway.ratelimit.backend import AdmitRequest, InProcessBackend
 from gateway.ratelimit.limiter import AccountLimiter

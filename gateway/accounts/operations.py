@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.accounts.limits import LIMIT_NAMES
-from gateway.accounts.status import STATUS_AFTER
+from gateway.domain.limits import LIMIT_NAMES
+from gateway.domain.status import STATUS_AFTER
 from gateway.store import repository as repo
 from gateway.store.models import Account, ApiKey, AuditEntry, EnforcementAction
 

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gateway.accounts.operations import AccountOperations, CacheNotifier
 from gateway.admin.errors import insufficient_role, invalid_admin_token
 from gateway.auth.admin_tokens import Actor, AdminTokens
-from gateway.auth.roles import Role, has_role
 from gateway.detect.ledger import RiskLedger
+from gateway.domain.roles import Role, has_role
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 

@@ -16,7 +16,6 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.accounts.operations import AccountOperations
-from gateway.accounts.status import AccountStatus
 from gateway.admin.deps import AdminDeps, require_role
 from gateway.admin.errors import insufficient_role, not_found
 from gateway.admin.schemas import (
@@ -46,7 +45,8 @@ from gateway.admin.schemas import (
     UtcBound,
 )
 from gateway.auth.admin_tokens import Actor
-from gateway.auth.roles import Role, has_role
+from gateway.domain.roles import Role, has_role
+from gateway.domain.status import AccountStatus
 from gateway.errors import invalid_request
 from gateway.store import repository as repo
 from gateway.store.models import Account

@@ -29,9 +29,9 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from gateway.accounts.limits import LIMIT_NAMES, TierLimits
-from gateway.accounts.status import AccountStatus, ActionName
 from gateway.auth.principal import effective_limits
+from gateway.domain.limits import LIMIT_NAMES, TierLimits
+from gateway.domain.status import AccountStatus, ActionName
 from gateway.records import RequestRecord
 from gateway.settings import Settings
 from gateway.store.models import Account, ApiKey

@@ -12,7 +12,7 @@ import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.auth.roles import Role
+from gateway.domain.roles import Role
 from gateway.settings import Settings
 
 BOOTSTRAP_NAME = "bootstrap-admin"

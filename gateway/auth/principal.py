@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.accounts.limits import TierLimits
+from gateway.domain.limits import TierLimits
 
 BLOCKED_STATUSES = frozenset({"suspended", "banned"})
 

@@ -18,9 +18,9 @@ import aiohttp
 import orjson
 
 from gateway.auth.cache import KeyCache
-from gateway.auth.keys import KEY_SCHEME, hash_key
 from gateway.auth.principal import Principal
 from gateway.detect.sink import FeatureSink
+from gateway.domain.keys import KEY_SCHEME, hash_key
 from gateway.errors import GatewayError, account_blocked, invalid_api_key, invalid_request
 from gateway.logprobs.caps import RequestCaps
 from gateway.logprobs.shaping import ResponseShaper

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.accounts.limits import TierLimits
+from gateway.domain.limits import TierLimits
 from gateway.ratelimit import gcra
 from gateway.ratelimit.decision import CONCURRENCY_RETRY_US, Decision, LimitKind
 

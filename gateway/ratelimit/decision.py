@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.accounts.limits import TierLimits
+from gateway.domain.limits import TierLimits
 from gateway.errors import GatewayError
 
 LimitKind = Literal["requests", "tokens_per_minute", "tokens_per_day", "concurrency"]

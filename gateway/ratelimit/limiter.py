@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
-from gateway.accounts.limits import TierLimits
+from gateway.domain.limits import TierLimits
 from gateway.errors import GatewayError
 from gateway.metrics import Children, Metrics
 from gateway.ratelimit.backend import AdmitRequest, Backend

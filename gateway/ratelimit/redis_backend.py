@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from gateway.accounts.limits import TierLimits
+from gateway.domain.limits import TierLimits
 from gateway.metrics import Metrics
 from gateway.ratelimit.backend import AdmitRequest, settle_delta
 from gateway.ratelimit.decision import KIND_CODES, Decision

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.auth.keys import KEY_SCHEME, hash_key, key_prefix, new_id
+from gateway.domain.keys import KEY_SCHEME, hash_key, key_prefix, new_id
 from gateway.records import utcnow
 from gateway.store import repository
 from gateway.store.models import Account, ApiKey

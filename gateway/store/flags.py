@@ -12,7 +12,7 @@ from typing import Any, Final
 from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.auth.keys import new_id
+from gateway.domain.keys import new_id
 from gateway.records import utcnow
 from gateway.store import repository as repo
 from gateway.store.models import Account, Flag, FlagAccount

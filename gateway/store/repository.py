@@ -28,8 +28,8 @@ from sqlalchemy import ColumnElement, Select, and_, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from gateway.accounts.status import STATUS_AFTER
-from gateway.auth.keys import generate_key, hash_key, key_prefix, new_id
+from gateway.domain.keys import generate_key, hash_key, key_prefix, new_id
+from gateway.domain.status import STATUS_AFTER
 from gateway.records import utcnow
 from gateway.store.models import (
     Account,

@@ -41,7 +41,7 @@ from sqlalchemy.pool import NullPool
 
 from gateway.admin import AdminDeps
 from gateway.auth.admin_tokens import AdminTokens
-from gateway.auth.roles import Role
+from gateway.domain.roles import Role
 from gateway.metrics import Metrics
 from gateway.store import flags as flag_store
 from gateway.store import repository as repo

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from gateway.auth.keys import hash_key
+from gateway.domain.keys import hash_key
 from gateway.store import repository as repo
 from gateway.store.models import ApiKey, AuditEntry
 from tests.admin.conftest import ADMIN, VIEWER, Admin, assert_openai_error, new_account

@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 
-from gateway.accounts.limits import TierLimits, default_tiers
 from gateway.auth.cache import KeyCache
 from gateway.auth.principal import Principal, effective_limits
+from gateway.domain.limits import TierLimits, default_tiers
 
 LIMITS = TierLimits(requests_per_minute=1, tokens_per_minute=1, tokens_per_day=1,
                     max_concurrent=1)

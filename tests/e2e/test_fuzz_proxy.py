@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.accounts.limits import TierLimits, default_tiers
+from gateway.domain.limits import TierLimits, default_tiers
 from tests.e2e.conftest import Stack, StackFactory
 from tests.support.scripted_upstream import ScriptedUpstream
 from tests.support.servers import serve_in_thread

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.accounts.limits import TierLimits, default_tiers
+from gateway.domain.limits import TierLimits, default_tiers
 from tests.e2e.conftest import Stack, StackFactory
 from tests.support.scripted_upstream import RAW_LOGPROB, RAW_TOP, ScriptedUpstream
 from tests.support.servers import serve_in_thread

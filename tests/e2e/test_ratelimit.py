@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.accounts.limits import TierLimits, default_tiers
+from gateway.domain.limits import TierLimits, default_tiers
 from tests.e2e.conftest import Stack, StackFactory
 from tests.support.tcp_proxy import ThreadedTcpProxy
 from tests.support.waiting import wait_until

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.accounts.limits import default_tiers
+from gateway.domain.limits import default_tiers
 from gateway.modelserver.echo import create_echo_app
 from tests.e2e.conftest import ADMIN_TOKEN, HASH_SECRET, UPSTREAM_KEY, WATERMARK_SECRET
 from tests.support.servers import gateway_process, serve_in_thread

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from gateway.accounts.limits import default_tiers
 from gateway.auth.principal import Principal
+from gateway.domain.limits import default_tiers
 from gateway.errors import GatewayError
 from gateway.logprobs.caps import build_caps
 from gateway.metrics import Metrics

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.accounts.limits import TierLimits
 from gateway.auth.principal import Principal
+from gateway.domain.limits import TierLimits
 from gateway.errors import GatewayError
 from gateway.logprobs.caps import build_caps
 from gateway.logprobs.shaping import IdentityShaper, build_shaper

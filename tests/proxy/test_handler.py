@@ -16,10 +16,10 @@ import httpx
 import pytest
 from aiohttp import web
 
-from gateway.accounts.limits import default_tiers
 from gateway.auth.cache import KeyCache
-from gateway.auth.keys import hash_key
 from gateway.auth.principal import Principal
+from gateway.domain.keys import hash_key
+from gateway.domain.limits import default_tiers
 from gateway.errors import GatewayError
 from gateway.logprobs.caps import refused
 from gateway.logprobs.shaping import IdentityShaper

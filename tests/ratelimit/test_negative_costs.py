@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.accounts.limits import TierLimits
+from gateway.domain.limits import TierLimits
 from gateway.ratelimit.backend import AdmitRequest, Backend, InProcessBackend
 from gateway.ratelimit.redis_backend import RedisBackend
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.accounts.limits import TierLimits
+from gateway.domain.limits import TierLimits
 from gateway.metrics import Metrics
 from gateway.ratelimit.backend import AdmitRequest
 from gateway.ratelimit.redis_backend import RedisBackend

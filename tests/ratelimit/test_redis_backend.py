@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.accounts.limits import TierLimits
+from gateway.domain.limits import TierLimits
 from gateway.ratelimit.backend import AdmitRequest
 from gateway.ratelimit.redis_backend import RedisBackend
 from gateway.redis_client import RedisClient

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.auth.keys import hash_key
+from gateway.domain.keys import hash_key
 from gateway.store import repository as repo
 from gateway.store.models import Account, ApiKey, RequestRow
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.auth.roles import has_role
+from gateway.domain.roles import has_role
 
 
 def test_roles_are_ordered_viewer_reviewer_admin() -> None:
