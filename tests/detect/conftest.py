@@ -32,6 +32,10 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train(out, config, log=lambda _: None)
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    yield "redis://127.0.0.1:6379/0"
+@pytest.fixture(params=["single", "cluster"])
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The detection state's Redis: the local server, and a real 3-primary cluster."""
+    if request.param == "cluster":
+        yield request.getfixturevalue("redis_cluster_url")
+    else:
+        yield "redis://127.0.0.1:6379/0"

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import FastAPI
-from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,6 +20,7 @@ from gateway.detect.ledger import RiskLedger
 from gateway.detect.redis_window_store import RedisWindowStore
 from gateway.detect.risk import RiskState
 from gateway.metrics import Metrics
+from gateway.redis_client import connect
 from gateway.store import flags as flag_store
 from gateway.store import repository as repo
 from gateway.store.models import Account
@@ -29,12 +29,11 @@ from tests.admin.conftest import REVIEWER, make_settings
 
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[RedisWindowStore]:
-    client = Redis.from_url(redis_url)
+    client = connect(redis_url)
     prefix = f"gw:test:{uuid.uuid4().hex[:8]}"
     yield RedisWindowStore(client, 64, prefix=prefix)
-    keys = [k async for k in client.scan_iter(f"{prefix}:*")]
-    if keys:
-        await client.delete(*keys)
+    async for key in client.scan_iter(f"{prefix}:*"):  # one by one: keys span slots
+        await client.delete(key)
     await client.aclose()
 
 

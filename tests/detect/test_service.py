@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.detect.redis_window_store import RedisWindowStore
 from gateway.detect.service import ClassifierDetector, DisabledDetector, build_detector
 from gateway.detect.window_store import MemoryWindowStore
 from gateway.metrics import Metrics
+from gateway.redis_client import connect
 from gateway.settings import Settings
 
 
@@ -71,7 +71,7 @@ async def test_cuda_without_gpu_fails_at_start(
 async def test_redis_url_shares_windows(sessions: async_sessionmaker[AsyncSession],
                                         tiny_artifact: Path, redis_url: str,
                                         metrics: Metrics) -> None:
-    client = Redis.from_url(redis_url)
+    client = connect(redis_url)
     settings = _settings(detection_model_path=str(tiny_artifact), redis_url=redis_url)
     detector = build_detector(settings, sessions, client, _noop, metrics)
     assert isinstance(detector, ClassifierDetector)
