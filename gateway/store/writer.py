@@ -107,6 +107,7 @@ class RequestLogWriter:
         self._insert = insert_ignoring_duplicates(engine.dialect.name, table)
         self._spill = SpillDir(Path(spill_dir))
         self._journal = Journal(Path(spill_dir))
+        self._journal_warned = -math.inf
         self._quarantine = Quarantine(Path(spill_dir))
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
@@ -171,8 +172,11 @@ class RequestLogWriter:
         and the record goes on as before (the journal is a safety net, not the store)."""
         try:
             self._journal.append(record)
-        except OSError as exc:
-            log.warning("request log: journal append failed (%s)", type(exc).__name__)
+        except OSError as exc:  # e.g. a full disk: said once a minute, not once a request
+            now = time.monotonic()
+            if now - self._journal_warned >= 60.0:
+                self._journal_warned = now
+                log.warning("request log: journal append failed (%s)", type(exc).__name__)
 
     def _journal_progress(self) -> None:
         self._journal.progress((self._queued_in, self._overflow_in),
