@@ -11,8 +11,12 @@ Setup (everything on loopback, everything throwaway):
   (the "slow upstream" fault);
 * ``--gateways`` ``gateway serve --workers W`` processes in production mode, each on its own
   port with its own spill directory, ``GATEWAY_RATELIMIT_REPLICAS`` = gateways x workers;
-* ``--benign`` accounts driven through the official ``openai`` SDK (plain and streamed chat,
-  well under their limits) and ``--attackers`` accounts hammering raw HTTP with extraction-shaped
+* ``--benign`` accounts driven through the official ``openai`` SDK, each replaying a benign
+  profile of held-out real traffic (``gateway.detect.offline.real_traffic``: labelling and
+  translation batches, a person's conversations, a coding assistant, an evaluation harness, a CI
+  smoke test, an organisation's template) at its own pace, with its parameters, streamed or not,
+  chat or completions, from its own address (``X-Forwarded-For``, which the gateways trust), well
+  under their limits; and ``--attackers`` accounts hammering raw HTTP with extraction-shaped
   requests (``logprobs``/``top_logprobs``, ``max_tokens=1``) against a tight tier, so the limiter
   says 429 most of the time; every client spreads its requests over all gateways.
 
@@ -20,8 +24,11 @@ Faults, in cycles that end a quiet tail (the concurrency lease plus a few second
 end, so that what they disturb has settled by the checks: PostgreSQL cut for ``--pg-cut-s``
 (20 s), Redis cut for ``--redis-cut-s`` (10 s), ``kill -9`` of one gateway worker (uvicorn's
 supervisor starts another), the upstream slowed by ``--slow-delay-s`` for ``--slow-s`` (15 s),
-Redis killed and started again empty after ``--redis-restart-s`` (5 s; 0: never). A cycle that
-does not fit the run is shrunk in proportion; cycles repeat, 30 s apart, while they fit.
+Redis killed and started again empty after ``--redis-restart-s`` (5 s; 0: never), and the spill
+disks full for ``--disk-full-s`` (10 s; 0: never) with PostgreSQL cut for the first 60% of it
+(each gateway's spill directory is a ``--spill-quota-mb`` tmpfs, which needs root; without it
+the fault is skipped and says so). A cycle that does not fit the run is shrunk in proportion;
+cycles repeat, 30 s apart, while they fit.
 
 Checks, printed as a table (exit status 1 when one fails):
 
@@ -60,13 +67,14 @@ import random
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +83,8 @@ import httpx
 import redis
 from openai import APIConnectionError, APIStatusError, AsyncOpenAI
 
+from gateway.detect.offline.corpus import Limits, Pool, pool
+from gateway.detect.offline.real_traffic import BENIGN_FNS, COMPLETIONS, Gen, Request, address
 from gateway.domain.limits import default_tiers
 from gateway.modelserver.echo import create_echo_app
 from tests.support.postgres import discard_database, migrated_database
@@ -84,6 +94,7 @@ from tests.support.waiting import wait_until
 
 PERIOD_S = 60.0  # the requests-per-minute limit's period
 BENIGN_TIER, ATTACK_TIER = "soak-benign", "soak-tight"
+BENIGN_RPM = 1200  # above the fastest profile's pace: benign accounts are never refused
 NOT_ADMITTED = frozenset({429, 403})
 
 
@@ -129,6 +140,53 @@ def rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+class SpillQuota:
+    """Each gateway's spill directory on its own small tmpfs (a disk quota), which the
+    "disk-full" fault fills with a ballast file and frees again. Mounting needs root; without it
+    the directories are plain and the fault is skipped (and says why)."""
+
+    BALLAST = ".ballast"  # not a spill, journal or quarantine name: the gateway never reads it
+
+    def __init__(self, directories: list[Path], megabytes: int) -> None:
+        self.directories = directories
+        self.mounted: list[Path] = []
+        self.why_not = ""
+        for directory in directories:
+            directory.mkdir()
+            if os.geteuid() != 0:
+                self.why_not = "not root: no tmpfs quota to fill"
+                continue
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m,mode=0700",
+                                   "tmpfs", str(directory)], capture_output=True, text=True)
+            if done.returncode:
+                self.why_not = f"mount failed: {done.stderr.strip()[:120]}"
+            else:
+                self.mounted.append(directory)
+
+    def fill(self) -> str:
+        """Write ballast until the disk says no; returns what was written where."""
+        filled = []
+        for directory in self.mounted:
+            written = 0
+            with contextlib.suppress(OSError), open(directory / self.BALLAST, "ab") as ballast:
+                chunk = b"\0" * (1 << 20)
+                while True:
+                    written += ballast.write(chunk)
+                    ballast.flush()
+            filled.append(f"{directory.name} +{written >> 20} MB")
+        return ", ".join(filled)
+
+    def free(self) -> None:
+        for directory in self.mounted:
+            with contextlib.suppress(FileNotFoundError):
+                (directory / self.BALLAST).unlink()
+
+    def close(self) -> None:
+        for directory in self.mounted:
+            subprocess.run(["umount", "-l", str(directory)], capture_output=True, check=False)
+        self.mounted = []
 
 
 class RedisServer:
@@ -225,15 +283,19 @@ class Fault:
 
 
 def schedule(duration: float, quiet_tail: float, pg_s: float, redis_s: float, slow_s: float,
-             restart_s: float, idle_s: float = 30.0, gap_s: float = 3.0) -> list[Fault]:
-    """Cycles of (PostgreSQL cut, Redis cut, kill -9, slow upstream, Redis restart; the last
-    when ``restart_s`` > 0), one after the other with ``gap_s`` between them and ``idle_s``
-    between cycles, from a warm-up to ``quiet_tail`` before the end; a first cycle that does
-    not fit gets shorter gaps (at least 1 s), then shorter faults in proportion (at least 2 s
-    each)."""
+             restart_s: float, idle_s: float = 30.0, gap_s: float = 3.0, disk_s: float = 0.0
+             ) -> list[Fault]:
+    """Cycles of (PostgreSQL cut, Redis cut, kill -9, slow upstream, Redis restart, spill disk
+    full; the last two when ``restart_s`` / ``disk_s`` > 0), one after the other with ``gap_s``
+    between them and ``idle_s`` between cycles, from a warm-up to ``quiet_tail`` before the
+    end; a first cycle that does not fit gets shorter gaps (at least 1 s), then shorter faults
+    in proportion (at least 2 s each)."""
     warmup = min(10.0, duration * 0.15)
     span = duration - quiet_tail - warmup
-    lengths = [pg_s, redis_s, slow_s] + ([restart_s] if restart_s > 0 else [])
+    timed = [("pg-cut", pg_s), ("redis-cut", redis_s), ("slow-upstream", slow_s)]
+    timed += [("redis-restart", restart_s)] if restart_s > 0 else []
+    timed += [("disk-full", disk_s)] if disk_s > 0 else []
+    lengths = [length for _, length in timed]
     fixed = (len(lengths) + 1) * gap_s
     if sum(lengths) + fixed > span:
         # shorter gaps first (down to 1 s), then shorter faults (down to 2 s each)
@@ -242,23 +304,15 @@ def schedule(duration: float, quiet_tail: float, pg_s: float, redis_s: float, sl
     if sum(lengths) + fixed > span:
         scale = max(span - fixed, 2.0 * len(lengths)) / sum(lengths)
         lengths = [max(2.0, round(x * scale, 1)) for x in lengths]
-    pg_s, redis_s, slow_s = lengths[:3]
-    restart_s = lengths[3] if len(lengths) > 3 else 0.0
+    cycle_kinds = [(kind, length) for (kind, _), length in zip(timed, lengths, strict=True)]
+    cycle_kinds.insert(2, ("kill-worker", 0.0))
     cycle = sum(lengths) + fixed
     faults: list[Fault] = []
     t = warmup
     while t + cycle <= duration - quiet_tail + 1e-9 or not faults:
-        faults.append(Fault("pg-cut", t, pg_s))
-        t += pg_s + gap_s
-        faults.append(Fault("redis-cut", t, redis_s))
-        t += redis_s + gap_s
-        faults.append(Fault("kill-worker", t, 0.0))
-        t += gap_s
-        faults.append(Fault("slow-upstream", t, slow_s))
-        t += slow_s + gap_s
-        if restart_s > 0:
-            faults.append(Fault("redis-restart", t, restart_s))
-            t += restart_s + gap_s
+        for kind, length in cycle_kinds:
+            faults.append(Fault(kind, t, length))
+            t += length + gap_s
         t += idle_s
     return faults
 
@@ -273,6 +327,11 @@ class Account:
     kind: str  # benign | attacker
     tier: str
     rpm: int
+    index: int  # within its kind
+
+    @property
+    def name(self) -> str:
+        return f"soak-{self.kind}-{self.index}"
 
 
 @dataclass
@@ -286,36 +345,89 @@ class Outcome:
     complete: bool
 
 
-PROMPTS = ("summarise the design of a bridge", "what is a good name for a cat",
-           "explain how tides work to a child", "write a haiku about rain")
+# Benign accounts replay held-out real traffic (gateway/detect/offline/real_traffic.py): the
+# profiles a detector must leave alone, in this order, so that the first accounts carry load.
+BENIGN_PROFILES = ("labelling_batch", "translation_batch", "user", "coding_assistant",
+                   "eval_harness", "ci_smoke", "org_nat")
+SESSION_REQUESTS = 200  # per generated session; a profile that runs out starts its next one
+
+
+def benign_texts(conversations: int = 3000, modules: int = 40) -> Pool:
+    """The held-out split (never trained on, never calibrated on), read in part: enough text for
+    a soak's sessions without reading the whole corpus."""
+    return pool("heldout", Limits(conversations=conversations, modules=modules))
+
+
+def benign_schedule(profile: str, rng: random.Random, texts: Pool) -> Iterator[Request]:
+    """The profile's requests, endlessly, with ``ts`` in seconds from the first: its sessions
+    back to back (a batch job's next batch, a person's next conversation), each starting one of
+    its own typical gaps after the last."""
+    offset = 0.0
+    while True:
+        session = BENIGN_FNS[profile](Gen(rng, texts), SESSION_REQUESTS)[0]
+        reqs = [r for r in session.requests if isinstance(r, Request)]
+        first = reqs[0].ts
+        for req in reqs:
+            yield replace(req, ts=offset + req.ts - first)
+        gaps = [b.ts - a.ts for a, b in itertools.pairwise(reqs)] or [1.0]
+        offset += reqs[-1].ts - first + statistics.median(gaps)
+
+
+def _benign_kwargs(req: Request) -> dict[str, Any]:
+    """The request as the profile's client sends it (model aside)."""
+    out: dict[str, Any] = {"model": "echo-1"}
+    if req.route == COMPLETIONS:
+        out["prompt"] = req.prompt
+    else:
+        out["messages"] = [{"role": "user", "content": req.prompt}]
+    for name in ("max_tokens", "temperature"):
+        if getattr(req, name) is not None:
+            out[name] = getattr(req, name)
+    if req.n > 1:
+        out["n"] = req.n
+    if req.logprobs:
+        out["logprobs"] = (req.top_logprobs or 1) if req.route == COMPLETIONS else True
+        if req.top_logprobs and req.route != COMPLETIONS:
+            out["top_logprobs"] = req.top_logprobs
+    return out
+
+
+async def _benign_send(client: AsyncOpenAI, req: Request) -> tuple[int, str | None]:
+    """One request through the SDK, streamed when the profile streams; (status, request id)."""
+    kwargs = _benign_kwargs(req)
+    api: Any = client.completions if req.route == COMPLETIONS else client.chat.completions
+    if req.stream:
+        stream = await api.create(stream=True, **kwargs)
+        async for _ in stream:
+            pass
+        return stream.response.status_code, stream.response.headers.get("x-request-id")
+    raw = await api.with_raw_response.create(**kwargs)
+    raw.parse()
+    return raw.status_code, raw.headers.get("x-request-id")
 
 
 async def benign_loop(account: Account, bases: list[str], stop_at: float,
-                      outcomes: list[Outcome], pace_s: float) -> None:
-    clients = [AsyncOpenAI(base_url=b + "/v1", api_key=account.key, max_retries=0, timeout=60)
+                      outcomes: list[Outcome], requests: Iterator[Request], address: str
+                      ) -> None:
+    """Replay ``requests`` at their own pace (real time, not compressed: timing is evidence)
+    from ``address`` (sent as X-Forwarded-For, which the soak's gateways trust)."""
+    clients = [AsyncOpenAI(base_url=b + "/v1", api_key=account.key, max_retries=0, timeout=60,
+                           default_headers={"X-Forwarded-For": address})
                for b in bases]
     rng = random.Random(account.id)
+    began = time.monotonic()
     try:
-        while time.monotonic() < stop_at:
+        for req in requests:
+            due = began + req.ts
+            if due >= stop_at:
+                break
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
             i = rng.randrange(len(bases))
             started = time.time()
             status, request_id, complete = 0, None, False
-            messages: Any = [{"role": "user", "content": rng.choice(PROMPTS)}]
             try:
-                if rng.random() < 0.3:
-                    stream = await clients[i].chat.completions.create(
-                        model="echo-1", messages=messages, max_tokens=24, stream=True)
-                    status = stream.response.status_code
-                    request_id = stream.response.headers.get("x-request-id")
-                    async for _ in stream:
-                        pass
-                    complete = True
-                else:
-                    raw = await clients[i].chat.completions.with_raw_response.create(
-                        model="echo-1", messages=messages, max_tokens=24)
-                    status, request_id = raw.status_code, raw.headers.get("x-request-id")
-                    raw.parse()
-                    complete = True
+                status, request_id = await _benign_send(clients[i], req)
+                complete = True
             except APIStatusError as exc:
                 status = exc.status_code
                 request_id = exc.response.headers.get("x-request-id")
@@ -324,16 +436,16 @@ async def benign_loop(account: Account, bases: list[str], stop_at: float,
                 pass
             outcomes.append(Outcome(account.id, bases[i], started, time.time(), status,
                                     request_id, complete))
-            await asyncio.sleep(pace_s * (0.5 + rng.random()))
     finally:
         for client in clients:
             await client.close()
 
 
 async def attacker_loop(account: Account, bases: list[str], stop_at: float,
-                        outcomes: list[Outcome], pace_s: float, seed: int) -> None:
+                        outcomes: list[Outcome], pace_s: float, seed: int, address: str
+                        ) -> None:
     rng = random.Random(f"{account.id}:{seed}")
-    headers = {"Authorization": f"Bearer {account.key}"}
+    headers = {"Authorization": f"Bearer {account.key}", "X-Forwarded-For": address}
     async with httpx.AsyncClient(timeout=60) as http:
         n = 0
         while time.monotonic() < stop_at:
@@ -365,16 +477,17 @@ class Config:
     duration: float = 60.0
     gateways: int = 2
     workers: int = 2
-    benign: int = 4
+    benign: int = 7
     attackers: int = 2
     attacker_concurrency: int = 3
     attack_rpm: int = 30
-    benign_pace_s: float = 0.3
     attacker_pace_s: float = 0.1
     pg_cut_s: float = 20.0
     redis_cut_s: float = 10.0
     slow_s: float = 15.0
     redis_restart_s: float = 5.0
+    disk_full_s: float = 10.0  # spill disks full, PostgreSQL cut inside it; 0: never
+    spill_quota_mb: int = 32
     slow_delay_s: float = 1.5
     lease_s: float = 10.0
     redis_timeout_s: float = 1.0
@@ -383,6 +496,7 @@ class Config:
     kill_losses_ok: bool = False
     max_rss_slope_mb_min: float = 2.0
     sample_every_s: float = 2.0
+    seed: int = 1
     keep: bool = False
     json_out: str | None = None
 
@@ -436,6 +550,7 @@ class Soak:
         self.faults: list[Fault] = []
         self.gateways: list[Gateway] = []
         self.upstream = SlowableUpstream()
+        self.texts = benign_texts()
         self.start_wall = 0.0
         self.last_fault_end = 0.0  # seconds into the run: no fault may last past it
         self._sampling = threading.Event()
@@ -444,7 +559,7 @@ class Soak:
 
     def _tiers(self) -> str:
         tiers = {name: limits.model_dump() for name, limits in default_tiers().items()}
-        tiers[BENIGN_TIER] = {"requests_per_minute": 600, "tokens_per_minute": 10**7,
+        tiers[BENIGN_TIER] = {"requests_per_minute": BENIGN_RPM, "tokens_per_minute": 10**7,
                               "tokens_per_day": 10**9, "max_concurrent": 8}
         tiers[ATTACK_TIER] = {"requests_per_minute": self.config.attack_rpm,
                               "tokens_per_minute": 10**7, "tokens_per_day": 10**9,
@@ -466,6 +581,7 @@ class Soak:
             "GATEWAY_RATELIMIT_REDIS_TIMEOUT_S": str(c.redis_timeout_s),
             "GATEWAY_TIERS": self._tiers(),
             "GATEWAY_DETECTION_ENABLED": "true" if c.detection else "false",
+            "GATEWAY_TRUST_FORWARDED_FOR": "true",  # clients say where they are, as an LB would
             "PROMETHEUS_MULTIPROC_DIR": str(self.workdir / f"metrics-{index}"),
             **secrets_,
         }
@@ -477,7 +593,7 @@ class Soak:
         accounts = []
         with httpx.Client(base_url=self.gateways[0].base, timeout=30,
                           headers={"Authorization": f"Bearer {admin_token}"}) as admin:
-            for kind, count, tier, rpm in (("benign", c.benign, BENIGN_TIER, 600),
+            for kind, count, tier, rpm in (("benign", c.benign, BENIGN_TIER, BENIGN_RPM),
                                            ("attacker", c.attackers, ATTACK_TIER, c.attack_rpm)):
                 for i in range(count):
                     made = admin.post("/admin/v1/accounts",
@@ -486,7 +602,7 @@ class Soak:
                     account_id = made.json()["id"]
                     key = admin.post(f"/admin/v1/accounts/{account_id}/keys", json={})
                     key.raise_for_status()
-                    accounts.append(Account(account_id, key.json()["key"], kind, tier, rpm))
+                    accounts.append(Account(account_id, key.json()["key"], kind, tier, rpm, i))
         return accounts
 
     # --- background: RSS and fallback sampling ---
@@ -541,11 +657,28 @@ class Soak:
                 self.upstream.delay_s = self.config.slow_delay_s
                 await asyncio.sleep(fault.length_s)
                 self.upstream.delay_s = 0.0
+            elif fault.kind == "disk-full":
+                await self._disk_full(fault, pg)
             elif fault.kind == "kill-worker":
                 gateway = self.gateways[next(kills) % len(self.gateways)]
                 fault.target = gateway.base
                 fault.detail = await asyncio.to_thread(self._kill_worker, gateway)
             fault.ended_at = time.time()
+
+    async def _disk_full(self, fault: Fault, pg: ThreadedTcpProxy) -> None:
+        """Spill disks full, and PostgreSQL cut for the first 60% of it: the records have
+        nowhere to go but memory; then PostgreSQL is back while the disks are still full (what
+        memory held must reach it), then the disks are freed."""
+        if not self.quota.mounted:
+            fault.detail = f"skipped: {self.quota.why_not}"
+            return
+        fault.detail = await asyncio.to_thread(self.quota.fill)
+        await asyncio.to_thread(pg.cut)
+        await asyncio.sleep(fault.length_s * 0.6)
+        await asyncio.to_thread(pg.restore)
+        await asyncio.sleep(fault.length_s * 0.4)
+        await asyncio.to_thread(self.quota.free)
+        fault.detail += "; PostgreSQL cut for 60% of it"
 
     def _kill_worker(self, gateway: Gateway) -> str:
         workers = gateway.workers_pids()
@@ -578,11 +711,16 @@ class Soak:
         stop_at = time.monotonic() + c.duration
         loops = []
         for account in accounts:
+            rng = random.Random(f"{c.seed}:{account.name}")
             if account.kind == "benign":
-                loops.append(benign_loop(account, bases, stop_at, self.outcomes, c.benign_pace_s))
+                profile = BENIGN_PROFILES[account.index % len(BENIGN_PROFILES)]
+                loops.append(benign_loop(account, bases, stop_at, self.outcomes,
+                                         benign_schedule(profile, rng, self.texts),
+                                         address(rng)))
             else:
+                where = address(rng)
                 loops.extend(attacker_loop(account, bases, stop_at, self.outcomes,
-                                           c.attacker_pace_s, seed)
+                                           c.attacker_pace_s, seed, where)
                              for seed in range(c.attacker_concurrency))
         await asyncio.gather(*loops)
 
@@ -596,7 +734,9 @@ class Soak:
         quiet_tail = c.lease_s + 8.0
         self.last_fault_end = c.duration - quiet_tail
         self.faults = schedule(c.duration, quiet_tail, c.pg_cut_s, c.redis_cut_s, c.slow_s,
-                               c.redis_restart_s)
+                               c.redis_restart_s, disk_s=c.disk_full_s)
+        self.quota = SpillQuota([self.workdir / f"spill-{i}" for i in range(c.gateways)],
+                                c.spill_quota_mb)
         secrets_ = {
             "GATEWAY_ADMIN_TOKEN": secrets.token_hex(32),
             "GATEWAY_KEY_HASH_SECRET": secrets.token_hex(32),
@@ -610,7 +750,6 @@ class Soak:
                     serve_in_thread(self.upstream) as upstream_base:
                 redis_url = f"redis://127.0.0.1:{rds.port}/0"
                 for i in range(c.gateways):
-                    (self.workdir / f"spill-{i}").mkdir()
                     env = self._env(i, pg.rewrite_url(database_url), redis_url,
                                     upstream_base + "/v1", secrets_)
                     gateway = Gateway(i, free_port(), env, c.workers,
@@ -645,6 +784,7 @@ class Soak:
                 with contextlib.suppress(Exception):
                     gateway.stop()
             redis_server.stop()
+            self.quota.close()
             if database_url is not None and not c.keep:
                 asyncio.run(discard_database(database_url))
         return report

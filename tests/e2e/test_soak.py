@@ -1,6 +1,8 @@
 """The short soak (``bench/soak.py``): two gateway processes of two workers on PostgreSQL and
-Redis, benign and attacking clients, while PostgreSQL and Redis are cut, Redis restarts empty,
-a worker is killed with SIGKILL and the upstream slows down; then every check must pass.
+Redis, benign clients replaying held-out real traffic and attacking clients, while PostgreSQL
+and Redis are cut, Redis restarts empty, a worker is killed with SIGKILL, the upstream slows
+down and the spill disks fill up with PostgreSQL cut; then every check must pass, the benign
+accounts unflagged among them.
 
 The long soak is the same harness: ``python -m bench.soak --duration 1800`` (README, "Soak").
 The replay that judges the limits is tested here on its own too, so that a check which cannot
@@ -9,13 +11,15 @@ fail does not pass for a soak that proves nothing.
 
 from __future__ import annotations
 
+import os
+
 from bench.soak import Config, Window, gcra_replay, run_soak, schedule, slope_per_min
 
 
 def test_the_short_soak_with_faults_passes_every_check() -> None:
     report = run_soak(Config(
         duration=40, gateways=2, workers=2, benign=3, attackers=2, attacker_concurrency=2,
-        pg_cut_s=5, redis_cut_s=3, slow_s=3, redis_restart_s=2, lease_s=8,
+        pg_cut_s=5, redis_cut_s=3, slow_s=3, redis_restart_s=2, disk_full_s=3, lease_s=8,
         require_attacker_flags=False,
         # Check "1k" (no record lost to the kill -9) is strict: the request-log journal
         # (gateway/store/journal.py) closed the window the soak first found.
@@ -23,8 +27,11 @@ def test_the_short_soak_with_faults_passes_every_check() -> None:
     print(report.table())  # shown by pytest when the test fails
     assert report.ok, report.table()
     kinds = next(c.detail for c in report.checks if c.name == "faults injected")
-    for kind in ("pg-cut", "redis-cut", "kill-worker", "slow-upstream", "redis-restart"):
+    for kind in ("pg-cut", "redis-cut", "kill-worker", "slow-upstream", "redis-restart",
+                 "disk-full"):
         assert kind in kinds
+    if os.geteuid() == 0:  # the spill disks are tmpfs quotas, filled for real
+        assert "spill-0 +" in kinds and "skipped" not in kinds
     assert report.facts["answered_2xx"] > 100
     assert report.facts["records_lost"] == report.facts["records_lost_at_kill"] <= 20
     assert report.facts["statuses"].get(429, 0) > 0  # the attackers did reach their limit
@@ -59,6 +66,10 @@ def test_the_schedule_fits_the_run_and_leaves_a_quiet_tail() -> None:
     long = schedule(1800, 18, 20, 10, 15, 5)
     assert sum(f.kind == "kill-worker" for f in long) >= 15
     assert max(f.start_s + f.length_s for f in long) <= 1800 - 18
+    with_disk = schedule(60, 16, 20, 10, 15, 5, disk_s=10)
+    assert [f.kind for f in with_disk][:6] == ["pg-cut", "redis-cut", "kill-worker",
+                                               "slow-upstream", "redis-restart", "disk-full"]
+    assert max(f.start_s + f.length_s for f in with_disk) <= 60 - 16 + 1e-9
 
 
 def test_rss_slope_is_megabytes_per_minute() -> None:
