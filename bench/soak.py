@@ -80,9 +80,9 @@ from typing import Any
 
 import asyncpg
 import httpx
-import redis
 from openai import APIConnectionError, APIStatusError, AsyncOpenAI
 
+from bench.soak_redis import SoakRedis, soak_redis
 from gateway.detect.offline.corpus import Limits, Pool, pool
 from gateway.detect.offline.real_traffic import BENIGN_FNS, COMPLETIONS, Gen, Request, address
 from gateway.domain.limits import default_tiers
@@ -187,44 +187,6 @@ class SpillQuota:
         for directory in self.mounted:
             subprocess.run(["umount", "-l", str(directory)], capture_output=True, check=False)
         self.mounted = []
-
-
-class RedisServer:
-    """A private ``redis-server`` (no persistence) on a free port."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is not on the PATH (apt-get install redis-server)")
-        log = (self.directory / "redis.log").open("ab")
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
-            stdout=log, stderr=subprocess.STDOUT)
-        client = redis.Redis(port=self.port)
-
-        def answering() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        wait_until(answering, timeout=30, what=f"redis-server on port {self.port}")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process, timeout=10)
-
-    def kill(self) -> None:
-        """SIGKILL: its state is gone (it keeps none on disk)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
 
 
 @dataclass
@@ -491,6 +453,7 @@ class Config:
     slow_delay_s: float = 1.5
     lease_s: float = 10.0
     redis_timeout_s: float = 1.0
+    cluster: bool = False  # a three-primary Redis Cluster instead of one server
     detection: bool = True
     require_attacker_flags: bool = False
     kill_losses_ok: bool = False
@@ -629,8 +592,7 @@ class Soak:
 
     # --- faults ---
 
-    async def _run_faults(self, pg: ThreadedTcpProxy, rds: ThreadedTcpProxy,
-                          redis_server: RedisServer) -> None:
+    async def _run_faults(self, pg: ThreadedTcpProxy, rds: SoakRedis) -> None:
         kills = itertools.count()
         for fault in self.faults:
             delay = self.start_wall + fault.start_s - time.time()
@@ -650,9 +612,9 @@ class Soak:
                 await asyncio.sleep(fault.length_s)
                 await asyncio.to_thread(rds.restore)
             elif fault.kind == "redis-restart":  # down, then back empty (no persistence)
-                await asyncio.to_thread(redis_server.kill)
+                fault.detail = await asyncio.to_thread(rds.kill)
                 await asyncio.sleep(fault.length_s)
-                await asyncio.to_thread(redis_server.start)
+                await asyncio.to_thread(rds.start_again)
             elif fault.kind == "slow-upstream":
                 self.upstream.delay_s = self.config.slow_delay_s
                 await asyncio.sleep(fault.length_s)
@@ -727,8 +689,7 @@ class Soak:
     def run(self) -> Report:
         c = self.config
         report = Report()
-        redis_server = RedisServer(self.workdir)
-        redis_server.start()
+        rds = soak_redis(self.workdir / "redis", cluster=c.cluster)
         database_url: str | None = None
         database_url = asyncio.run(migrated_database("postgres", self.workdir))
         quiet_tail = c.lease_s + 8.0
@@ -746,9 +707,8 @@ class Soak:
         sampler = threading.Thread(target=self._sample_forever, daemon=True)
         try:
             with ThreadedTcpProxy("127.0.0.1", 5432) as pg, \
-                    ThreadedTcpProxy("127.0.0.1", redis_server.port) as rds, \
                     serve_in_thread(self.upstream) as upstream_base:
-                redis_url = f"redis://127.0.0.1:{rds.port}/0"
+                redis_url = rds.url
                 for i in range(c.gateways):
                     env = self._env(i, pg.rewrite_url(database_url), redis_url,
                                     upstream_base + "/v1", secrets_)
@@ -764,12 +724,12 @@ class Soak:
 
                 async def main() -> None:
                     await asyncio.gather(self._drive(accounts),
-                                         self._run_faults(pg, rds, redis_server))
+                                         self._run_faults(pg, rds))
 
                 asyncio.run(main())
                 clients_stopped = time.time()
                 time.sleep(1.0)  # deferred settles ("within a few ms")
-                slots = self._live_slots(redis_server.port, accounts)
+                slots = rds.live_slots([a.id for a in accounts])
                 self._sampling.set()
                 sampler.join(timeout=10)
                 exits = [g.stop() for g in self.gateways]
@@ -783,18 +743,11 @@ class Soak:
             for gateway in self.gateways:
                 with contextlib.suppress(Exception):
                     gateway.stop()
-            redis_server.stop()
+            rds.close()
             self.quota.close()
             if database_url is not None and not c.keep:
                 asyncio.run(discard_database(database_url))
         return report
-
-    def _live_slots(self, port: int, accounts: list[Account]) -> dict[str, int]:
-        client = redis.Redis(port=port)
-        seconds, micros = client.time()
-        now_us = int(seconds) * 1_000_000 + int(micros)
-        return {a.id: int(client.zcount(f"gw:rl:{{{a.id}}}:conc", f"({now_us}", "+inf"))
-                for a in accounts}
 
     async def _read_database(
         self, database_url: str, accounts: list[Account],

@@ -37,6 +37,24 @@ def test_the_short_soak_with_faults_passes_every_check() -> None:
     assert report.facts["statuses"].get(429, 0) > 0  # the attackers did reach their limit
 
 
+def test_the_short_soak_on_a_redis_cluster_passes_every_check() -> None:
+    """The same soak with ``GATEWAY_REDIS_URL`` on a three-primary cluster: its "Redis cut"
+    cuts every node's proxy, its "Redis restart" kills one node (a third of the slots and their
+    data) and starts it again."""
+    report = run_soak(Config(
+        # 70 s: the faults' schedule has room for a slow kill -9 replacement on a busy machine
+        duration=70, gateways=2, workers=2, benign=3, attackers=2, attacker_concurrency=2,
+        pg_cut_s=3, redis_cut_s=3, slow_s=3, redis_restart_s=3, disk_full_s=0, lease_s=8,
+        cluster=True, require_attacker_flags=False,
+    ))
+    print(report.table())
+    assert report.ok, report.table()
+    kinds = next(c.detail for c in report.checks if c.name == "faults injected")
+    assert "cluster node" in kinds and "killed" in kinds
+    assert report.facts["answered_2xx"] > 100
+    assert report.facts["statuses"].get(429, 0) > 0
+
+
 def test_the_replay_refuses_what_gcra_refuses_outside_windows_only() -> None:
     burst = [100.0 + i * 0.001 for i in range(12)]  # 12 at once against 10 per minute
     violations, _ = gcra_replay(burst, 10, [], slack_s=0.0, replicas=1)

@@ -75,6 +75,8 @@ class RedisClusterNodes:
         taken: set[int] = set()
         self.ports = [_free_node_port(taken) for _ in range(NODES)]
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.announce: dict[int, int] = {}
+        """Port a node tells clients to use instead of its own (a proxy in front of it)."""
 
     @property
     def url(self) -> str:
@@ -90,7 +92,9 @@ class RedisClusterNodes:
                 [self.server, "--port", str(port), "--bind", "127.0.0.1",
                  "--cluster-enabled", "yes", "--cluster-config-file", str(node / "nodes.conf"),
                  "--cluster-node-timeout", "2000", "--dir", str(node), "--save", "",
-                 "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no"],
+                 "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no",
+                 *(["--cluster-announce-port", str(self.announce[port])]
+                   if port in self.announce else [])],
                 stdout=log, stderr=subprocess.STDOUT)
         CLUSTER_PORTS.add(port)
 
