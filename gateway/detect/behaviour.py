@@ -24,13 +24,17 @@ from gateway.detect.features import F32, FEATURE_NAMES, RequestFeatures
 
 PARAMS: Final = ("max_tokens_log", "max_tokens_one", "logprobs", "top_logprobs",
                  "logit_bias_log", "n_log", "temperature")
-"""Sampling parameters: a script sends the same ones every time, so they must be equal."""
+"""Sampling parameters: a script sends the same ones every time, so they must be equal — except
+the *size* of a ``logit_bias``, which a logit-recovery sweep varies from request to request (1
+to hundreds of tokens): its use must be shared, its size only roughly (:data:`TOLERANCE`)."""
 SHAPE: Final = ("prompt_chars_log", "completion_tokens_log", "output_input_ratio", "reasoning",
                 "templating", "question", "code")
 NAMES: Final = (*PARAMS, *SHAPE, "gap_log")
 DIMS: Final = len(NAMES)
+_BIAS: Final = PARAMS.index("logit_bias_log")
 TOLERANCE: Final = np.array(
-    [0.02] * len(PARAMS)
+    # the median number of biased tokens within a factor of about six (log1p / 6)
+    [0.3 if name == "logit_bias_log" else 0.02 for name in PARAMS]
     # prompt and answer lengths within a factor of about two (their features are log1p / 8),
     # the output/input ratio within a factor of 1.8, cue densities within 0.2,
     + [0.09, 0.09, 0.15, 0.2, 0.2, 0.2, 0.2]
@@ -84,17 +88,22 @@ def _padded_median(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 
 
 def params_key(profile_: F32) -> bytes:
-    """The parameters, rounded: accounts can only be alike within the same key."""
-    return np.round(profile_[:len(PARAMS)] / TOLERANCE[:len(PARAMS)]).astype(np.int32).tobytes()
+    """The parameters, rounded (a ``logit_bias``: used or not): accounts can only be alike
+    within the same key."""
+    key = np.round(profile_[:len(PARAMS)] / TOLERANCE[:len(PARAMS)]).astype(np.int32)
+    key[_BIAS] = int(profile_[_BIAS] > 0)
+    return key.tobytes()
 
 
 def alike(a: F32, b: F32) -> bool:
-    """Equal parameters, every other number within its tolerance (NaN is alike nothing)."""
-    return bool(np.all(np.abs(a - b) <= TOLERANCE))
+    """Equal parameters (a ``logit_bias`` used by both or neither), every other number within
+    its tolerance (NaN is alike nothing)."""
+    return bool(alike_many(a, b[None, :])[0])
 
 
 def alike_many(a: F32, others: F32) -> npt.NDArray[np.bool_]:
     """``alike(a, row)`` for every row of ``others`` (one vectorised comparison)."""
     close = np.abs(others - a[None, :]) <= TOLERANCE[None, :]
-    out: npt.NDArray[np.bool_] = np.asarray(close.all(axis=1), dtype=np.bool_)
+    same_bias = (others[:, _BIAS] > 0) == (a[_BIAS] > 0)
+    out: npt.NDArray[np.bool_] = np.asarray(close.all(axis=1) & same_bias, dtype=np.bool_)
     return out

@@ -10,8 +10,9 @@ not enough alone — neither a shared open-source template nor an office NAT is 
 
 Operations that share no template (every prompt paraphrased, a network per account) are found
 by behaviour instead (:func:`cohorts`): accounts with the same sampling parameters, prompt and
-answer sizes, cues and pacing (:mod:`gateway.detect.behaviour`) that first appeared within an
-hour of each other. A cohort is a campaign only when its requests taken together score as one
+answer sizes, cues and pacing (:mod:`gateway.detect.behaviour`) that first appeared together:
+within an hour of each other, or within three of their own pauses for accounts slower than
+that. A cohort is a campaign only when its requests taken together score as one
 extracting account would (:func:`judge_cohort`); crowds of people on one SDK's defaults behave
 alike too.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 
@@ -148,10 +150,19 @@ def judge(cluster: Cluster, min_mean_score: float, merged: float | None = None,
     return Campaign(cluster.accounts, score, reasons)
 
 
+BIRTH_PAUSES: Final = 3.0
+"""Accounts appeared together when within this many of their own median pauses of each other
+(or within the birth span, whichever is longer)."""
+
+
 def cohorts(sketches: Mapping[str, Sketch], *, min_accounts: int = 5,
             birth_span_s: float = 3600.0, max_neighbours: int = 2000) -> list[list[str]]:
     """Groups of at least ``min_accounts`` accounts that behave alike
-    (:func:`gateway.detect.behaviour.alike`) and first appeared within ``birth_span_s``.
+    (:func:`gateway.detect.behaviour.alike`) and first appeared together: within
+    ``birth_span_s``, or within :data:`BIRTH_PAUSES` of their own median pause when that is
+    longer. "Together" is measured in the accounts' own time: a low-and-slow operation whose
+    accounts each send a request every few hours starts them over hours, not minutes, and an
+    hour would see too few of them at once.
 
     Star-shaped, not chained: in order of appearance, the first account not yet taken seeds a
     cohort of the accounts that appeared within ``birth_span_s`` after it (its next
@@ -174,7 +185,9 @@ def _stars(members: list[str], sketches: Mapping[str, Sketch], min_accounts: int
     members = sorted(members, key=lambda a: (sketches[a].born, a))
     born = np.array([sketches[a].born for a in members])
     profiles = np.stack([sketches[a].behaviour for a in members])  # type: ignore[misc]
-    ends = np.searchsorted(born, born + birth_span_s, side="right")
+    pause = np.expm1(np.nan_to_num(profiles[:, -1].astype(np.float64)))
+    ends = np.searchsorted(born, born + np.maximum(birth_span_s, BIRTH_PAUSES * pause),
+                           side="right")
     taken = np.zeros(len(members), dtype=bool)
     out: list[list[str]] = []
     for seed in range(len(members)):
@@ -198,9 +211,9 @@ def judge_cohort(accounts: Sequence[str], merged: float, threshold: float,
     if merged < threshold:
         return None
     return Campaign(list(accounts), merged, [
-        f"{len(accounts)} accounts that first appeared within {birth_span_s / 60:.0f} minutes "
-        "of each other behave alike (same sampling parameters, prompt and answer sizes, cues "
-        "and pacing)",
+        f"{len(accounts)} accounts that first appeared together (within "
+        f"{birth_span_s / 60:.0f} minutes, or {BIRTH_PAUSES:.0f} of their own pauses) behave "
+        "alike (same sampling parameters, prompt and answer sizes, cues and pacing)",
         f"their requests taken together as one account score {merged:.2f} on the classifier",
     ])
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -34,7 +34,7 @@ from gateway.accounts.operations import (
 )
 from gateway.detect.campaign import Campaign
 from gateway.detect.ledger import RiskLedger
-from gateway.detect.risk import DISMISS_FACTOR, RiskState
+from gateway.detect.risk import DISMISS_FACTOR
 from gateway.detect.runtime import Scored
 from gateway.metrics import Metrics
 from gateway.store import flags as flag_store
@@ -145,8 +145,7 @@ class DbPolicy:
                 dismissed = await flag_store.latest_flag(session, r.account, status="dismissed")
                 if dismissed is not None and _overlap(
                         window_ids, dismissed.evidence.get("window_request_ids", [])) >= OVERLAP:
-                    lowered = RiskState(r.state.risk * DISMISS_FACTOR, r.state.updated,
-                                        r.state.peak_score)
+                    lowered = replace(r.state, risk=r.state.risk * DISMISS_FACTOR)
                     await self.ledger.lower(r.account, lowered)
                     return
                 reasons = await self.evidence.explain(r.window)

@@ -6,8 +6,10 @@ replica are compared by another.
 
 A request becomes a :class:`RequestFeatures`: a small float vector (sizes, parameters, logprob
 and logit-bias use, reasoning-elicitation and templating signals, output/input ratio, status), a
-64-bit SimHash of its word 3-shingles (PRADA-style distances, near-duplicates) and a MinHash
-signature of the same shingles (template reuse, campaign clustering).
+64-bit SimHash of its word 3-shingles (PRADA-style distances, near-duplicates), a MinHash
+signature of the same shingles (template reuse, campaign clustering) and an exact fingerprint of
+the whole request (:mod:`gateway.detect.coverage`: has the account sent it before). The
+fingerprint is not a model input: the artifact and its feature vector are unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from gateway.detect import coverage
 from gateway.records import RequestRecord
 
 MAX_PROMPT_CHARS: Final = 2000
@@ -94,6 +97,9 @@ class RequestFeatures:
     minhash: npt.NDArray[np.uint32]
     network: int
     """CRC32 of the client's /24 (IPv4) or /48 (IPv6); 0 when unknown."""
+    fingerprint: int = 0
+    """:func:`gateway.detect.coverage.fingerprint` of the whole request (0: unknown, i.e. always
+    new to the account's coverage)."""
 
 
 def bounded(prompt: str) -> str:
@@ -214,24 +220,31 @@ def _word_hashes(prompt: str) -> list[int]:
             for b in (x.encode() for x in _WORD.findall(bounded(prompt).lower()))]
 
 
-def extract_batch(items: Sequence[tuple[RequestRecord, str]]
+def extract_batch(items: Sequence[tuple[RequestRecord, str]],
+                  digests: Sequence[bytes | None] | None = None
                   ) -> list[RequestFeatures | None]:
     """Features of many finished requests in one vectorised pass (what the micro-batcher
-    calls), aligned with ``items``; None for a record that could not be read."""
+    calls), aligned with ``items``; None for a record that could not be read.
+
+    ``digests`` (aligned with ``items``): :func:`gateway.detect.coverage.digest` of prompts
+    that were already cut to :func:`bounded` by the caller (the runtime cuts on the reply path);
+    None where the prompt given is the whole prompt."""
     rows: list[list[float]] = []
-    kept: list[tuple[int, RequestRecord, float]] = []
+    kept: list[tuple[int, RequestRecord, float, int]] = []
     flat: list[int] = []
     counts: list[int] = []
     for index, (record, prompt) in enumerate(items):
         try:
+            whole = (digests[index] if digests is not None else None) or coverage.digest(prompt)
             prompt = bounded(prompt)
             row = _row(record, prompt)
             ts = record.created_at.timestamp()
             words = _word_hashes(prompt) or [0]
+            fingerprint = coverage.fingerprint(record, whole)
         except (AttributeError, TypeError, ValueError, OverflowError):
             continue  # reported by the caller as a None
         rows.append(row)
-        kept.append((index, record, ts))
+        kept.append((index, record, ts, fingerprint))
         flat.extend(words)
         counts.append(len(words))
     out: list[RequestFeatures | None] = [None] * len(items)
@@ -261,9 +274,10 @@ def extract_batch(items: Sequence[tuple[RequestRecord, str]]
     mins[empty] = 0xFFFFFFFF
     sims[empty] = 0
     vectors = np.array(rows, dtype=np.float32)
-    for i, (index, record, ts) in enumerate(kept):
+    for i, (index, record, ts, fingerprint) in enumerate(kept):
         out[index] = RequestFeatures(record.request_id, ts, vectors[i], int(sims[i]),
-                                     mins[i].copy(), network_of(record.client_addr))
+                                     mins[i].copy(), network_of(record.client_addr),
+                                     fingerprint)
     return out
 
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -76,8 +77,7 @@ class RiskLedger:
                 await flag_store.scale_risk(session, accounts, factor)
             return
         risks = (await self.store.exchange([], accounts)).risks
-        lowered = {a: RiskState(s.risk * factor, s.updated, s.peak_score)
-                   for a, s in risks.items()}
+        lowered = {a: replace(s, risk=s.risk * factor) for a, s in risks.items()}
         await self.store.save(lowered, {})
         self._dirty.update({a: s.risk for a, s in lowered.items()})
         await self.flush(force=lowered.keys())

@@ -111,15 +111,16 @@ class RedisWindowStore:
             pipe.expire(key, self.ttl_s)
         for account in wanted:
             pipe.lrange(self._w(account), 0, -1)
-            pipe.hmget(self._r(account), "risk", "updated", "peak")
+            pipe.hmget(self._r(account), "risk", "updated", "peak", "coverage")
         results = await pipe.execute()
         tail = results[3 * len(grouped):]
         windows: dict[str, list[RequestFeatures]] = {}
         risks: dict[str, RiskState] = {}
         for i, account in enumerate(wanted):
             windows[account] = [window.decode(b) for b in tail[2 * i]]
-            risk, updated, peak = tail[2 * i + 1]
-            risks[account] = RiskState(float(risk or 0), float(updated or 0), float(peak or 0))
+            risk, updated, peak, covered = tail[2 * i + 1]
+            risks[account] = RiskState(float(risk or 0), float(updated or 0), float(peak or 0),
+                                       bytes(covered or b""))
         return Fetched(windows, risks)
 
     async def save(self, risks: Mapping[str, RiskState], sketches: Mapping[str, Sketch]) -> None:
@@ -129,7 +130,7 @@ class RedisWindowStore:
         for account, state in risks.items():
             key = self._r(account)
             pipe.hset(key, mapping={"risk": state.risk, "updated": state.updated,
-                                    "peak": state.peak_score})
+                                    "peak": state.peak_score, "coverage": state.coverage})
             pipe.expire(key, self.ttl_s)
         by_shard: dict[int, dict[str, Sketch]] = defaultdict(dict)
         for account, sketch in sketches.items():

@@ -14,6 +14,12 @@ every threshold by arithmetic alone. In evidence terms an account at 0.9999 keep
 hour and falls below 0.99 after three days of silence. Measured on the adaptive suite
 (window-v2, seed 1007): low_slow flagged 8% -> 100% of accounts, self_instruct under human
 timing 0% -> 100%, held-out benign unchanged (1.49%).
+
+Evidence rises only with coverage: a scoring whose newly covered requests were all sent by the
+account before (:mod:`gateway.detect.coverage`: an evaluation harness re-running its question
+set, a CI job's one prompt) moves the risk down or not at all, never up — re-asking harvests
+nothing the account had not already harvested. One new request makes the scoring count; see
+that module for why repeats interleaved with fresh prompts buy nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ class RiskState:
     updated: float = 0.0
     """When ``risk`` was last computed (epoch seconds)."""
     peak_score: float = 0.0
+    coverage: bytes = b""
+    """:mod:`gateway.detect.coverage` state: the account's distinct requests (empty: none
+    known, every request new)."""
 
 
 MAX_EVIDENCE: Final = 40.0
@@ -55,10 +64,14 @@ def decayed(state: RiskState, now: float, half_life_s: float) -> float:
     return -math.expm1(-evidence * math.pow(0.5, (now - state.updated) / half_life_s))
 
 
-def update(state: RiskState, score: float, now: float, half_life_s: float) -> RiskState:
-    """The state after observing ``score`` at ``now``."""
+def update(state: RiskState, score: float, now: float, half_life_s: float, *,
+           novel: bool = True, coverage: bytes | None = None) -> RiskState:
+    """The state after observing ``score`` at ``now``. ``novel``: whether the scoring covered a
+    request new to the account (else a higher score does not raise the risk); ``coverage``: the
+    account's coverage state after it (None: unchanged)."""
     risk = decayed(state, now, half_life_s)
-    rate = RISE if score > risk else FALL
+    rate = (RISE if novel else 0.0) if score > risk else FALL
     risk += rate * (score - risk)
     return RiskState(min(max(risk, 0.0), 1.0), max(now, state.updated),
-                     max(score, state.peak_score))
+                     max(score, state.peak_score),
+                     state.coverage if coverage is None else coverage)

@@ -8,6 +8,8 @@ fetches the windows of the accounts due for scoring in one store round trip, the
 scores the windows in a worker thread (ONNX Runtime releases the GIL).
 
 An account is due every ``score_every`` requests (and at most once per ``min_score_interval_s``).
+Each scoring also tells the risk policy whether the account sent anything it had not sent
+before (:mod:`gateway.detect.coverage`): re-asking its own requests raises no risk.
 Before it has ``min_requests`` requests it cannot be scored, but it is sketched for campaign
 clustering on every request (no model needed), and a cluster of such young accounts is scored
 as one account at the campaign sweep: an operation split into accounts too small to score is
@@ -33,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import Counter
 
-from gateway.detect import behaviour, campaign, features, risk, window
+from gateway.detect import behaviour, campaign, coverage, features, risk, window
 from gateway.detect.features import RequestFeatures
 from gateway.detect.risk import RiskState
 from gateway.detect.scoring import Artifact, Scorer
@@ -43,8 +45,9 @@ from gateway.records import RequestRecord
 
 log = logging.getLogger(__name__)
 INLINE_EXTRACT = 128
-Pending = tuple[str, RequestRecord | RequestFeatures, str | None]
-"""(account, record and prompt head) or (account, extracted features, None)."""
+Pending = tuple[str, RequestRecord | RequestFeatures, str | None, bytes | None]
+"""(account, record, the part of the prompt features read, digest of the whole prompt when that
+part is not all of it) or (account, extracted features, None, None)."""
 
 
 @dataclass(frozen=True)
@@ -126,15 +129,18 @@ class DetectionEngine:
 
     def observe(self, record: RequestRecord, prompt: str) -> None:
         """Queue the request for feature extraction (done in batches, off the reply path).
-        Never raises, never awaits; keeps only the part of the prompt features read."""
+        Never raises, never awaits; keeps only the part of the prompt features read, and of a
+        longer prompt a 16-byte digest of all of it (coverage: text varied where the features do
+        not read still makes a request new; BLAKE2b, about 1 us a kilobyte)."""
         account = record.account_id
         if account is None:
             return
-        self._enqueue((account, record, features.bounded(prompt)))
+        whole = coverage.digest(prompt) if len(prompt) > features.MAX_PROMPT_CHARS else None
+        self._enqueue((account, record, features.bounded(prompt), whole))
 
     def observe_features(self, account: str, item: RequestFeatures) -> None:
         """Queue already-extracted features (replays, benchmarks of the batcher alone)."""
-        self._enqueue((account, item, None))
+        self._enqueue((account, item, None, None))
 
     def _enqueue(self, entry: Pending) -> None:
         account = entry[0]
@@ -305,7 +311,9 @@ class DetectionEngine:
             scores = self.scorer.score(seq, mask, stats)
             for (account, arrays, items), p in zip(chunk, scores, strict=True):
                 before = fetched.risks.get(account, RiskState())
-                after = risk.update(before, float(p), items[-1].ts, cfg.half_life_s)
+                novel, covered = coverage.cover(before.coverage, _newly_covered(items, before))
+                after = risk.update(before, float(p), items[-1].ts, cfg.half_life_s,
+                                    novel=novel, coverage=covered)
                 results.append(Scored(account, float(p), before, after, arrays,
                                       [it.request_id for it in items]))
         return results
@@ -344,15 +352,21 @@ class DetectionEngine:
         found.sort(key=lambda c: -len(c.accounts))
         young = [c for c in found if campaign.needs_merged_score(c, cfg.campaign_min_score)]
         merged: dict[tuple[str, ...], float] = {}
-        for cluster in young[:cfg.campaign_max_merged]:
+        budget = cfg.campaign_max_merged
+        for cluster in young:
             alike = self._alike_part(cluster.accounts, sketches)
-            if alike:
-                merged[tuple(cluster.accounts)] = await self._merged(alike, sketches)
+            if not alike:
+                continue
+            score = self._cached_merged(alike, sketches)
+            if score is None and budget > 0:
+                budget -= 1
+                score = await self._merged(alike, sketches)
+            if score is not None:
+                merged[tuple(cluster.accounts)] = score
         judged = (campaign.judge(c, cfg.campaign_min_score, merged.get(tuple(c.accounts)),
                                  self.artifact.threshold) for c in found)
         out = [c for c in judged if c is not None]
-        return out + await self._cohort_campaigns(sketches, out, cfg.campaign_max_merged
-                                                  - len(merged))
+        return out + await self._cohort_campaigns(sketches, out, budget)
 
     def _alike_part(self, accounts: Sequence[str], sketches: Mapping[str, Sketch]
                     ) -> list[str]:
@@ -372,7 +386,11 @@ class DetectionEngine:
                                 found: Sequence[campaign.Campaign], budget: int
                                 ) -> list[campaign.Campaign]:
         """Behavioural cohorts (alike accounts appearing together) not already inside a
-        template campaign, judged on their requests merged, largest first, ``budget`` of them."""
+        template campaign, judged on their requests merged, largest first: ``budget`` merged
+        scores computed at most, while the scores of cohorts unchanged since an earlier sweep
+        come from the cache at no cost. Were cached ones charged too, 64 standing cohorts
+        (crowds on one SDK's defaults, or decoys an attacker keeps alive) would take the whole
+        budget every sweep, and no new cohort would ever be judged."""
         cfg = self.config
         listed = {a for c in found for a in c.accounts}
         groups = await asyncio.to_thread(campaign.cohorts, sketches,
@@ -380,17 +398,27 @@ class DetectionEngine:
                                          birth_span_s=cfg.cohort_birth_span_s)
         out: list[campaign.Campaign] = []
         for accounts in groups:
-            if budget <= 0:
-                break
             if sum(a in listed for a in accounts) * 2 > len(accounts):
                 continue
-            budget -= 1
-            merged = await self._merged(accounts, sketches)
+            merged = self._cached_merged(accounts, sketches)
+            if merged is None:
+                if budget <= 0:
+                    continue
+                budget -= 1
+                merged = await self._merged(accounts, sketches)
             judged = campaign.judge_cohort(accounts, merged, self.artifact.threshold,
                                            cfg.cohort_birth_span_s)
             if judged is not None:
                 out.append(judged)
         return out
+
+    def _cached_merged(self, accounts: Sequence[str], sketches: Mapping[str, Sketch]
+                       ) -> float | None:
+        """The merged score of these accounts when none of them was sketched since it was
+        computed; None otherwise."""
+        cached = self._merged_cache.get(tuple(accounts))
+        version = max(sketches[a].ts for a in accounts if a in sketches)
+        return cached[1] if cached is not None and cached[0] == version else None
 
     async def _merged(self, accounts: Sequence[str], sketches: Mapping[str, Sketch]) -> float:
         """:meth:`merged_score`, remembered until one of the accounts is sketched again (a
@@ -426,14 +454,21 @@ def _sketch_scored(result: Scored, items: Sequence[RequestFeatures],
                   behaviour=profile if items else None, born=items[0].ts if items else 0.0)
 
 
+def _newly_covered(items: Sequence[RequestFeatures], before: RiskState) -> list[int]:
+    """Fingerprints of the window's requests sent since the account was last scored (all of
+    them at its first scoring)."""
+    return [it.fingerprint for it in items if before.updated <= 0 or it.ts > before.updated]
+
+
 def _extract(entries: Sequence[Pending],
              unreadable: Counter) -> list[tuple[str, RequestFeatures]]:
     """Features for queued entries, in order; unreadable records are dropped and counted."""
-    raw = [(r, p or "") for _, r, p in entries if isinstance(r, RequestRecord)]
-    found = iter(features.extract_batch(raw))
+    records = [(r, p or "", d) for _, r, p, d in entries if isinstance(r, RequestRecord)]
+    found = iter(features.extract_batch([(r, p) for r, p, _ in records],
+                                        [d for _, _, d in records]))
     out: list[tuple[str, RequestFeatures]] = []
     bad = 0
-    for account, obj, _ in entries:
+    for account, obj, _, _ in entries:
         item = obj if isinstance(obj, RequestFeatures) else next(found)
         if item is None:
             bad += 1

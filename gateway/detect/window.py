@@ -8,7 +8,7 @@ distance distribution (with a Shapiro-Francia normality statistic, PRADA's test)
 coverage, template reuse, and the mean and spread of every request feature.
 
 The binary encoding (:func:`encode` / :func:`decode`) is what the Redis store keeps per request:
-fixed-size, about 130 bytes.
+fixed-size, about 140 bytes.
 """
 
 from __future__ import annotations
@@ -53,11 +53,18 @@ TEMPLATE_SHARE: Final = 0.25
 _HEADER = struct.Struct(f"<dQI{N_FEATURES}f{MINHASH_K}IB")
 
 
+_FINGERPRINT = struct.Struct("<Q")
+
+
 def encode(item: RequestFeatures) -> bytes:
-    """Fixed-size binary form; the request id (ASCII, at most 64 bytes) follows the header."""
+    """Fixed-size binary form; the request id (ASCII, at most 64 bytes) follows the header, and
+    the coverage fingerprint (8 bytes) follows the id. Records written before the fingerprint
+    existed end at the id and decode with fingerprint 0 (unknown); code that predates it reads
+    the id by its length and ignores the trailing 8 bytes (rolling upgrades both ways)."""
     rid = item.request_id.encode()[:64]
     return _HEADER.pack(item.ts, item.simhash, item.network, *item.vector.tolist(),
-                        *item.minhash.tolist(), len(rid)) + rid
+                        *item.minhash.tolist(), len(rid)) + rid \
+        + _FINGERPRINT.pack(item.fingerprint)
 
 
 def decode(blob: bytes) -> RequestFeatures:
@@ -66,8 +73,11 @@ def decode(blob: bytes) -> RequestFeatures:
     vector = np.array(values[3:3 + N_FEATURES], dtype=np.float32)
     mh = np.array(values[3 + N_FEATURES:3 + N_FEATURES + MINHASH_K], dtype=np.uint32)
     rid_len = values[-1]
-    rid = blob[_HEADER.size:_HEADER.size + rid_len].decode()
-    return RequestFeatures(rid, ts, vector, sim, mh, network)
+    end = _HEADER.size + rid_len
+    rid = blob[_HEADER.size:end].decode()
+    fingerprint = _FINGERPRINT.unpack_from(blob, end)[0] \
+        if len(blob) >= end + _FINGERPRINT.size else 0
+    return RequestFeatures(rid, ts, vector, sim, mh, network, fingerprint)
 
 
 @lru_cache(maxsize=1024)

@@ -157,3 +157,48 @@ def test_profiles_of_many_windows_are_each_windows_profile() -> None:
     for row, items in zip(many, windows, strict=True):
         one = behaviour.profile(items)
         assert np.allclose(row, one, equal_nan=True)
+
+
+def test_a_logit_bias_sweep_is_one_script_whatever_the_size_of_each_bias() -> None:
+    """Logit recovery biases a different number of tokens in every request: its accounts share
+    the use of ``logit_bias``, not one size, and are still alike; an account without any bias
+    is never alike to them."""
+    probe: dict[str, Any] = {"max_tokens": 1, "logprobs": True, "top_logprobs": 5}
+    few = behaviour.profile(_items(6, 60.0, logit_bias_size=3, **probe))
+    many = behaviour.profile(_items(6, 60.0, logit_bias_size=12, **probe))
+    none = behaviour.profile(_items(6, 60.0, logit_bias_size=0, **probe))
+    assert behaviour.params_key(few) == behaviour.params_key(many)
+    assert behaviour.params_key(few) != behaviour.params_key(none)
+    assert behaviour.alike(few, many)
+    assert not behaviour.alike(few, none) and not behaviour.alike(none, few)
+
+
+def test_slow_accounts_appear_together_in_their_own_time() -> None:
+    """Low-and-slow accounts that each send a request every four hours, started 40 minutes
+    apart, appeared together; the same births for accounts pausing half a minute did not."""
+    slow = behaviour.profile(_items(4, 4 * 3600.0))
+    births = {f"s{i:02d}": 1e9 + 2400.0 * i for i in range(8)}
+    staggered = {a: _sketch(slow, born) for a, born in births.items()}
+    assert campaign.cohorts(staggered, min_accounts=5, birth_span_s=3600.0) == [sorted(births)]
+    fast = behaviour.profile(_items(4, 30.0))
+    assert campaign.cohorts({a: _sketch(fast, born) for a, born in births.items()},
+                            min_accounts=5, birth_span_s=3600.0) == []
+
+
+async def test_standing_cohorts_do_not_starve_a_new_one(tiny_artifact: Path) -> None:
+    """The merged-score budget pays for new scores only: a cohort unchanged since the last
+    sweep is judged from the cache, so a larger standing cohort (people on one SDK's defaults,
+    or decoys an attacker keeps alive) cannot take the whole budget every sweep."""
+    artifact = replace(Artifact.load(tiny_artifact), threshold=0.9)
+    config = DetectionEngineConfig(window=artifact.window, min_requests=8, score_every=4,
+                                   min_score_interval_s=0.0, cohort_min_accounts=5,
+                                   campaign_max_merged=1)
+    engine = DetectionEngine(config, ConstantScorer(0.99), artifact,
+                             MemoryWindowStore(artifact.window), Recorder(),
+                             metrics=Metrics(CollectorRegistry()))
+    larger = _paraphrased_sybils(engine, accounts=8)
+    smaller = _paraphrased_sybils(engine, accounts=6, start=1e9 + 7, n=2)
+    first = [c.accounts for c in await _cohorts(engine)]
+    assert first == [sorted(larger)]  # one merged score per sweep: the largest first
+    second = [c.accounts for c in await _cohorts(engine)]
+    assert sorted(second) == sorted([sorted(larger), sorted(smaller)])

@@ -37,12 +37,15 @@ async def store(redis_url: str) -> AsyncIterator[RedisWindowStore]:
     await client.aclose()
 
 
+COVERAGE = b"\x07coverage-of-the-harness"
+
+
 async def _flagged(sessions: async_sessionmaker[AsyncSession], ledger: RiskLedger,
                    store: RedisWindowStore) -> tuple[str, str]:
     """An account the engine scored to 0.8 (store and mirror), under an open flag."""
     async with sessions.begin() as session:
         account = (await repo.create_account(session, name="harness", tier="standard")).id
-    await store.save({account: RiskState(0.8, 1e9, 0.9)}, {})
+    await store.save({account: RiskState(0.8, 1e9, 0.9, COVERAGE)}, {})
     ledger.scored({account: 0.8})
     await ledger.flush()
     async with sessions.begin() as session:
@@ -72,6 +75,7 @@ async def test_a_dismissal_lowers_the_risk_the_engine_reads_and_its_mirror(
         "gateway_detect_flag_reviews_total", {"decision": "dismiss"}) == 1
     state = (await store.exchange([], [account])).risks[account]
     assert state.risk == pytest.approx(0.4) and state.peak_score == pytest.approx(0.9)
+    assert state.coverage == COVERAGE  # a dismissed harness's re-runs stay known repeats
     async with sessions() as session:
         assert (await session.scalar(select(Account.risk_score)
                                      .where(Account.id == account))) == pytest.approx(0.4)

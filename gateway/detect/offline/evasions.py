@@ -7,7 +7,9 @@ request) and ``completions`` (the completions route, a plain document instead of
 messages). The others rewrite the operation's accounts afterwards, in the order an attacker
 would stack them (:data:`ORDER`): mix in real benign conversations as cover (``dilute25/50/75``:
 that share of the account's requests is benign), pace requests like a person reading and typing
-(``human_timing``), take parameters from real chat clients (``chat_params``), stream
+(``human_timing``), take parameters from real chat clients (``chat_params``), decode greedily
+(``greedy``: temperature 0, one completion a request — deterministic answers are what supervised
+distillation wants, and temperature 0 is what most benign automation sends), stream
 everything (``stream``), put a long real passage before every instruction so the head of the
 prompt — all the features read — is innocent text (``head_camouflage``), and finally spread
 the operation over fresh accounts on distinct networks with at most seven requests each, one
@@ -36,15 +38,15 @@ from gateway.detect.offline.real_traffic import (
 )
 from gateway.detect.offline.simulate import Session
 
-SINGLE: Final = ("stream", "chat_params", "dilute25", "dilute50", "dilute75", "head_camouflage",
-                 "paraphrase", "human_timing", "completions", "sybil_split")
+SINGLE: Final = ("stream", "chat_params", "greedy", "dilute25", "dilute50", "dilute75",
+                 "head_camouflage", "paraphrase", "human_timing", "completions", "sybil_split")
 PAIRS: Final = ("stream+chat_params", "stream+paraphrase", "chat_params+paraphrase",
                 "head_camouflage+stream", "head_camouflage+paraphrase",
                 "dilute50+human_timing", "human_timing+chat_params", "completions+chat_params",
                 "sybil_split+paraphrase", "sybil_split+human_timing")
 DEFAULT: Final = ("none", *SINGLE, *PAIRS)
-ORDER: Final = ("dilute25", "dilute50", "dilute75", "human_timing", "chat_params", "stream",
-                "head_camouflage", "sybil_split")
+ORDER: Final = ("dilute25", "dilute50", "dilute75", "human_timing", "chat_params", "greedy",
+                "stream", "head_camouflage", "sybil_split")
 WRITING: Final = frozenset({"paraphrase", "completions"})
 SYBIL_MAX_REQUESTS: Final = 7
 SYBIL_MIN_ACCOUNTS: Final = 10
@@ -96,6 +98,10 @@ def _chat_params(g: Gen, s: Session) -> list[Request]:
     p = client_params(g)
     return [with_params(r, stream=p.stream, temperature=p.temperature, max_tokens=p.max_tokens,
                         n=p.n) for r in _reqs(s)]
+
+
+def _greedy(g: Gen, s: Session) -> list[Request]:
+    return [with_params(r, temperature=0.0, n=1) for r in _reqs(s)]
 
 
 def _head_camouflage(g: Gen, s: Session) -> list[Request]:
@@ -157,7 +163,7 @@ def _sybil_split(g: Gen, sessions: list[Session]) -> list[Session]:
 
 
 TRANSFORMS: Final[dict[str, Callable[[Gen, list[Session]], list[Session]]]] = {
-    "stream": _each(_stream), "chat_params": _each(_chat_params),
+    "stream": _each(_stream), "chat_params": _each(_chat_params), "greedy": _each(_greedy),
     "head_camouflage": _each(_head_camouflage), "human_timing": _each(_human_timing),
     "dilute25": _each(_dilute(0.25)), "dilute50": _each(_dilute(0.5)),
     "dilute75": _each(_dilute(0.75)), "sybil_split": _sybil_split,

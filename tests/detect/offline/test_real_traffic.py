@@ -131,6 +131,13 @@ def test_chat_params_and_stream_look_like_a_chat_client(pool: corpus.Pool) -> No
     assert all(r.max_tokens is None or r.completion_tokens <= r.max_tokens for r in reqs)
 
 
+def test_greedy_decoding_sends_temperature_zero_one_completion(pool: corpus.Pool) -> None:
+    op = adaptive.operation(pool, "distill_cot", "chat_params+greedy", 0, 30, seed=6)[0]
+    reqs = _requests(op)
+    assert all(r.temperature == 0.0 and r.n == 1 for r in reqs)
+    assert all(r.max_tokens is None or r.completion_tokens <= r.max_tokens for r in reqs)
+
+
 def test_the_completions_route_is_recorded_as_such(pool: corpus.Pool) -> None:
     op = adaptive.operation(pool, "logit_steal", "completions", 0, 10, seed=7)[0]
     record, prompt = to_record(op, 0)
