@@ -36,12 +36,21 @@ Method (independent of ``proxy_overhead.py``, reusing only its process helpers):
     .venv/bin/python -m bench.hotpath                       # quick: 3 s runs, 1 repeat
     .venv/bin/python -m bench.hotpath --repeats 2 --duration 10
     .venv/bin/python -m bench.hotpath --only floor,gw-local --workload json
+    .venv/bin/python -m bench.hotpath --only gw-local,gw-prod --workload json \\
+        --concurrency 16 --duration 10 --profile bench/profiles --profile-tag before
+
+``--profile DIR`` samples the proxy process with py-spy (``pip install py-spy``; non-blocking,
+so the numbers of a profiled run are a little low) during each measured wrk run and writes, per
+setup / workload / concurrency, a flame graph (``TAG_SETUP_WORKLOAD_cN.svg``), the collapsed
+stacks (``.stacks.txt.gz``) and a summary by component and of the top self-time and cumulative
+functions (``.top.txt``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import gzip
 import json
 import os
 import re
@@ -50,6 +59,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -112,7 +122,7 @@ class WrkRun(ParsedWrk):
 
 def run_wrk(
     url: str, concurrency: int, duration_s: int, body_file: Path, key: str,
-    proxy_pgid: int | None,
+    proxy_pgid: int | None, profile_to: Path | None = None,
 ) -> WrkRun:
     cmd = [
         "taskset", "-c", UPSTREAM_CORE, WRK, "-t1", f"-c{concurrency}", f"-d{duration_s}s",
@@ -120,13 +130,124 @@ def run_wrk(
     ]
     env = {**os.environ, "WRK_BODY_FILE": str(body_file), "WRK_API_KEY": key}
     before = group_cpu_s({proxy_pgid}) if proxy_pgid is not None else None
+    spies = ([] if profile_to is None or proxy_pgid is None
+             else start_py_spy(proxy_pgid, duration_s, profile_to))
     done = subprocess.run(cmd, capture_output=True, text=True, env=env,
                           timeout=duration_s + 60, check=False)
     after = group_cpu_s({proxy_pgid}) if proxy_pgid is not None else None
+    for spy in spies:
+        spy.wait(timeout=60)
+    if spies and profile_to is not None:
+        summarise_profile(profile_to)
     if done.returncode != 0:
         raise BenchError(f"wrk exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     spent = None if before is None or after is None else after - before
     return WrkRun(**dataclasses.asdict(parse_wrk(done.stdout)), proxy_cpu_s=spent)
+
+
+# --- profiles ----------------------------------------------------------------------------------
+
+PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+PROFILE_RATE_HZ = 250
+TOP_N = 40
+
+
+def start_py_spy(pid: int, duration_s: int, stem: Path) -> list[subprocess.Popen[bytes]]:
+    """py-spy on the proxy (and its children) for the wrk run: a flame graph and raw stacks.
+
+    Non-blocking sampling: the proxy is never paused, so the profile barely slows it."""
+    if not Path(PY_SPY).exists():
+        raise BenchError("py-spy not found (.venv/bin/pip install py-spy)")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    common = ["--pid", str(pid), "--subprocesses", "--nonblocking", "--rate",
+              str(PROFILE_RATE_HZ), "--duration", str(duration_s)]
+    return [subprocess.Popen([PY_SPY, "record", *common, "--format", fmt, "-o",
+                              str(stem.with_suffix(suffix))],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for fmt, suffix in (("flamegraph", ".svg"), ("raw", ".txt"))]
+
+
+COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # (component, markers): a sample goes to the first component one of whose markers is
+    # anywhere in its stack, so the specific ones come first.
+    ("detection: batcher, features, scoring (background)",
+     ("DetectionEngine._run", "DetectionEngine._campaigns", "gateway/detect/")),
+    ("request log: database batches (background)",
+     ("RequestLogWriter._write_loop", "RequestLogWriter._replay", "RequestLogWriter._overflow",
+      "aiosqlite", "sqlalchemy", "asyncpg")),
+    ("request log hand-off: sanitise", ("sanitize_record",)),
+    ("request log hand-off: journal", ("_journal_append",)),
+    ("request log hand-off: other", ("RequestLogWriter.submit",)),
+    ("detector hand-off", ("ClassifierDetector.observe",)),
+    ("finish: metrics, record fields", ("ProxyApp._finish",)),
+    ("rate limit: admit", ("AccountLimiter.admit",)),
+    ("rate limit: settle", ("AccountLimiter.settle",)),
+    ("rate limit: Redis batches (background)", ("ScriptPipeline", "redis/")),
+    ("auth", ("ProxyApp._authenticate",)),
+    ("record build", ("ProxyApp._new_record",)),
+    ("request: read, parse, validate", ("ProxyApp._prepare", "read_body")),
+    ("response: relay to the client", ("ProxyApp._relay_body", "ProxyApp._relay_stream",
+                                       "ProxyApp._start")),
+    ("upstream: aiohttp exchange", ("ProxyApp._forward", "aiohttp/")),
+    ("proxy: other", ("ProxyApp", "GatewayApp")),
+    ("server: uvicorn, httptools, FastAPI", ("uvicorn/protocols", "httptools", "fastapi/",
+                                             "starlette/")),
+    ("thread pool (to_thread work)", ("concurrent/futures",)),
+    ("event loop and the rest", ("",)),
+)
+
+
+def summarise_profile(stem: Path) -> None:
+    """Top functions by self time (the leaf frame) and by cumulative time (anywhere on the
+    stack, counted once per sample), from py-spy's collapsed stacks, as ``STEM.top.txt``."""
+    raw = stem.with_suffix(".txt")
+    if not raw.exists():
+        log(f"WARNING no py-spy output at {raw}")
+        return
+    own: dict[str, int] = {}
+    cumulative: dict[str, int] = {}
+    components: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        component = next(name for name, marks in COMPONENTS if any(m in stack for m in marks))
+        components[component] = components.get(component, 0) + count
+        frames = [_frame_name(f) for f in stack.split(";")[1:]]  # [0] is the process
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + count
+        for name in set(frames):
+            cumulative[name] = cumulative.get(name, 0) + count
+    lines = [f"{raw.name}: {total} samples at {PROFILE_RATE_HZ} Hz", ""]
+    for title, table in (("component", components), ("self", own),
+                         ("cumulative", cumulative)):
+        lines.append(f"top {TOP_N} by {title} time (% of samples)")
+        for name, count in sorted(table.items(), key=lambda kv: -kv[1])[:TOP_N]:
+            lines.append(f"  {100 * count / max(total, 1):6.2f}%  {name}")
+        lines.append("")
+    stem.with_suffix(".top.txt").write_text("\n".join(lines))
+    # The collapsed stacks, compressed (a tenth of the size), for `zcat | flamegraph.pl` and
+    # the like; the process line each stack starts with is dropped.
+    stacks = "".join(line.split(";", 1)[1] + "\n" if ";" in line else ""
+                     for line in raw.read_text(errors="replace").splitlines())
+    with gzip.open(stem.with_suffix(".stacks.txt.gz"), "wt") as out:
+        out.write(stacks)
+    raw.unlink()
+
+
+def _frame_name(frame: str) -> str:
+    """``func (path/to/module.py:LINE)`` → ``func (module path)``, line dropped so that a
+    function's samples add up."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/work/main/", "lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{name} ({path})"
 
 
 # --- the gateway -------------------------------------------------------------------------------
@@ -263,6 +384,8 @@ class Options:
     concurrency: list[int]
     workloads: list[Workload]
     setups: list[str]
+    profile_dir: Path | None = None
+    profile_tag: str = "profile"
 
 
 class Bench:
@@ -348,8 +471,13 @@ class Bench:
             warm = run_wrk(url, c, self.opts.warmup_s, body, key, None)
             self._flag(setup, workload, c, warm, "warm-up")
         cell = Cell(setup, workload, c)
-        for _ in range(self.opts.repeats):
-            run = run_wrk(url, c, self.opts.duration_s, body, key, pgid)
+        for i in range(self.opts.repeats):
+            stem = None
+            if self.opts.profile_dir is not None and setup != "upstream":
+                suffix = f"_r{i + 1}" if self.opts.repeats > 1 else ""
+                stem = self.opts.profile_dir / (
+                    f"{self.opts.profile_tag}_{setup}_{workload}_c{c}{suffix}")
+            run = run_wrk(url, c, self.opts.duration_s, body, key, pgid, stem)
             self._flag(setup, workload, c, run, "run")
             cell.runs.append(run)
         self.cells[(setup, workload, c)] = cell
@@ -440,6 +568,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--concurrency", default="1,16,64")
     p.add_argument("--workload", choices=["json", "sse", "both"], default="both")
     p.add_argument("--only", default=",".join(SETUPS), help="setups: " + ",".join(SETUPS))
+    p.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                   help="py-spy each measured run; flame graphs and summaries into DIR")
+    p.add_argument("--profile-tag", default="profile", help="file name prefix (profile)")
     a = p.parse_args(argv)
     setups = [s.strip() for s in a.only.split(",") if s.strip()]
     unknown = [s for s in setups if s not in SETUPS]
@@ -448,7 +579,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     workloads: list[Workload] = list(WORKLOADS) if a.workload == "both" else [a.workload]
     return Options(a.duration, max(1, a.repeats), a.warmup,
                    [int(c) for c in a.concurrency.split(",")], workloads,
-                   [s for s in SETUPS if s in setups])
+                   [s for s in SETUPS if s in setups], a.profile, a.profile_tag)
 
 
 def main() -> int:

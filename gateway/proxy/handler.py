@@ -37,6 +37,7 @@ from gateway.proxy.streaming import (
     encode_event,
     event_data,
     is_usage_only_chunk,
+    may_carry_logprobs,
     may_carry_usage,
     usage_from,
 )
@@ -62,6 +63,9 @@ from gateway.upstream_identity.vllm_xargs import vllm_xargs
 log = logging.getLogger("gateway.proxy")
 STREAM_USAGE_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
 MAX_KEY_LENGTH = 256
+WATCH_AFTER_S = 0.02
+"""How long an upstream exchange runs before the gateway starts watching for the client to
+leave (a late watcher still sees an early disconnect)."""
 
 
 def internal_error() -> GatewayError:
@@ -240,10 +244,21 @@ class ProxyApp:
     async def _forward_unless_disconnected(
         self, ex: Exchange, path: str, body: bytes, strip_usage: bool
     ) -> Usage | None:
-        """Forward, cancelling the upstream exchange if the client goes away meanwhile."""
+        """Forward, cancelling the upstream exchange if the client goes away meanwhile.
+
+        The watcher task starts only once the exchange has lasted ``WATCH_AFTER_S``: most
+        answers come sooner, and a timer costs a fraction of a task that must also be
+        cancelled. A client that left earlier is seen as soon as the watcher starts (the
+        server's ``receive`` reports a disconnect that already happened)."""
         task = asyncio.current_task()
         assert task is not None
-        watcher = asyncio.create_task(_watch_disconnect(ex, task))
+        watcher: asyncio.Task[None] | None = None
+
+        def watch() -> None:
+            nonlocal watcher
+            watcher = asyncio.create_task(_watch_disconnect(ex, task))
+
+        timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, watch)
         try:
             return await self._forward(ex, path, body, strip_usage)
         except asyncio.CancelledError:
@@ -255,7 +270,9 @@ class ProxyApp:
                 ex.record.error_code = "client_disconnected"
             return None
         finally:
-            watcher.cancel()
+            timer.cancel()
+            if watcher is not None:
+                watcher.cancel()
 
     async def _forward(
         self, ex: Exchange, path: str, body: bytes, strip_usage: bool
@@ -290,7 +307,8 @@ class ProxyApp:
         if ex.scope["method"] != "GET" and response.content_type == "application/json":
             payload = _loads_or_none(data)
             usage = usage_from(payload)
-            if ex.shaping is not None and response.status == 200 and isinstance(payload, dict):
+            if (ex.shaping is not None and response.status == 200 and isinstance(payload, dict)
+                    and may_carry_logprobs(data)):  # else nothing to shape: relayed as is
                 data = orjson.dumps(ex.shaping.shape(payload))
         headers = downstream_headers(response.raw_headers)
         await self._start(ex, response.status, headers, content_length=len(data))
@@ -328,16 +346,17 @@ class ProxyApp:
         data = event_data(event)
         if data is None or data == DONE:
             return event, None
-        if ex.shaping is None and not may_carry_usage(data):
-            return event, None
+        shaping = ex.shaping if ex.shaping is not None and may_carry_logprobs(data) else None
+        if shaping is None and not may_carry_usage(data):
+            return event, None  # nothing to read or change: relayed as the upstream sent it
         payload = _loads_or_none(data)
         if not isinstance(payload, dict):
             return event, None
         usage = usage_from(payload)
         if strip_usage and is_usage_only_chunk(payload):
             return None, usage
-        if ex.shaping is not None:
-            return encode_event(ex.shaping.shape(payload)), usage
+        if shaping is not None:
+            return encode_event(shaping.shape(payload)), usage
         return event, usage
 
     async def _start(

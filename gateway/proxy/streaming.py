@@ -90,5 +90,17 @@ def may_carry_usage(data: bytes) -> bool:
     return b'"usage"' in data and b'"usage":null' not in data and b'"usage": null' not in data
 
 
+def may_carry_logprobs(data: bytes) -> bool:
+    """Cheap pre-check before shaping: a JSON text whose every ``"logprobs"`` is
+    ``"logprobs":null`` (OpenAI's chunks and completions when none were asked for) and that
+    has no ``\\u`` escape (which could spell the key) holds no logprobs for the shaper to
+    perturb, so it can pass through as the upstream encoded it instead of being decoded and
+    re-encoded. Any doubt (a non-null value, other spacing) answers True: shape."""
+    if b"\\u" in data:
+        return True
+    keys = data.count(b'"logprobs"')
+    return keys > 0 and keys != data.count(b'"logprobs":null') + data.count(b'"logprobs": null')
+
+
 def is_usage_only_chunk(payload: dict[str, Any]) -> bool:
     return payload.get("choices") == [] and isinstance(payload.get("usage"), dict)

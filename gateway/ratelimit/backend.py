@@ -60,11 +60,15 @@ def wall_clock_us() -> int:
     return time.time_ns() // 1000
 
 
+_LIMIT_FIELDS: dict[LimitKind, str] = {
+    "requests": "requests_per_minute", "tokens_per_minute": "tokens_per_minute",
+    "tokens_per_day": "tokens_per_day", "concurrency": "max_concurrent",
+}
+
+
 def limit_of(limits: TierLimits, kind: LimitKind) -> int:
-    return {
-        "requests": limits.requests_per_minute, "tokens_per_minute": limits.tokens_per_minute,
-        "tokens_per_day": limits.tokens_per_day, "concurrency": limits.max_concurrent,
-    }[kind]
+    value: int = getattr(limits, _LIMIT_FIELDS[kind])  # no dict built per call: hot path
+    return value
 
 
 class InProcessBackend:

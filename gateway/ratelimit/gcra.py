@@ -39,9 +39,10 @@ class Check:
 def check(stored_tat: int | None, now: int, cost: float, period: int, limit: int) -> Check:
     cost = max(cost, 0)  # never a credit, whatever the caller passes
     tat = now if stored_tat is None or stored_tat < now else stored_tat
-    new_tat = tat + increment(cost, period, limit)
+    step = increment(cost, period, limit)
+    new_tat = tat + step
     allow_at = new_tat - period
-    fits = increment(cost, period, limit) <= period
+    fits = step <= period
     if allow_at > now:
         return Check(False, tat, new_tat, allow_at - now, fits)
     return Check(True, tat, new_tat, 0, fits)

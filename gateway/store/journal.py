@@ -62,7 +62,9 @@ class Journal:
 
     def append(self, record: RequestRecord) -> None:
         """Journal one record; raises OSError (the caller logs it and carries on)."""
-        line = orjson.dumps(record.to_json_dict()) + b"\n"
+        # orjson encodes the dataclass itself exactly as ``to_json_dict`` would (datetimes as
+        # ISO 8601), without building the dict first.
+        line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
         segment = self._active or self._open()
         try:
             os.write(segment.fd, line)

@@ -32,7 +32,7 @@ from sqlalchemy import (
     String,
 )
 
-from gateway.records import RequestRecord
+from gateway.records import RECORD_FIELDS, RequestRecord
 from gateway.store.models import RequestRow
 
 Cleaner = Callable[[Any], Any]
@@ -167,6 +167,67 @@ def _clean(name: str, value: Any) -> Any:
     return value if value is None or cleaner is None else cleaner(value)
 
 
+# --- the per-record fast path ------------------------------------------------------------------
+# ``sanitize_record`` runs once per request. Almost every value already fits its column, and
+# telling so takes one type test and a comparison; the cleaners (a call or two each) run only for
+# values that fail it. Whatever passes the test is exactly what its cleaner would return.
+
+_TEXT, _INT, _FLOAT, _BOOL, _DATETIME = range(5)
+_Check = tuple[str, int, Any, Cleaner | None]
+
+
+def _fits_check(column: ColumnElement[Any]) -> tuple[int, Any]:
+    """The fast test's kind and argument for a column (same type order as ``_cleaner``)."""
+    kind = column.type
+    if isinstance(kind, Boolean):
+        return _BOOL, None
+    if isinstance(kind, BigInteger):
+        return _INT, INT64
+    if isinstance(kind, SmallInteger):
+        return _INT, INT16
+    if isinstance(kind, Integer):
+        return _INT, INT32
+    if isinstance(kind, Float):
+        return _FLOAT, None
+    if isinstance(kind, String):
+        return _TEXT, kind.length
+    return _DATETIME, None
+
+
+def _checks() -> tuple[_Check, ...]:
+    columns = RequestRow.__table__.columns
+    return tuple(
+        (name, *_fits_check(columns[name]), _CLEANERS[name]) if name in _CLEANERS
+        else (name, -1, None, None)
+        for name in RECORD_FIELDS
+    )
+
+
+_CHECKS = _checks()
+
+
 def sanitize_record(record: RequestRecord) -> RequestRecord:
-    """A copy of ``record`` whose every value fits its column (see the module docstring)."""
-    return RequestRecord(**sanitize_row(record.to_row()))
+    """A copy of ``record`` whose every value fits its column (see the module docstring);
+    the same as cleaning ``record.to_row()`` with ``sanitize_row``, only cheaper."""
+    values: list[Any] = []
+    for name, kind, arg, cleaner in _CHECKS:
+        value = getattr(record, name)
+        if value is None or cleaner is None:
+            pass
+        elif kind == _TEXT:
+            if not (type(value) is str and value.isascii() and "\x00" not in value
+                    and (arg is None or len(value) <= arg)):
+                value = cleaner(value)
+        elif kind == _INT:
+            if not (type(value) is int and arg[0] <= value <= arg[1]):
+                value = cleaner(value)
+        elif kind == _FLOAT:
+            if not (type(value) is float and math.isfinite(value)):
+                value = cleaner(value)
+        elif kind == _BOOL:
+            if type(value) is not bool:
+                value = cleaner(value)
+        elif not (type(value) is datetime and value.tzinfo is UTC):
+            value = cleaner(value)
+        values.append(value)
+    return RequestRecord(*values)

@@ -116,6 +116,11 @@ class RequestLogWriter:
         self._queue: asyncio.Queue[RequestRecord] = asyncio.Queue(maxsize=queue_max)
         self._overflow: list[RequestRecord] = []
         self._overflow_ready = asyncio.Event()
+        # While a batch lingers to fill, the write loop sleeps on this event; ``submit`` sets it
+        # once ``_wake_at`` records are queued (not per record: a wake-up per request cost more
+        # than the rest of the hand-off), ``flush`` and ``stop`` set it to end the wait at once.
+        self._batch_ready = asyncio.Event()
+        self._wake_at = math.inf
         self._progress = asyncio.Condition()
         self._replay_lock = asyncio.Lock()
         # Both lanes settle records in FIFO order, so "n settled" means "the first n settled".
@@ -158,6 +163,8 @@ class RequestLogWriter:
             try:
                 self._queue.put_nowait(record)
                 self._queued_in += 1
+                if self._queue.qsize() >= self._wake_at:
+                    self._batch_ready.set()
             except asyncio.QueueFull:
                 self._overflow.append(record)
                 self._overflow_in += 1
@@ -199,6 +206,7 @@ class RequestLogWriter:
         if self._state == "stopped":
             return
         self._state = "stopping"
+        self._batch_ready.set()
         await _cancel(self._replay_task)
         if self._write_task is None:  # never started: records may still be queued
             self._spawn_lanes()
@@ -219,6 +227,7 @@ class RequestLogWriter:
             raise RuntimeError("flush() before start(): nothing would write the records")
         queued, overflow = self._queued_in, self._overflow_in
         self._flush_target = max(self._flush_target, queued)
+        self._batch_ready.set()
         async with self._progress:
             await self._progress.wait_for(
                 lambda: self._queued_done >= queued and self._overflow_done >= overflow
@@ -281,13 +290,24 @@ class RequestLogWriter:
             remaining = deadline - asyncio.get_running_loop().time()
             if len(batch) >= self._batch_size or remaining <= 0 or not self._may_linger():
                 break
-            try:
-                async with asyncio.timeout(remaining):
-                    batch.append(await self._queue.get())
-            except TimeoutError:
-                break
+            await self._linger(self._batch_size - len(batch), remaining)
         self._report_depth()
         return batch
+
+    async def _linger(self, wanted: int, timeout_s: float) -> None:
+        """Sleep until ``wanted`` more records are queued, a flush or stop asks, or
+        ``timeout_s`` passes: one wake-up per batch, not one per record."""
+        self._batch_ready.clear()
+        if self._queue.qsize() >= wanted or not self._may_linger():
+            return
+        self._wake_at = wanted
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._batch_ready.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._wake_at = math.inf
 
     def _may_linger(self) -> bool:
         return self._state == "running" and self._flush_target <= self._queued_done

@@ -263,3 +263,55 @@ async def test_an_invalid_body_is_refused_naming_the_parameter(proxy: Proxy) -> 
     assert response.json()["error"]["param"] == "max_tokens"
     assert proxy.upstream.seen == [] and proxy.caps.checked == []
 
+
+
+# --- shaping only what carries logprobs ------------------------------------------------------
+
+
+@dataclass
+class CountingShaper:
+    """An active shaper that changes nothing but counts the payloads it was given."""
+
+    active: bool = True
+    shaped: list[dict[str, Any]] = field(default_factory=list)
+
+    def begin(self, account_id: str, route: str, request: dict[str, Any]) -> CountingShaper:
+        return self
+
+    def shape(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self.shaped.append(payload)
+        return payload
+
+
+async def test_an_answer_without_logprobs_is_relayed_as_the_upstream_encoded_it(
+    upstream_url: tuple[str, Upstream], metrics: Metrics,
+) -> None:
+    url, _ = upstream_url
+    settings = Settings(mode="local", upstream_url=url)
+    known = {hash_key(API_KEY, settings.key_hash_key()): principal("acct_1")}
+
+    async def load(key_hash: str) -> Principal | None:
+        return known.get(key_hash)
+
+    client = UpstreamClient(url, connect_timeout_s=5, read_timeout_s=30, max_connections=4,
+                            metrics=metrics)
+    await client.start()
+    shaper, sinks = CountingShaper(), Sinks()
+    app = ProxyApp(
+        settings=settings, upstream=client, keys=KeyCache(load, ttl_s=60), limiter=Limiter(),
+        records=sinks, detector=sinks, shaper=shaper, caps=Caps(), signer=Signer(),
+        metrics=metrics,
+    )
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 4000))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+            response = await http.post("/v1/chat/completions", json=CHAT,
+                                       headers={"Authorization": f"Bearer {API_KEY}"})
+    finally:
+        await client.stop()
+
+    assert response.status_code == 200
+    assert shaper.shaped == []  # nothing to perturb: not decoded for the shaper, not re-encoded
+    assert b'"object": "chat.completion"' in response.content  # aiohttp's spacing, kept
+    assert response.json()["usage"] == USAGE
+    assert sinks.records[0].completion_tokens == USAGE["completion_tokens"]

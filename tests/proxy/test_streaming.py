@@ -1,11 +1,13 @@
 """SSE events are forwarded whole, as soon as each is complete."""
 
 import orjson
+import pytest
 
 from gateway.proxy.streaming import (
     EventSplitter,
     event_data,
     is_usage_only_chunk,
+    may_carry_logprobs,
     may_carry_usage,
     usage_from,
 )
@@ -39,3 +41,18 @@ def test_usage_chunk_is_recognised_and_null_usage_skipped_cheaply() -> None:
     assert not may_carry_usage(orjson.dumps({"choices": [{}], "usage": None}))
     assert may_carry_usage(orjson.dumps(final))
     assert not is_usage_only_chunk({"choices": [{"index": 0}], "usage": None})
+
+
+@pytest.mark.parametrize(("data", "carries"), [
+    (b'{"choices":[{"index":0,"message":{"content":"hi"}}]}', False),
+    (b'{"choices":[{"logprobs":null}]}', False),
+    (b'{"choices":[{"logprobs": null},{"logprobs":null}]}', False),
+    (b'{"choices":[{"logprobs":{"content":[]}}]}', True),
+    (b'{"choices":[{"logprobs":null},{"logprobs":{"content":[]}}]}', True),
+    (b'{"type":"response.output_text.delta","logprobs":[]}', True),
+    (b'{"\\u006cogprobs":{"content":[]}}', True),  # an escaped key: decode to be sure
+    (b'{"logprobs" : null}', True),  # other spacing: decode to be sure
+    (b'{"model":"logprobs"}', True),  # the word as a value: decode to be sure
+])
+def test_may_carry_logprobs_answers_false_only_when_certain(data: bytes, carries: bool) -> None:
+    assert may_carry_logprobs(data) is carries

@@ -245,3 +245,75 @@ async def test_records_submitted_after_stop_are_spilled(
     replayer = make_writer(pg_engine, replay_interval_s=NEVER)
     assert await replayer.replay_spill() == 1
     assert await stored_ids(pg_engine) == [late.request_id]
+
+
+async def _batches_written(writer: object, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Sizes of the batches the write loop hands to ``_store``, in order."""
+    sizes: list[int] = []
+    store = writer._store  # type: ignore[attr-defined]
+
+    async def counting(records: list[object]) -> None:
+        sizes.append(len(records))
+        await store(records)
+
+    monkeypatch.setattr(writer, "_store", counting)
+    return sizes
+
+
+async def test_a_full_batch_is_written_without_waiting_out_the_flush_interval(
+    engine: AsyncEngine, make_writer: WriterFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = make_writer(engine, batch_size=20, flush_interval_s=30.0, replay_interval_s=NEVER)
+    sizes = await _batches_written(writer, monkeypatch)
+    await writer.start()
+    records = [record() for _ in range(20)]
+    writer.submit(records[0])
+    await asyncio.sleep(0.05)  # the write loop now lingers for the batch to fill
+    for item in records[1:]:
+        writer.submit(item)
+
+    async def one_batch() -> bool:
+        return len(sizes) == 1
+
+    await wait_until_async(one_batch, timeout=5)
+
+    assert sizes == [20]
+    assert sorted(await stored_ids(engine)) == sorted(r.request_id for r in records)
+
+
+async def test_records_trickling_in_while_a_batch_lingers_join_that_batch(
+    engine: AsyncEngine, make_writer: WriterFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = make_writer(engine, batch_size=100, flush_interval_s=0.3, replay_interval_s=NEVER)
+    sizes = await _batches_written(writer, monkeypatch)
+    await writer.start()
+    for _ in range(10):
+        writer.submit(record())
+        await asyncio.sleep(0.005)
+
+    async def all_written() -> bool:
+        return sum(sizes) == 10
+
+    await wait_until_async(all_written, timeout=5)
+
+    assert sizes == [10]
+
+
+async def test_flush_and_stop_end_a_lingering_batch_at_once(
+    engine: AsyncEngine, make_writer: WriterFactory
+) -> None:
+    writer = make_writer(engine, batch_size=1000, flush_interval_s=60.0, replay_interval_s=NEVER)
+    await writer.start()
+    first, second = record(), record()
+    writer.submit(first)
+    await asyncio.sleep(0.05)  # lingering: at most 60 s, unless woken
+
+    async with asyncio.timeout(10):
+        await writer.flush()
+    assert await stored_ids(engine) == [first.request_id]
+
+    writer.submit(second)
+    await asyncio.sleep(0.05)
+    async with asyncio.timeout(10):
+        await writer.stop()
+    assert sorted(await stored_ids(engine)) == sorted([first.request_id, second.request_id])
