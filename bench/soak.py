@@ -675,9 +675,9 @@ class Soak:
         for account in accounts:
             rng = random.Random(f"{c.seed}:{account.name}")
             if account.kind == "benign":
-                profile = BENIGN_PROFILES[account.index % len(BENIGN_PROFILES)]
                 loops.append(benign_loop(account, bases, stop_at, self.outcomes,
-                                         benign_schedule(profile, rng, self.texts),
+                                         benign_schedule(benign_profile(account), rng,
+                                                         self.texts),
                                          address(rng)))
             else:
                 where = address(rng)
@@ -751,7 +751,7 @@ class Soak:
 
     async def _read_database(
         self, database_url: str, accounts: list[Account],
-    ) -> tuple[list[asyncpg.Record], set[str]]:
+    ) -> tuple[list[asyncpg.Record], dict[str, list[str]]]:
         dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
         conn = await asyncpg.connect(dsn)
         try:
@@ -759,8 +759,14 @@ class Soak:
                 "SELECT request_id, account_id, status_code, error_code, "
                 "extract(epoch FROM created_at)::float8 AS t FROM request_records "
                 "WHERE account_id = ANY($1::text[])", [a.id for a in accounts])
-            flagged = {r["account_id"] for r in await conn.fetch(
-                "SELECT DISTINCT account_id FROM flag_accounts")}
+            flagged: dict[str, list[str]] = {}
+            for r in await conn.fetch(
+                    "SELECT fa.account_id, f.kind, f.reasons FROM flag_accounts fa "
+                    "JOIN flags f ON f.id = fa.flag_id"):
+                reasons = json.loads(r["reasons"]) if isinstance(r["reasons"], str) \
+                    else r["reasons"]
+                flagged.setdefault(r["account_id"], []).append(
+                    f"{r['kind']}: {'; '.join(reasons or [])}")
         finally:
             await conn.close()
         return list(rows), flagged
@@ -789,7 +795,7 @@ class Soak:
         return merged
 
     def _judge(self, report: Report, accounts: list[Account], rows: list[asyncpg.Record],
-               flagged: set[str], slots: dict[str, int], spill_left: int,
+               flagged: dict[str, list[str]], slots: dict[str, int], spill_left: int,
                exits: list[int | None], clients_stopped: float) -> None:
         c = self.config
         statuses: dict[int, int] = {}
@@ -824,6 +830,10 @@ class Soak:
             by_id[r["request_id"]] = by_id.get(r["request_id"], 0) + 1
         answered = [o for o in self.outcomes if 200 <= o.status < 300 and o.complete]
         lost = [o for o in answered if o.request_id not in by_id]
+        # Refusals are evidence too (a 429 is a limit hit): every answer that named a request
+        # id, whatever its status, must have its record.
+        refused = [o for o in self.outcomes if o.status >= 400 and o.request_id]
+        refused_lost = [o for o in refused if o.request_id not in by_id]
         duplicated = [rid for rid, n in by_id.items() if n > 1]
         no_id = [o for o in answered if not o.request_id]
         kills = [(f.started_at, f.target) for f in self.faults
@@ -835,6 +845,7 @@ class Soak:
         elsewhere = [o for o in lost if o not in at_kill]
         report.facts["records_lost"] = len(lost)
         report.facts["records_lost_at_kill"] = len(at_kill)
+        report.facts["refused_records_lost"] = len(refused_lost)
         detail = (f"{len(answered)} answered, {len(elsewhere)} lost, {len(duplicated)} "
                   f"duplicated, {len(no_id)} without x-request-id; spill left {spill_left} B; "
                   f"gateway exits {exits}")
@@ -844,6 +855,11 @@ class Soak:
                 for o in elsewhere[:5])
         report.checks.append(Check("1 one record per answered request",
                                    not elsewhere and not duplicated and not no_id, detail))
+        report.checks.append(Check(
+            "1r refusals recorded too", not refused_lost,
+            f"{len(refused)} refused (4xx/5xx with a request id), {len(refused_lost)} without a "
+            "record" + "".join(f"\n  {o.request_id} {o.status} t+{o.ended - self.start_wall:.1f}s"
+                               for o in refused_lost[:5])))
         report.checks.append(Check(
             "1k none lost to a kill -9", True if not at_kill else
             (None if c.kill_losses_ok else False),
@@ -927,7 +943,7 @@ class Soak:
         if not c.detection:
             report.checks.append(Check("5 flags", None, "detection off: not checked"))
         else:
-            benign_flagged = [a.id for a in accounts if a.kind == "benign" and a.id in flagged]
+            benign_flagged = [a for a in accounts if a.kind == "benign" and a.id in flagged]
             attackers = [a for a in accounts if a.kind == "attacker"]
             caught = [a.id for a in attackers if a.id in flagged]
             judged = not benign_flagged and (
@@ -936,7 +952,13 @@ class Soak:
                 "5 flags: attackers yes, benign no", judged,
                 f"attackers flagged {len(caught)}/{len(attackers)}, benign flagged "
                 f"{len(benign_flagged)}/{c.benign}"
-                + ("" if c.require_attacker_flags else " (attackers not required)")))
+                + ("" if c.require_attacker_flags else " (attackers not required)")
+                + "".join(f"\n  {a.name} ({benign_profile(a)}): {' | '.join(flagged[a.id])}"
+                          for a in benign_flagged)))
+
+
+def benign_profile(account: Account) -> str:
+    return BENIGN_PROFILES[account.index % len(BENIGN_PROFILES)]
 
 
 def gcra_replay(

@@ -51,6 +51,7 @@ class RedisServer:
     def __init__(self, directory: Path) -> None:
         self.port = free_port()
         self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
