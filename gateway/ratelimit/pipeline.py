@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from gateway.metrics import Metrics
@@ -31,6 +32,17 @@ from gateway.redis_client import RedisClient
 
 log = logging.getLogger("gateway.ratelimit")
 MAX_DEFERRED = 256
+
+
+def as_outage(exc: Exception) -> Exception:
+    """A failed round trip as the limiter can act on it. A connection whose transport closed
+    under the client makes uvloop raise ``RuntimeError`` (not an ``OSError``) on the next
+    write; seen with the cluster client while a node restarted, it reached the proxy as a 500.
+    It is an outage like any other: a Redis ``ConnectionError``, so the limiter's fail-open or
+    fail-closed choice applies."""
+    if isinstance(exc, RuntimeError):
+        return RedisConnectionError(f"Redis transport failed ({type(exc).__name__})")
+    return exc
 
 
 @dataclass(slots=True)
@@ -118,7 +130,7 @@ class ScriptPipeline:
         try:
             results = await self._execute_retrying(batch)
         except Exception as exc:
-            results = [exc] * len(batch)
+            results = [as_outage(exc)] * len(batch)
         for call, result in zip(batch, results, strict=True):
             if call.future is None:
                 if isinstance(result, Exception):

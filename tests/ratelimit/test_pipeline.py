@@ -80,3 +80,43 @@ async def test_drain_sends_what_is_deferred(
     await redis_backend.settle("d", LIMITS, "slot", 0, 0, now_us=T0)
     await redis_backend.drain()
     assert await redis.zcard(redis_backend._keys("d")[1]) == 0
+
+
+class _ClosedTransport:
+    """A client whose every pipeline dies the way uvloop does on a closed connection."""
+
+    def pipeline(self, transaction: bool = False) -> _ClosedTransport:
+        return self
+
+    async def __aenter__(self) -> _ClosedTransport:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    def execute_command(self, *_: object) -> None:
+        return None
+
+    async def execute(self, raise_on_error: bool = True) -> list[object]:
+        raise RuntimeError("unable to perform operation on <TCPTransport closed=True>; "
+                           "the handler is closed")
+
+
+async def test_a_transport_closed_under_the_client_is_an_outage_not_a_crash(
+        metrics: Metrics) -> None:
+    """uvloop raises RuntimeError when a closed connection is written to: the limiter must see
+    a Redis ConnectionError (and fail open or closed as configured), never a 500."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from gateway.ratelimit.limiter import BACKEND_ERRORS
+    from gateway.ratelimit.pipeline import ScriptPipeline, _Call
+
+    loop = asyncio.get_running_loop()
+    calls = [_Call("return 1", "sha", ("k",), (), loop.create_future()) for _ in range(2)]
+    pipeline = ScriptPipeline(_ClosedTransport(), metrics=metrics)  # type: ignore[arg-type]
+    pipeline._loaded.add("sha")
+    await pipeline._send(calls)
+    for call in calls:
+        assert call.future is not None
+        error = call.future.exception()
+        assert isinstance(error, RedisConnectionError) and isinstance(error, BACKEND_ERRORS)
