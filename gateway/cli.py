@@ -1,10 +1,15 @@
 """The ``gateway`` command: serve, demo, migrate, accounts, keys, retention, echo-server.
 
-The application is imported at the top like everything else: there is no import-order rule for
-metrics any more (``PROMETHEUS_MULTIPROC_DIR`` is read when ``create_app`` builds the app's
-:class:`~gateway.metrics.Metrics`, not when a module is imported), so the lazy import of
-``gateway.app`` that protected it is gone. The imports left inside functions are for optional or
-heavy dependencies (uvicorn, alembic, torch, vLLM) that only some commands need.
+This module must stay cheap to import, and so it does not import the application
+(``gateway.app``, 1.3 s of the 2 s the module used to take) at the top. ``gateway serve
+--workers N`` spawns its workers, and a spawned worker first re-imports the parent's main
+module (this one, through the ``gateway`` script) before uvicorn's health-check responder
+starts in it; the supervisor kills a worker that has not answered within 5 s and starts
+another. On a loaded node the 2 s import grew past 5 s and each replacement worker was killed
+in turn (seen in the cluster soak at load ~12: a dozen workers dead during startup after one
+kill -9). Workers import the application themselves, by name (``gateway.app:create_app``), once
+the responder runs. The other imports left inside functions are for optional or heavy
+dependencies (uvicorn, alembic, torch, vLLM) that only some commands need.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr, ValidationError
 
-from gateway.app import create_app
 from gateway.detect.offline import commands as detect_commands
 from gateway.domain.status import ACTIONS
 from gateway.modelserver import commands as modelserver_commands
@@ -231,6 +235,8 @@ async def _ensure_demo_key(settings: Settings, requested: str | None) -> str:
 
 async def _serve_demo(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
+
+    from gateway.app import create_app
 
     options = {**_uvicorn_options(), "log_level": "warning"}
     if args.upstream == "vllm":  # vLLM runs as its own process (_demo_vllm)

@@ -67,3 +67,18 @@ def test_unknown_ids_and_tiers_fail_without_a_change(
     assert main(["keys", "revoke", "key_missing"]) == 1
     assert "no account 'acct_missing'" in capsys.readouterr().err
     assert audit_log(database) == []
+
+
+def test_importing_the_cli_does_not_import_the_application() -> None:
+    """A spawned ``serve`` worker re-imports the main module before uvicorn's health-check
+    responder starts in it: that import must stay cheap, or on a loaded node the supervisor
+    kills every replacement worker before it can answer (see the module docstring)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, gateway.cli; "
+             "print(sorted(m for m in ('gateway.app', 'gateway.proxy', 'torch', 'onnxruntime') "
+             "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True, timeout=120)
+    assert done.stdout.strip() == "[]"
