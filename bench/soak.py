@@ -305,6 +305,14 @@ class Outcome:
     status: int  # 0: no HTTP answer (connection broken, stream cut)
     request_id: str | None
     complete: bool
+    code: str | None = None  # the OpenAI-shaped error's code, for refusals
+
+
+def error_code(body: object) -> str | None:
+    """``error.code`` of an OpenAI-shaped error body, if it is one."""
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
 
 
 # Benign accounts replay held-out real traffic (gateway/detect/offline/real_traffic.py): the
@@ -386,7 +394,7 @@ async def benign_loop(account: Account, bases: list[str], stop_at: float,
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             i = rng.randrange(len(bases))
             started = time.time()
-            status, request_id, complete = 0, None, False
+            status, request_id, complete, code = 0, None, False, None
             try:
                 status, request_id = await _benign_send(clients[i], req)
                 complete = True
@@ -394,10 +402,11 @@ async def benign_loop(account: Account, bases: list[str], stop_at: float,
                 status = exc.status_code
                 request_id = exc.response.headers.get("x-request-id")
                 complete = True
+                code = exc.code if isinstance(exc.code, str) else None
             except (APIConnectionError, httpx.HTTPError):
                 pass
             outcomes.append(Outcome(account.id, bases[i], started, time.time(), status,
-                                    request_id, complete))
+                                    request_id, complete, code))
     finally:
         for client in clients:
             await client.close()
@@ -418,16 +427,19 @@ async def attacker_loop(account: Account, bases: list[str], stop_at: float,
                     "messages": [{"role": "user",
                                   "content": f"Complete: token probe {seed}-{n} the next word is"}]}
             started = time.time()
-            status, request_id, complete = 0, None, False
+            status, request_id, complete, code = 0, None, False, None
             try:
                 response = await http.post(base + "/v1/chat/completions", json=body,
                                            headers=headers)
                 status, request_id = response.status_code, response.headers.get("x-request-id")
                 complete = True
+                if status >= 400:
+                    with contextlib.suppress(ValueError):
+                        code = error_code(response.json())
             except httpx.HTTPError:
                 pass
             outcomes.append(Outcome(account.id, base, started, time.time(), status, request_id,
-                                    complete))
+                                    complete, code))
             await asyncio.sleep(pace_s * (0.5 + rng.random()))
 
 
@@ -831,8 +843,11 @@ class Soak:
         answered = [o for o in self.outcomes if 200 <= o.status < 300 and o.complete]
         lost = [o for o in answered if o.request_id not in by_id]
         # Refusals are evidence too (a 429 is a limit hit): every answer that named a request
-        # id, whatever its status, must have its record.
-        refused = [o for o in self.outcomes if o.status >= 400 and o.request_id]
+        # id must have its record, except refusals before the key was verified (401, or
+        # auth_unavailable while the account database is cut): they belong to no account and
+        # served nothing; the gateway counts them in gateway_auth_failures_total instead.
+        refused = [o for o in self.outcomes if o.status >= 400 and o.request_id
+                   and o.status != 401 and o.code != "auth_unavailable"]
         refused_lost = [o for o in refused if o.request_id not in by_id]
         duplicated = [rid for rid, n in by_id.items() if n > 1]
         no_id = [o for o in answered if not o.request_id]
@@ -857,9 +872,10 @@ class Soak:
                                    not elsewhere and not duplicated and not no_id, detail))
         report.checks.append(Check(
             "1r refusals recorded too", not refused_lost,
-            f"{len(refused)} refused (4xx/5xx with a request id), {len(refused_lost)} without a "
-            "record" + "".join(f"\n  {o.request_id} {o.status} t+{o.ended - self.start_wall:.1f}s"
-                               for o in refused_lost[:5])))
+            f"{len(refused)} refused after authentication (4xx/5xx with a request id), "
+            f"{len(refused_lost)} without a record"
+            + "".join(f"\n  {o.request_id} {o.status} {o.code} t+{o.ended - self.start_wall:.1f}s"
+                      for o in refused_lost[:5])))
         report.checks.append(Check(
             "1k none lost to a kill -9", True if not at_kill else
             (None if c.kill_losses_ok else False),
