@@ -200,7 +200,11 @@ class ProxyApp:
         if not key.startswith(KEY_SCHEME) or len(key) > MAX_KEY_LENGTH:
             self._auth_failures("invalid_key").inc()
             raise invalid_api_key()
-        principal = await self._keys.get(hash_key(key, self._hash_secret))
+        try:
+            principal = await self._keys.get(hash_key(key, self._hash_secret))
+        except GatewayError:  # the account service is down: refused unverified, no account
+            self._auth_failures("auth_unavailable").inc()
+            raise
         if principal is None:
             self._auth_failures("invalid_key").inc()
             raise invalid_api_key()

@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from gateway.auth.cache import KeyCache
+from gateway.auth.lookup import auth_unavailable
 from gateway.auth.principal import Principal
 from gateway.domain.keys import hash_key
 from gateway.domain.limits import default_tiers
@@ -32,6 +33,7 @@ from gateway.settings import Settings
 
 API_KEY = "sk-gw-" + "k" * 40
 BLOCKED_KEY = "sk-gw-" + "b" * 40
+UNVERIFIABLE_KEY = "sk-gw-" + "u" * 40
 USAGE = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 20}
 
@@ -151,6 +153,8 @@ async def proxy(upstream_url: tuple[str, Upstream], metrics: Metrics) -> AsyncIt
              hash_key(BLOCKED_KEY, settings.key_hash_key()): principal("acct_2", "suspended")}
 
     async def load(key_hash: str) -> Principal | None:
+        if key_hash == hash_key(UNVERIFIABLE_KEY, settings.key_hash_key()):
+            raise auth_unavailable()  # as the database loader does while PostgreSQL is down
         return known.get(key_hash)
 
     client = UpstreamClient(url, connect_timeout_s=5, read_timeout_s=30, max_connections=4,
@@ -229,6 +233,19 @@ async def test_an_unknown_key_is_refused_before_anything_else_and_not_recorded(
     assert proxy.sample("gateway_auth_failures_total", reason="invalid_key") == 1
     assert proxy.sample("gateway_requests_total", route="/v1/chat/completions",
                         status_class="4xx") == 1
+
+
+async def test_a_key_that_cannot_be_verified_is_refused_unrecorded_and_counted(
+    proxy: Proxy,
+) -> None:
+    """The account database is down and the key is not cached: 503 ``auth_unavailable``. It
+    belongs to no account, so there is no request record; the refusal is counted instead."""
+    response = await proxy.chat(CHAT, key=UNVERIFIABLE_KEY)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "auth_unavailable"
+    assert proxy.upstream.seen == [] and proxy.limiter.admitted == []
+    assert proxy.sinks.records == []
+    assert proxy.sample("gateway_auth_failures_total", reason="auth_unavailable") == 1
 
 
 async def test_a_suspended_account_is_refused_and_recorded(proxy: Proxy) -> None:
