@@ -93,6 +93,7 @@ from tests.support.tcp_proxy import ThreadedTcpProxy
 from tests.support.waiting import wait_until
 
 PERIOD_S = 60.0  # the requests-per-minute limit's period
+RECOVERY_S = 30.0  # how long after a Redis fault ends its gateways may stay on the fallback
 BENIGN_TIER, ATTACK_TIER = "soak-benign", "soak-tight"
 BENIGN_RPM = 1200  # above the fastest profile's pace: benign accounts are never refused
 NOT_ADMITTED = frozenset({429, 403})
@@ -806,6 +807,13 @@ class Soak:
                 merged.append(Window(w.start, w.end, w.why))
         return merged
 
+    def _recovery_check(self, windows: list[Window]) -> Check:
+        late = late_recoveries(windows, self.faults)
+        return Check("2c fail-open ends after each Redis fault", not late,
+                     f"{len(late)} window(s) lasting over {RECOVERY_S:.0f} s past their fault"
+                     + "".join(f"\n  t+{w.start - self.start_wall:.0f}.."
+                               f"{w.end - self.start_wall:.0f}s ({w.why})" for w in late))
+
     def _judge(self, report: Report, accounts: list[Account], rows: list[asyncpg.Record],
                flagged: dict[str, list[str]], slots: dict[str, int], spill_left: int,
                exits: list[int | None], clients_stopped: float) -> None:
@@ -925,6 +933,7 @@ class Soak:
                 for w in windows) or "none")))
         report.checks.append(Check("2b excess inside fail-open windows (bounded)", bounded,
                                    "\n".join(excess_lines) or "none over one limiter's allowance"))
+        report.checks.append(self._recovery_check(windows))
 
         # 3. slots
         leaked = {a: n for a, n in slots.items() if n}
@@ -971,6 +980,18 @@ class Soak:
                 + ("" if c.require_attacker_flags else " (attackers not required)")
                 + "".join(f"\n  {a.name} ({benign_profile(a)}): {' | '.join(flagged[a.id])}"
                           for a in benign_flagged)))
+
+
+def late_recoveries(windows: list[Window], faults: list[Fault]) -> list[Window]:
+    """Check 2c: the fail-open windows that outlast the Redis faults inside them by more than
+    ``RECOVERY_S`` (a window with no fault inside counts from its start). A limiter that never
+    gets its backend back widens its window to the end of the run, where check 2 would judge
+    its admissions only against the bound."""
+    ends = [f.ended_at for f in faults
+            if f.kind in ("redis-cut", "redis-restart") and f.started_at and f.ended_at]
+    return [w for w in windows
+            if w.end - max((e for e in ends if w.start <= e <= w.end), default=w.start)
+            > RECOVERY_S]
 
 
 def benign_profile(account: Account) -> str:

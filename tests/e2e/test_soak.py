@@ -13,7 +13,16 @@ from __future__ import annotations
 
 import os
 
-from bench.soak import Config, Window, gcra_replay, run_soak, schedule, slope_per_min
+from bench.soak import (
+    Config,
+    Fault,
+    Window,
+    gcra_replay,
+    late_recoveries,
+    run_soak,
+    schedule,
+    slope_per_min,
+)
 
 
 def test_the_short_soak_with_faults_passes_every_check() -> None:
@@ -93,3 +102,15 @@ def test_the_schedule_fits_the_run_and_leaves_a_quiet_tail() -> None:
 def test_rss_slope_is_megabytes_per_minute() -> None:
     assert slope_per_min([(0.0, 100.0), (30.0, 101.0), (60.0, 102.0)]) == 2.0
     assert slope_per_min([(0.0, 100.0)]) is None
+
+
+def test_a_fallback_that_outlasts_its_fault_is_reported() -> None:
+    """Check 2c: fail-open must end once Redis is back; one that runs on to the end of the run
+    (a client that never recovers) is a failure, not a wide window."""
+    cut = Fault("redis-cut", 0.0, 10.0, started_at=100.0, ended_at=110.0)
+    recovered = Window(100.0, 113.0, "redis cut")
+    stuck = Window(200.0, 900.0, "redis cut; fallback seen")
+    late_cut = Fault("redis-cut", 0.0, 10.0, started_at=200.0, ended_at=210.0)
+    assert late_recoveries([recovered], [cut]) == []
+    assert late_recoveries([recovered, stuck], [cut, late_cut]) == [stuck]
+    assert late_recoveries([Window(300.0, 400.0, "fallback seen")], []) != []
