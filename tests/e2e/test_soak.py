@@ -27,7 +27,9 @@ from bench.soak import (
 
 def test_the_short_soak_with_faults_passes_every_check() -> None:
     report = run_soak(Config(
-        duration=40, gateways=2, workers=2, benign=3, attackers=2, attacker_concurrency=2,
+        # 75 s: one cycle of faults with ~15 s to spare, so a slow kill -9 replacement on a
+        # busy machine cannot push the last fault past the quiet tail (it would be skipped)
+        duration=75, gateways=2, workers=2, benign=3, attackers=2, attacker_concurrency=2,
         pg_cut_s=5, redis_cut_s=3, slow_s=3, redis_restart_s=2, disk_full_s=3, lease_s=8,
         require_attacker_flags=False,
         # Check "1k" (no record lost to the kill -9) is strict: the request-log journal
