@@ -352,15 +352,10 @@ class DetectionEngine:
         found.sort(key=lambda c: -len(c.accounts))
         young = [c for c in found if campaign.needs_merged_score(c, cfg.campaign_min_score)]
         merged: dict[tuple[str, ...], float] = {}
-        budget = cfg.campaign_max_merged
+        budget = _Budget(cfg.campaign_max_merged)
         for cluster in young:
             alike = self._alike_part(cluster.accounts, sketches)
-            if not alike:
-                continue
-            score = self._cached_merged(alike, sketches)
-            if score is None and budget > 0:
-                budget -= 1
-                score = await self._merged(alike, sketches)
+            score = await self._merged(alike, sketches, budget) if alike else None
             if score is not None:
                 merged[tuple(cluster.accounts)] = score
         judged = (campaign.judge(c, cfg.campaign_min_score, merged.get(tuple(c.accounts)),
@@ -383,7 +378,7 @@ class DetectionEngine:
         return largest if 2 * len(largest) >= len(accounts) else []
 
     async def _cohort_campaigns(self, sketches: Mapping[str, Sketch],
-                                found: Sequence[campaign.Campaign], budget: int
+                                found: Sequence[campaign.Campaign], budget: _Budget
                                 ) -> list[campaign.Campaign]:
         """Behavioural cohorts (alike accounts appearing together) not already inside a
         template campaign, judged on their requests merged, largest first: ``budget`` merged
@@ -400,34 +395,27 @@ class DetectionEngine:
         for accounts in groups:
             if sum(a in listed for a in accounts) * 2 > len(accounts):
                 continue
-            merged = self._cached_merged(accounts, sketches)
+            merged = await self._merged(accounts, sketches, budget)
             if merged is None:
-                if budget <= 0:
-                    continue
-                budget -= 1
-                merged = await self._merged(accounts, sketches)
+                continue
             judged = campaign.judge_cohort(accounts, merged, self.artifact.threshold,
                                            cfg.cohort_birth_span_s)
             if judged is not None:
                 out.append(judged)
         return out
 
-    def _cached_merged(self, accounts: Sequence[str], sketches: Mapping[str, Sketch]
-                       ) -> float | None:
-        """The merged score of these accounts when none of them was sketched since it was
-        computed; None otherwise."""
-        cached = self._merged_cache.get(tuple(accounts))
-        version = max(sketches[a].ts for a in accounts if a in sketches)
-        return cached[1] if cached is not None and cached[0] == version else None
-
-    async def _merged(self, accounts: Sequence[str], sketches: Mapping[str, Sketch]) -> float:
+    async def _merged(self, accounts: Sequence[str], sketches: Mapping[str, Sketch],
+                      budget: _Budget) -> float | None:
         """:meth:`merged_score`, remembered until one of the accounts is sketched again (a
-        sweep every ``campaign_interval_s`` would otherwise re-score every standing cluster)."""
+        sweep every ``campaign_interval_s`` would otherwise re-score every standing cluster);
+        a score not remembered is computed only while ``budget`` lasts (None once spent)."""
         key = tuple(accounts)
         version = max(sketches[a].ts for a in accounts if a in sketches)
         cached = self._merged_cache.get(key)
         if cached is not None and cached[0] == version:
             return cached[1]
+        if not budget.take():
+            return None
         if len(self._merged_cache) >= self.config.max_tracked_accounts // 10:
             self._merged_cache.clear()
         score = await self.merged_score(accounts)
@@ -445,6 +433,19 @@ class DetectionEngine:
         built = window.build(items, self.config.window)
         scores = await asyncio.to_thread(self.scorer.score, *window.stack([built]))
         return float(scores[0])
+
+
+@dataclass
+class _Budget:
+    """Merged scores one sweep may still compute (cached ones cost nothing)."""
+
+    left: int
+
+    def take(self) -> bool:
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
 
 
 def _sketch_scored(result: Scored, items: Sequence[RequestFeatures],
