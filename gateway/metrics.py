@@ -13,11 +13,19 @@ Multiprocess mode (several uvicorn workers): ``PROMETHEUS_MULTIPROC_DIR`` is rea
 ``Metrics`` is built, not when a module is imported, so there is no import-order rule — only that
 it be set before the application is built (``gateway serve --workers N`` sets it before starting
 the workers). :meth:`Metrics.render` then aggregates every worker's values from that directory.
+
+Every gauge is ``live*`` in multiprocess mode, and :meth:`Metrics.render` first forgets the gauges
+of workers that no longer run (:func:`forget_dead_workers`): a worker killed while Redis was down
+left ``gateway_ratelimit_fallback_active`` at 1 for the rest of the gateway's life (the 30-minute
+cluster soak), and one killed mid-request left its in-flight count behind. Counters and histograms
+of dead workers stay (totals must not go down).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from typing import Generic, TypeVar
 
 from prometheus_client import (
@@ -173,7 +181,7 @@ class Metrics:
         self.ratelimit_fallback = Gauge(
             "gateway_ratelimit_fallback_active",
             "1 while the shared rate-limit backend is down and the failure mode is in force.",
-            multiprocess_mode="max", registry=r,
+            multiprocess_mode="livemax", registry=r,
         )
 
         # --- detection (gateway/detect) ---------------------------------------------------------
@@ -267,7 +275,9 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type, aggregated across workers in multiprocess
-        mode."""
+        mode (over the workers alive now, for gauges)."""
+        if self.multiprocess_dir is not None:
+            forget_dead_workers(self.multiprocess_dir)
         return generate_latest(self._exposed), CONTENT_TYPE_LATEST
 
     def _exposition_registry(self) -> CollectorRegistry:
@@ -300,6 +310,31 @@ class Children(Generic[M]):
         return child
 
 
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
+
+
+def forget_dead_workers(directory: str) -> list[int]:
+    """Drop the live-gauge files of processes that no longer exist (uvicorn's supervisor, which
+    replaces a dead worker, has no hook to do it); returns their pids. A zombie not yet reaped
+    counts as alive until its replacement is started."""
+    dead = sorted({int(m.group(1)) for name in os.listdir(directory)
+                   if (m := _LIVE_GAUGE_FILE.fullmatch(name)) and not _alive(int(m.group(1)))})
+    for pid in dead:
+        with contextlib.suppress(FileNotFoundError):  # another worker rendering forgot it first
+            multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    return dead
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
 def _use_value_class(multiprocess_dir: str | None) -> None:
     """client_python picks how metric values are stored (in memory, or in per-process files
     under the multiprocess directory) once, when it is imported; re-pick it here when that
@@ -311,4 +346,4 @@ def _use_value_class(multiprocess_dir: str | None) -> None:
         values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
-__all__ = ["LATENCY_BUCKETS", "MULTIPROC_ENV", "Children", "Metrics"]
+__all__ = ["LATENCY_BUCKETS", "MULTIPROC_ENV", "Children", "Metrics", "forget_dead_workers"]

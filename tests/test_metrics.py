@@ -100,3 +100,45 @@ async def test_the_factory_app_exports_its_request_counter_on_metrics() -> None:
     # A second app in the same process counts for itself.
     assert create_app(Settings(mode="local")).metrics.registry.get_sample_value(
         "gateway_requests_total", {"route": "/v1/models", "status_class": "4xx"}) is None
+
+
+_WORKER = """
+import sys
+from prometheus_client import CollectorRegistry
+from gateway.metrics import Metrics
+metrics = Metrics(CollectorRegistry())
+metrics.ratelimit_fallback.set(1)
+metrics.in_flight.inc(3)
+metrics.requests.labels("/v1/models", "2xx").inc()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_dead_workers_gauges_leave_the_aggregate_and_its_counters_stay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker killed while on the rate-limit fallback (kill -9, mid-request) must not hold
+    ``fallback_active`` at 1 and its in-flight requests in the gauge for the rest of the
+    gateway's life — seen in the 30-minute cluster soak; its request count stays."""
+    monkeypatch.setattr(values, "ValueClass", values.ValueClass)  # restored after the test
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    worker = subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+    metrics = Metrics(CollectorRegistry())  # the worker that answers /metrics
+
+    def rendered(name: bytes) -> float | None:
+        body, _ = metrics.render()
+        line = next((x for x in body.splitlines() if x.startswith(name + b" ")), None)
+        return None if line is None else float(line.rsplit(b" ", 1)[1])
+
+    assert rendered(b"gateway_ratelimit_fallback_active") == 1
+    assert rendered(b"gateway_requests_in_flight") == 3
+    worker.kill()
+    worker.wait(timeout=30)
+
+    assert rendered(b"gateway_ratelimit_fallback_active") in (0, None)
+    assert rendered(b"gateway_requests_in_flight") in (0, None)
+    assert rendered(b'gateway_requests_total{route="/v1/models",status_class="2xx"}') == 1
+    monkeypatch.delenv(MULTIPROC_ENV)
