@@ -14,14 +14,21 @@ risk instead. Campaign flags are deduplicated by membership overlap.
 
 Database work runs in tasks of its own, never inside the scoring loop; risk changes go through
 the ledger (:mod:`gateway.detect.ledger`), which mirrors them into ``accounts.risk_score``.
+A flag that cannot be written (the database is down) is retried every :data:`RETRY_S` until it
+is, or until the process stops: both writes are idempotent (an open flag only has its score
+raised; a campaign matching an open one only adds members), and an account that stops sending
+right after it crossed the threshold — the attacker's best moment to stop — is never scored
+again, so waiting for its next scoring would lose the flag.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -46,6 +53,7 @@ ROLE = "system"
 DETECTOR = SystemActor(ACTOR, ROLE)
 SAMPLE_IDS = 10
 OVERLAP = 0.5
+RETRY_S = 5.0
 
 
 class Evidence(Protocol):
@@ -88,26 +96,60 @@ class DbPolicy:
             sessions, CacheNotifier(account_changed=on_account_changed))
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._failed: dict[tuple[str, str], Callable[[], Awaitable[None]]] = {}
+        self._retrier: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.ledger.start()
+        self._retrier = asyncio.create_task(self._retry_forever())
 
     async def stop(self) -> None:
+        if self._retrier is not None:
+            self._retrier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrier
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._failed:
+            log.error("%d detector flag write(s) still failing at shutdown", len(self._failed))
         await self.ledger.stop()
 
-    def _spawn(self, coro: Any, stage: str) -> None:
+    @property
+    def failing(self) -> int:
+        """Flag writes waiting for a retry."""
+        return len(self._failed)
+
+    def _spawn(self, make: Callable[[], Awaitable[None]], stage: str, key: str) -> None:
+        """Run ``make()`` in a task of its own; on failure keep it for :meth:`retry_failed`."""
         async def guarded() -> None:
             try:
-                await coro
-            except Exception:
-                log.exception("detector policy task failed (%s)", stage)
+                await make()
+            except Exception as exc:
+                first = (stage, key) not in self._failed
+                log.warning("detector policy task failed (%s): %s; retrying in %.0f s", stage,
+                            type(exc).__name__, RETRY_S, exc_info=first)
                 self.metrics.detect_errors.labels(stage).inc()
+                self._failed[(stage, key)] = make
+            else:
+                self._failed.pop((stage, key), None)
 
         task = asyncio.create_task(guarded())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _retry_forever(self) -> None:
+        while True:
+            await asyncio.sleep(RETRY_S)
+            self.retry_failed()
+
+    def retry_failed(self) -> None:
+        """Start again every flag write that failed (and is not running again already)."""
+        for (stage, key), make in list(self._failed.items()):
+            if stage == "flag":
+                if key in self._busy:
+                    continue
+                self._busy.add(key)
+            self._spawn(make, stage, key)
 
     async def idle(self) -> None:
         """Wait for the policy's database tasks (tests)."""
@@ -122,7 +164,7 @@ class DbPolicy:
         for r in results:
             if r.state.risk >= t.flag and r.account not in self._busy:
                 self._busy.add(r.account)
-                self._spawn(self._escalate(r), "flag")
+                self._spawn(partial(self._escalate, r), "flag", r.account)
 
     async def _escalate(self, r: Scored) -> None:
         try:
@@ -184,7 +226,8 @@ class DbPolicy:
 
     async def on_campaigns(self, found: Sequence[Campaign]) -> None:
         if found:
-            self._spawn(self._campaigns(found), "campaign_flag")
+            key = ",".join(sorted(a for c in found for a in c.accounts))
+            self._spawn(partial(self._campaigns, found), "campaign_flag", key)
 
     async def _campaigns(self, found: Sequence[Campaign]) -> None:
         for c in found:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,8 +21,11 @@ from gateway.detect.window_store import MemoryWindowStore
 from gateway.metrics import Metrics
 from gateway.store import flags as flag_store
 from gateway.store import repository as repo
+from gateway.store.db import create_engine, session_factory
 from gateway.store.models import Account, AuditEntry, EnforcementAction, FlagAccount
 from tests.detect.conftest import record
+from tests.support.postgres import discard_database, migrated_database
+from tests.support.tcp_proxy import TcpProxy
 
 
 class FakeEvidence:
@@ -160,3 +165,40 @@ async def test_campaign_flag_lists_every_account_once(
         flagged = (await session.scalars(select(Account.id).where(
             repo.flagged_clause(True)))).all()
         assert sorted(flagged) == sorted(accounts)
+
+
+@pytest.mark.integration  # its own PostgreSQL database, behind a proxy it cuts
+async def test_a_flag_that_meets_a_database_outage_is_written_when_it_ends(
+        tmp_path: Path) -> None:
+    """The account crosses the threshold while PostgreSQL is cut and never sends again (the
+    harvester's best moment to stop): its flag is retried until written, not lost."""
+    url = await migrated_database("postgres", tmp_path)
+    host, port = url.split("@", 1)[1].split("/", 1)[0].split(":")
+    engine = None
+    try:
+        async with TcpProxy(host, int(port)) as proxy:
+            engine = create_engine(proxy.rewrite_url(url))
+            sessions = session_factory(engine)
+            account = await _account(sessions)
+            policy, _ = _policy(sessions, [])
+            proxy.cut()
+            await policy.on_scored([_scored(account, 0.9, [f"r{i}" for i in range(12)])])
+            await policy.idle()
+            assert policy.failing == 1
+            assert policy.metrics.registry.get_sample_value(
+                "gateway_detect_errors_total", {"stage": "flag"}) == 1
+
+            policy.retry_failed()  # still cut: kept for the next retry
+            await policy.idle()
+            assert policy.failing == 1
+            proxy.restore()
+            policy.retry_failed()
+            await policy.idle()
+            assert policy.failing == 0
+            async with sessions() as session:
+                flags = (await flag_store.list_flags(session, status="open")).items
+            assert [(f.account_id, f.score) for f in flags] == [(account, 0.9)]
+    finally:
+        if engine is not None:
+            await engine.dispose()
+        await discard_database(url)
