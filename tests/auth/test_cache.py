@@ -4,7 +4,8 @@ import asyncio
 
 import pytest
 
-from gateway.auth.cache import KeyCache
+from gateway.auth import cache as key_cache
+from gateway.auth.cache import MAX_UNKNOWN, KeyCache
 from gateway.auth.principal import Principal, effective_limits
 from gateway.domain.limits import TierLimits, default_tiers
 
@@ -25,12 +26,15 @@ class Loader:
         self.calls = 0
         self.fail = False
         self.principal: Principal | None = Principal("key_1", "acct_1", "active", "free", LIMITS)
+        self.known: set[str] | None = None  # when set, only these hashes resolve
 
     async def __call__(self, key_hash: str) -> Principal | None:
         self.calls += 1
         await asyncio.sleep(0)
         if self.fail:
             raise ConnectionError("database down")
+        if self.known is not None and key_hash not in self.known:
+            return None
         return self.principal
 
 
@@ -84,6 +88,65 @@ async def test_database_outage_serves_known_keys_stale_and_fails_unknown_ones() 
     clock.now = 100  # beyond the stale window: fail closed
     with pytest.raises(ConnectionError):
         await cache.get("known")
+
+
+async def test_a_flood_of_unknown_keys_never_evicts_a_known_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anyone can mint well-formed keys: past both bounds, the known key is still served from
+    the cache and, with the database down, still resolves from its stale entry."""
+    monkeypatch.setattr(key_cache, "MAX_ENTRIES", 50)
+    monkeypatch.setattr(key_cache, "MAX_UNKNOWN", 20)
+    loader, clock = Loader(), Clock()
+    loader.known = {"known"}
+    cache = KeyCache(loader, ttl_s=1, stale_s=60, clock=clock)
+    known = await cache.get("known")
+    assert known is not None
+    for i in range(200):
+        assert await cache.get(f"random-{i}") is None
+    calls = loader.calls
+    assert await cache.get("known") == known
+    assert loader.calls == calls  # a cache hit
+    loader.fail = True
+    clock.now = 5  # expired, within the stale window
+    assert await cache.get("known") == known
+
+
+async def test_the_unknown_key_cache_stays_bounded_evicting_the_oldest_first() -> None:
+    loader = Loader()
+    loader.principal = None
+    cache = KeyCache(loader, ttl_s=60)
+    for i in range(MAX_UNKNOWN + 1):
+        await cache.get(f"random-{i}")
+    calls = loader.calls
+    await cache.get(f"random-{MAX_UNKNOWN}")  # the newest: still cached
+    assert loader.calls == calls
+    await cache.get("random-0")  # the oldest: evicted, so asked again
+    assert loader.calls == calls + 1
+
+
+async def test_a_key_cached_as_unknown_is_found_once_invalidated() -> None:
+    """A key looked up before it existed must not stay unknown for a TTL after it is made."""
+    loader = Loader()
+    loader.known = set()
+    cache = KeyCache(loader, ttl_s=60)
+    assert await cache.get("new") is None
+    loader.known = {"new"}
+    cache.invalidate_key("new")
+    assert await cache.get("new") == loader.principal
+    assert loader.calls == 2
+
+
+async def test_a_key_revoked_after_expiry_loses_its_stale_principal() -> None:
+    """Once the database says a key is gone, an outage must not bring its principal back."""
+    loader, clock = Loader(), Clock()
+    cache = KeyCache(loader, ttl_s=1, stale_s=60, clock=clock)
+    await cache.get("h")
+    loader.principal = None
+    clock.now = 2
+    assert await cache.get("h") is None
+    loader.fail = True
+    clock.now = 4
+    assert await cache.get("h") is None
 
 
 def test_throttled_accounts_drop_to_the_throttled_tier_and_overrides_apply() -> None:
