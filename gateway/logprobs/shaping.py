@@ -2,10 +2,12 @@
 rounding on every logprob returned to clients (plain responses and each stream chunk), see
 :mod:`gateway.logprobs.noise`.
 
-The proxy calls ``begin`` once per request with the decoded request body, then the session's
-``shape`` on the decoded JSON response or on each decoded stream chunk, in order; ``shape``
-returns the object to send. A shaper that is not ``active`` is skipped entirely, so the bytes pass
-through untouched.
+The proxy calls ``begin`` once per request with the decoded, validated request body and the
+canonical prompt text it extracted from it (:func:`gateway.proxy.validation.prompt_text`), then
+the session's ``shape`` on the decoded JSON response or on each decoded stream chunk, in order;
+``shape`` returns the object to send. The noise is keyed on what the model sees, not on the raw
+body (see :mod:`gateway.logprobs.request_context`). A shaper that is not ``active`` is skipped
+entirely, so the bytes pass through untouched.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ class ShapingSession(Protocol):
 class ResponseShaper(Protocol):
     active: bool
 
-    def begin(self, account_id: str, route: str, request: dict[str, Any]) -> ShapingSession:
+    def begin(
+        self, account_id: str, route: str, request: dict[str, Any], prompt: str
+    ) -> ShapingSession:
         ...
 
 
@@ -38,7 +42,9 @@ class _Unchanged:
 class IdentityShaper:
     active = False
 
-    def begin(self, account_id: str, route: str, request: dict[str, Any]) -> ShapingSession:
+    def begin(
+        self, account_id: str, route: str, request: dict[str, Any], prompt: str
+    ) -> ShapingSession:
         return _Unchanged()
 
 
@@ -61,8 +67,11 @@ class LogprobShaper:
             key = self._keys[account_id] = account_noise_key(self._secret, account_id)
         return key
 
-    def begin(self, account_id: str, route: str, request: dict[str, Any]) -> ShapingSession:
-        context = request_context.RequestContext(request_context.fingerprint(request))
+    def begin(
+        self, account_id: str, route: str, request: dict[str, Any], prompt: str
+    ) -> ShapingSession:
+        context = request_context.RequestContext(
+            request_context.request_fingerprint(route, request, prompt))
         return _LogprobSession(self, self._key(account_id), context)
 
     def shape(
