@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     prompt_storage: Literal["none", "hash", "full"] = "hash"
     trust_forwarded_for: bool = False
+    trusted_proxy_hops: int = Field(default=1, ge=1, le=16)
+    """Proxies in front of the gateway that append to ``X-Forwarded-For``: the client's address
+    is this many entries from the right (entries further left are whatever the client wrote)."""
+    default_max_tokens: int = Field(default=4096, ge=1, le=1 << 20)
+    """The output cap forwarded on a generation request that names none, and reserved: without
+    it the upstream generates up to the model's context while the limiter reserved a guess."""
     passthrough_routes: list[str] = Field(default_factory=list)
     """Extra ``"METHOD /v1/path"`` (or ``/v1/prefix/*``) routes forwarded without body checks;
     every other non-GET route the gateway does not understand is refused (404)."""

@@ -1,7 +1,8 @@
 """Logprob caps: checks on a decoded request body before it is forwarded — per-tier caps on
 ``top_logprobs``, ``logit_bias`` (entries, magnitude, and whether it may come with logprobs) and
-``n``, against logit stealing (Carlini et al. 2024: logit_bias sweeps plus top-k logprobs recover
-the logit vector). A refusal raises an OpenAI-shaped 400 naming the parameter.
+``n`` (sequences per request: each prompt of a completions batch generates ``n``), against logit
+stealing (Carlini et al. 2024: logit_bias sweeps plus top-k logprobs recover the logit vector).
+A refusal raises an OpenAI-shaped 400 naming the parameter.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pydantic import BaseModel, Field
 from gateway.auth.principal import Principal
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
+from gateway.proxy.validation import prompt_count
 from gateway.settings import Settings
 
 COMPLETION_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
@@ -66,9 +68,15 @@ class TierCaps:
         n = _int(payload, "n", 1)
         if n > caps.max_n:
             raise refused("n", f"'n' may be at most {caps.max_n} for this account's tier.")
-        if _int(payload, "best_of", 1) > caps.max_n:  # completions: sequences generated
+        best_of = _int(payload, "best_of", 1)
+        if best_of > caps.max_n:  # completions: sequences generated
             raise refused("best_of", f"'best_of' may be at most {caps.max_n} for this "
                           "account's tier.")
+        prompts = prompt_count(route, payload)
+        if prompts * max(n, best_of) > caps.max_n:  # a batch: each prompt generates n
+            raise refused("prompt", f"A batch of {prompts} prompts generates "
+                          f"{prompts * max(n, best_of)} sequences; at most {caps.max_n} for "
+                          "this account's tier.")
         top = self._check_top(payload, "top_logprobs" if chat else "logprobs", caps)
         wants_logprobs = bool(payload.get("logprobs")) or top > 0 if chat else (
             payload.get("logprobs") is not None)

@@ -44,6 +44,7 @@ from gateway.proxy.streaming import (
 from gateway.proxy.upstream import UpstreamClient
 from gateway.proxy.validation import (
     GENERATION_ROUTES,
+    OUTPUT_CAP_FIELD,
     VALIDATED_ROUTES,
     RequestParams,
     validate,
@@ -173,7 +174,7 @@ class ProxyApp:
         ex.prompt = params.prompt
         self._caps.check(principal, path, payload)
         if self._shaper.active:
-            ex.shaping = self._shaper.begin(principal.account_id, path, payload)
+            ex.shaping = self._shaper.begin(principal.account_id, path, payload, params.prompt)
         strip_usage = params.stream and path in STREAM_USAGE_ROUTES and not params.asks_usage
         if strip_usage:
             payload["stream_options"] = {**(payload.get("stream_options") or {}),
@@ -182,12 +183,15 @@ class ProxyApp:
         if stamped:  # validation refused any client xargs: these are the gateway's alone
             assert self._vllm is not None
             self._vllm.stamp(payload, principal.account_id, ex.request_id)
-        if strip_usage or stamped:
+        max_tokens = params.max_tokens
+        capped = max_tokens is None and path in OUTPUT_CAP_FIELD
+        if capped:  # what is reserved is what may be generated
+            max_tokens = payload[OUTPUT_CAP_FIELD[path]] = self._settings.default_max_tokens
+        if strip_usage or stamped or capped:
             body = orjson.dumps(payload)
         ex.prompt_tokens = self._count_prompt(params.prompt)
         estimate = estimate_tokens(
-            ex.prompt_tokens, params.max_tokens, params.sequences,
-            completes=path != "/v1/embeddings",
+            ex.prompt_tokens, max_tokens, params.sequences, completes=path != "/v1/embeddings",
         )
         return body, estimate, strip_usage
 
@@ -221,14 +225,17 @@ class ProxyApp:
         )
 
     def _client_addr(self, scope: Scope) -> str | None:
-        """The client's IP: the first ``X-Forwarded-For`` hop when trusted and a valid address,
-        else the socket peer."""
+        """The client's IP: when ``X-Forwarded-For`` is trusted, the entry the nearest of the
+        ``trusted_proxy_hops`` proxies appended for the client (counted from the right: the
+        client writes whatever it likes to the left), if a valid address; else the socket
+        peer."""
         if self._settings.trust_forwarded_for:
             forwarded = header(scope["headers"], b"x-forwarded-for")
-            if forwarded:
-                first = forwarded.split(b",")[0].strip().decode("latin-1")
+            hops = forwarded.split(b",") if forwarded else []
+            if len(hops) >= self._settings.trusted_proxy_hops:
+                entry = hops[-self._settings.trusted_proxy_hops].strip().decode("latin-1")
                 try:
-                    return str(ipaddress.ip_address(first))
+                    return str(ipaddress.ip_address(entry))
                 except ValueError:
                     pass
         client = scope.get("client")

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from gateway.errors import GatewayError, invalid_request
 
 CHAT = "/v1/chat/completions"
@@ -25,6 +27,8 @@ EMBEDDINGS = "/v1/embeddings"
 RESPONSES = "/v1/responses"
 GENERATION_ROUTES = frozenset({CHAT, COMPLETIONS, RESPONSES})
 VALIDATED_ROUTES = GENERATION_ROUTES | {EMBEDDINGS}
+OUTPUT_CAP_FIELD = {CHAT: "max_tokens", COMPLETIONS: "max_tokens", RESPONSES: "max_output_tokens"}
+"""Where the gateway writes its default output cap when a generation request names none."""
 
 MAX_DEPTH = 64
 """Deeper JSON is refused: no OpenAI request needs it, and orjson cannot re-encode past 255."""
@@ -32,6 +36,8 @@ MAX_OUTPUT_TOKENS = 1 << 20
 MAX_MODEL_CHARS = 256
 MAX_STOP_SEQUENCES = 4
 MAX_LOGIT_BIAS_ENTRIES = 1024
+MAX_PROMPTS = 128
+"""Prompts in one completions batch (the most ``n`` may be): vLLM takes up to 1,024."""
 TOKEN_ID_MAX = (1 << 31) - 1
 INT64 = (-(1 << 63), (1 << 63) - 1)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -50,6 +56,23 @@ DENIED_FIELDS = frozenset({
     "priority", "request_id", "kv_transfer_params", "ec_transfer_params", "logprob_token_ids",
     "prompt_logprob_token_ids",
 })
+
+
+# Fields that restrict or reshape the distribution a token is drawn from. With logprobs, each
+# returns logprobs the caps never see: vLLM computes a banned token's neighbours' raw logprobs
+# before ``bad_words`` / ``stop_token_ids`` / ``min_tokens`` act and returns the chosen token's,
+# and renormalises over a caller-chosen token set under a grammar (``structured_outputs``, the
+# older ``guided_*``, a JSON ``response_format``, a forced tool call) — the logit differences a
+# ``logit_bias`` sweep extracts, by another name. Each is fine alone; with logprobs it is refused.
+CONSTRAINING_FIELDS = frozenset({
+    "bad_words", "stop_token_ids", "min_tokens", "structured_outputs", "guided_json",
+    "guided_regex", "guided_choice", "guided_grammar", "guided_decoding_backend",
+    "guided_whitespace_pattern", "structural_tag",
+})
+_FREE_FORMATS = frozenset({None, "text"})
+_FREE_TOOL_CHOICES = frozenset({None, "none", "auto"})
+RENDERED_FIELDS = ("tools", "functions", "documents", "chat_template_kwargs")
+"""Request fields a chat template renders into the prompt beside the messages: read as JSON."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +173,12 @@ def validate(route: str, payload: dict[str, Any]) -> RequestParams:
     bias = read.get("logit_bias")
     if bias:
         _check_logit_bias(bias)
+    logprobs = _wants_logprobs(route, read)
+    if logprobs:
+        _check_unconstrained(payload)
+    if route == RESPONSES and payload.get("background") is True:
+        # Answered at once, without usage, while generation goes on with the slot released.
+        raise _refused("background")
     if route == COMPLETIONS and read.get("echo") is True and read.get("logprobs"):
         # The logprobs of every position of a prompt the caller wrote, with no generation to
         # pay for: the logit-extraction channel OpenAI closed on its own completions endpoint.
@@ -163,12 +192,12 @@ def validate(route: str, payload: dict[str, Any]) -> RequestParams:
         n=read.get("n"),
         temperature=_float(read.get("temperature")),
         top_p=_float(read.get("top_p")),
-        logprobs=_wants_logprobs(route, read),
+        logprobs=logprobs,
         top_logprobs=read.get("logprobs") if route == COMPLETIONS else read.get("top_logprobs"),
         logit_bias_size=len(bias) if bias else 0,
         prompt=prompt_text(route, payload),
         asks_usage=isinstance(options, dict) and options.get("include_usage") is True,
-        sequences=max(read.get("n") or 1, read.get("best_of") or 1),
+        sequences=prompt_count(route, payload) * max(read.get("n") or 1, read.get("best_of") or 1),
     )
 
 
@@ -193,26 +222,51 @@ def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
 
 
 def prompt_text(route: str, payload: dict[str, Any]) -> str:
-    """The text the client sent to the model, flattened, for storage and features."""
+    """The text the client sent to the model, flattened, for storage and features: the
+    messages (content and tool calls) and what a chat template renders beside them (tools,
+    documents, template arguments), so no instruction reaches the model unseen."""
     if route == CHAT:
         messages = payload.get("messages")
         if not isinstance(messages, list) or not messages:
             raise invalid_request("'messages' must be a non-empty array.", param="messages")
         if not all(isinstance(m, dict) for m in messages):
             raise invalid_request("Each message must be an object.", param="messages")
-        return "\n".join(flatten(m.get("content")) for m in messages)
+        return _joined([flatten(messages), *_rendered(payload)])
     if route == RESPONSES:
-        parts = [payload.get("instructions") or "", flatten(payload.get("input"))]
-        return "\n".join(p for p in parts if p)
+        return _joined([payload.get("instructions") or "", flatten(payload.get("input")),
+                        *_rendered(payload)])
     source = payload.get("prompt" if route == COMPLETIONS else "input")
     if route == EMBEDDINGS and source is None:
         raise invalid_request("'input' is required.", param="input")
     return flatten(source)
 
 
+def prompt_count(route: str, payload: dict[str, Any]) -> int:
+    """Prompts in the request: a completions ``prompt`` may be a batch (an array of strings or
+    of token-id arrays), each prompt generating ``n`` choices; 1 everywhere else. A batch is
+    counted, capped at :data:`MAX_PROMPTS` and refused when mixed."""
+    prompt = payload.get("prompt") if route == COMPLETIONS else None
+    if not isinstance(prompt, list) or not prompt:
+        return 1
+    if all(isinstance(p, int) and not isinstance(p, bool) for p in prompt):
+        return 1  # one prompt, as token ids
+    if not (all(isinstance(p, str) for p in prompt) or all(isinstance(p, list) for p in prompt)):
+        raise invalid_request("'prompt' must be a string, an array of strings, an array of "
+                              "token ids or an array of token-id arrays.", param="prompt")
+    if len(prompt) > MAX_PROMPTS:
+        raise invalid_request(f"'prompt' may hold at most {MAX_PROMPTS} prompts.",
+                              param="prompt", code="out_of_range")
+    return len(prompt)
+
+
+_TEXT_KEYS = ("text", "content", "tool_calls", "function", "arguments", "output")
+"""Keys of a message or part whose values the model reads (an image's or a file's are not)."""
+
+
 def flatten(content: Any) -> str:
-    """Text of a content value: strings, arrays of strings or parts (``{"text": ...}``,
-    ``{"content": ...}``), token ids; iterative, in document order."""
+    """Text of a content value: strings, arrays of strings, messages or parts (their
+    :data:`_TEXT_KEYS`: text, content, tool calls and their arguments, tool outputs), token ids;
+    iterative, in document order."""
     out: list[str] = []
     stack: list[Any] = [content]
     while stack:
@@ -222,12 +276,57 @@ def flatten(content: Any) -> str:
         elif isinstance(node, list):
             stack.extend(reversed(node))
         elif isinstance(node, dict):
-            stack.extend(reversed([node[k] for k in ("text", "content") if k in node]))
+            stack.extend(reversed([node[k] for k in _TEXT_KEYS if k in node]))
         elif isinstance(node, bool) or node is None:
             continue
         elif isinstance(node, int | float):
             out.append(str(node))
     return "\n".join(out)
+
+
+def _rendered(payload: dict[str, Any]) -> list[str]:
+    return [_as_json(payload[name]) for name in RENDERED_FIELDS if payload.get(name)]
+
+
+def _as_json(value: Any) -> str:
+    """A value as a template renders it (JSON); its text alone when it will not encode (an
+    integer past 64 bits, which a parsed body never holds: orjson reads it as a float)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return flatten(value)
+
+
+def _joined(parts: list[str]) -> str:
+    return "\n".join(p for p in parts if p)
+
+
+def _check_unconstrained(payload: dict[str, Any]) -> None:
+    """Refuse logprobs from a constrained distribution (see :data:`CONSTRAINING_FIELDS`)."""
+    for name in CONSTRAINING_FIELDS.intersection(payload):
+        if payload[name]:  # an empty list, 0 or false constrains nothing
+            raise _with_logprobs(name)
+    if not _free(payload.get("response_format"), _FREE_FORMATS):
+        raise _with_logprobs("response_format")
+    text = payload.get("text")  # the responses route keeps its format under text.format
+    if isinstance(text, dict) and not _free(text.get("format"), _FREE_FORMATS):
+        raise _with_logprobs("text")
+    if not _free(payload.get("tool_choice"), _FREE_TOOL_CHOICES):
+        raise _with_logprobs("tool_choice")
+
+
+def _free(value: Any, free: frozenset[str | None]) -> bool:
+    """Whether a format or tool choice (a name, or an object with a ``type``) leaves the
+    distribution alone; any other shape counts as constraining."""
+    kind = value.get("type") if isinstance(value, dict) and "type" in value else value
+    if isinstance(value, dict) and value.get("type") == "function":
+        return False  # a named tool forced
+    return kind is None or (isinstance(kind, str) and kind in free)
+
+
+def _with_logprobs(name: str) -> GatewayError:
+    return invalid_request(f"'{name}' cannot be combined with logprobs on this gateway.",
+                           param=name, code="parameter_not_allowed")
 
 
 def _check(name: str, value: Any, spec: Spec) -> None:

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from gateway.domain.limits import TierLimits, default_tiers
+from gateway.settings import Settings
 from tests.e2e.conftest import Stack, StackFactory
 from tests.support.scripted_upstream import RAW_LOGPROB, RAW_TOP, ScriptedUpstream
 from tests.support.servers import serve_in_thread
@@ -247,11 +248,12 @@ def test_connection_named_and_forwarding_headers_do_not_reach_the_upstream(
 # --- a stream cut short before its usage chunk -------------------------------------------------
 
 def test_leaving_a_stream_before_its_usage_still_pays_for_what_was_read(hostile: Stack) -> None:
-    """No ``max_tokens`` reserves only the default 256; an extractor that reads 2,000 tokens
-    and hangs up before the final usage chunk must not pay just that."""
+    """``max_tokens`` 256 reserves about 260 tokens; an upstream that streams past it (this
+    one ignores the cap) to an extractor that reads 2,000 tokens and hangs up before the final
+    usage chunk must not leave it paying just that."""
     _, key = hostile.new_account(tier="small")  # 10,000 tokens per minute
     headers = {"Authorization": f"Bearer {key}"}
-    body = {"model": "stream-3000", "messages": MESSAGES, "stream": True}
+    body = {"model": "stream-3000", "messages": MESSAGES, "stream": True, "max_tokens": 256}
     with httpx.Client(base_url=hostile.base, headers=headers, timeout=30) as http:
         with http.stream("POST", "/v1/chat/completions", json=body) as streaming:
             assert streaming.status_code == 200
@@ -272,3 +274,36 @@ def test_leaving_a_stream_before_its_usage_still_pays_for_what_was_read(hostile:
         # only the default reservation (~260) been charged, ~9,700 would remain.
         wait_until(lambda: remaining() <= 8_500, timeout=10,
                    what="the 2,000 streamed tokens charged")
+
+
+# --- an attacker review (2026-11-29): batches and uncapped outputs --------------------------
+
+def test_a_completions_batch_pays_for_every_prompt(
+    hostile: Stack, scripted: tuple[str, ScriptedUpstream]
+) -> None:
+    """vLLM answers each prompt of a batch: four prompts reserved what one did, and a batch of
+    identical prompts was ``n`` past the tier's cap."""
+    _, key = hostile.new_account(tier="small")  # 10,000 tokens a minute; standard caps: n <= 4
+    before = len(scripted[1].seen)
+    single = {"model": "m", "prompt": "p", "max_tokens": 3_000}
+    assert _post(hostile, key, "/v1/completions", single).status_code == 200
+    batch = _post(hostile, key, "/v1/completions", {**single, "prompt": ["p"] * 4})
+    assert batch.status_code == 429 and _error(batch)["code"] == "rate_limit_exceeded"
+    too_many = _post(hostile, key, "/v1/completions", {**single, "prompt": ["p"] * 5})
+    assert too_many.status_code == 400 and _error(too_many)["param"] == "prompt"
+    assert len(scripted[1].seen) == before + 1
+
+
+def test_the_upstream_is_told_the_output_cap_that_was_reserved(
+    hostile: Stack, scripted: tuple[str, ScriptedUpstream]
+) -> None:
+    _, key = hostile.new_account()
+    default = Settings.model_fields["default_max_tokens"].default  # the stack keeps it
+    for path, body, field in [
+        ("/v1/chat/completions", {"model": "m", "messages": MESSAGES}, "max_tokens"),
+        ("/v1/completions", {"model": "m", "prompt": "p"}, "max_tokens"),
+        ("/v1/responses", {"model": "m", "input": "hi"}, "max_output_tokens"),
+    ]:
+        assert _post(hostile, key, path, body).status_code == 200
+        seen = next(s for s in reversed(scripted[1].seen) if s.path == path)
+        assert seen.json()[field] == default

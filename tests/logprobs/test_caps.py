@@ -28,6 +28,8 @@ def _refused_param(route: str, payload: dict[str, Any], metrics: Metrics) -> str
     ("/v1/chat/completions", {"top_logprobs": 6}, "top_logprobs"),
     ("/v1/completions", {"logprobs": 6}, "logprobs"),
     ("/v1/completions", {"best_of": 5}, "best_of"),
+    ("/v1/completions", {"prompt": ["a"] * 5}, "prompt"),  # a batch: sequences per prompt
+    ("/v1/completions", {"prompt": ["a", "b", "c"], "n": 2}, "prompt"),
     ("/v1/responses", {"top_logprobs": 6}, "top_logprobs"),
     ("/v1/chat/completions", {"logit_bias": {"1": 5}, "logprobs": True}, "logit_bias"),
 ])
@@ -43,3 +45,5 @@ def test_requests_within_the_caps_pass(metrics: Metrics) -> None:
     caps = build_caps(Settings(mode="local"), metrics)
     caps.check(STANDARD, "/v1/responses", {"top_logprobs": 5})
     caps.check(STANDARD, "/v1/completions", {"n": 4, "best_of": 4, "logprobs": 5})
+    caps.check(STANDARD, "/v1/completions", {"prompt": ["a", "b"], "n": 2})  # 4 sequences
+    caps.check(STANDARD, "/v1/completions", {"prompt": [1, 2, 3, 4, 5], "n": 4})  # token ids

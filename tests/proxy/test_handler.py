@@ -35,7 +35,8 @@ API_KEY = "sk-gw-" + "k" * 40
 BLOCKED_KEY = "sk-gw-" + "b" * 40
 UNVERIFIABLE_KEY = "sk-gw-" + "u" * 40
 USAGE = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
-CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 20}
+CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hello"}],
+                        "max_tokens": 20}
 
 
 # --- fakes for the seams ---------------------------------------------------------------------
@@ -146,9 +147,17 @@ async def upstream_url() -> AsyncIterator[tuple[str, Upstream]]:
 
 
 @pytest.fixture
-async def proxy(upstream_url: tuple[str, Upstream], metrics: Metrics) -> AsyncIterator[Proxy]:
+def settings_overrides() -> dict[str, Any]:
+    """Settings a test changes (parametrize ``settings_overrides`` to change them)."""
+    return {}
+
+
+@pytest.fixture
+async def proxy(upstream_url: tuple[str, Upstream], metrics: Metrics,
+                settings_overrides: dict[str, Any]) -> AsyncIterator[Proxy]:
     url, upstream = upstream_url
-    settings = Settings(mode="local", upstream_url=url, upstream_api_key="upstream-secret")
+    settings = Settings(mode="local", upstream_url=url, upstream_api_key="upstream-secret",
+                        **settings_overrides)
     known = {hash_key(API_KEY, settings.key_hash_key()): principal("acct_1"),
              hash_key(BLOCKED_KEY, settings.key_hash_key()): principal("acct_2", "suspended")}
 
@@ -292,7 +301,8 @@ class CountingShaper:
     active: bool = True
     shaped: list[dict[str, Any]] = field(default_factory=list)
 
-    def begin(self, account_id: str, route: str, request: dict[str, Any]) -> CountingShaper:
+    def begin(self, account_id: str, route: str, request: dict[str, Any],
+              prompt: str) -> CountingShaper:
         return self
 
     def shape(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -332,3 +342,39 @@ async def test_an_answer_without_logprobs_is_relayed_as_the_upstream_encoded_it(
     assert b'"object": "chat.completion"' in response.content  # aiohttp's spacing, kept
     assert response.json()["usage"] == USAGE
     assert sinks.records[0].completion_tokens == USAGE["completion_tokens"]
+
+
+# --- hostile input: what is reserved bounds what is generated; addresses a client cannot forge --
+
+
+async def test_a_request_naming_no_output_cap_gets_the_one_it_was_reserved(
+    proxy: Proxy,
+) -> None:
+    """Without it the upstream generates up to the model's context while the limiter reserved
+    a guess: a throwaway account's debt is never paid."""
+    uncapped = {k: v for k, v in CHAT.items() if k != "max_tokens"}
+    assert (await proxy.chat(uncapped)).status_code == 200
+    assert (await proxy.chat(CHAT)).status_code == 200
+    default = Settings(mode="local").default_max_tokens
+    assert [body.get("max_tokens") for body in proxy.upstream.bodies] == [default, 20]
+    assert proxy.limiter.admitted[0][1] >= default > proxy.limiter.admitted[1][1]
+
+
+@pytest.mark.parametrize(("settings_overrides", "forwarded", "recorded"), [
+    ({}, "6.6.6.6", "203.0.113.9"),  # not trusted: the socket peer
+    ({"trust_forwarded_for": True}, "6.6.6.6, 198.51.100.7", "198.51.100.7"),
+    ({"trust_forwarded_for": True, "trusted_proxy_hops": 2}, "6.6.6.6, 198.51.100.7, 10.0.0.1",
+     "198.51.100.7"),
+    ({"trust_forwarded_for": True, "trusted_proxy_hops": 2}, "6.6.6.6", "203.0.113.9"),
+    ({"trust_forwarded_for": True}, "6.6.6.6, not-an-ip", "203.0.113.9"),
+])
+async def test_the_client_address_is_the_one_a_trusted_proxy_appended(
+    proxy: Proxy, forwarded: str, recorded: str,
+) -> None:
+    """A client writes whatever it likes at the left of ``X-Forwarded-For``; a proxy appends
+    the address it saw on the right. The leftmost entry let one client pose as many networks
+    (campaign clustering reads the network)."""
+    response = await proxy.client.post("/v1/chat/completions", json=CHAT, headers={
+        "Authorization": f"Bearer {API_KEY}", "X-Forwarded-For": forwarded})
+    assert response.status_code == 200
+    assert [r.client_addr for r in proxy.sinks.records] == [recorded]

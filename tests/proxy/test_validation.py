@@ -14,12 +14,15 @@ from gateway.errors import GatewayError
 from gateway.proxy.validation import (
     CHAT,
     COMPLETIONS,
+    CONSTRAINING_FIELDS,
     EMBEDDINGS,
     MAX_DEPTH,
+    MAX_PROMPTS,
     RESPONSES,
     ROUTE_SPECS,
     check_depth,
     flatten,
+    prompt_count,
     validate,
 )
 
@@ -178,7 +181,8 @@ def test_completions_reserve_for_every_sequence_generated() -> None:
 
 
 ANY_FIELD = sorted({name for spec in ROUTE_SPECS.values() for name in spec}
-                   | {"stop", "messages", "prompt", "input"})
+                   | {"stop", "messages", "prompt", "input", "response_format", "tool_choice",
+                      "text", "background", "tools", "documents", "bad_words"})
 HOSTILE = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=4),
                     st.lists(st.integers(), max_size=2),
                     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
@@ -202,3 +206,96 @@ def test_any_field_of_any_route_is_a_400_or_a_typed_value_never_a_crash(
     assert params.top_logprobs is None or isinstance(params.top_logprobs, int)
     assert isinstance(params.sequences, int) and params.sequences >= 1
     assert params.max_tokens is None or params.max_tokens >= 1
+    assert isinstance(params.prompt, str)
+
+
+# --- an attacker review (2026-11-29): fields that multiply, shape or hide what is generated ---
+
+def test_a_completions_batch_reserves_for_every_prompt() -> None:
+    """vLLM answers each prompt of a batch with ``n`` choices: 1,024 prompts once reserved
+    what one did."""
+    batch = validate(COMPLETIONS, {"model": "m", "prompt": ["a", "b", "c"], "n": 2})
+    assert batch.sequences == 6
+    ids = validate(COMPLETIONS, {"model": "m", "prompt": [[1, 2], [3], [4]], "best_of": 3})
+    assert ids.sequences == 9
+    assert validate(COMPLETIONS, {"model": "m", "prompt": [1, 2, 3]}).sequences == 1  # token ids
+    assert prompt_count(CHAT, {"prompt": ["a", "b"]}) == 1  # a chat request has no batch
+
+
+@pytest.mark.parametrize(("prompt", "code"), [
+    (["p"] * (MAX_PROMPTS + 1), "out_of_range"), (["a", [1]], "invalid_request_error"),
+    (["a", 1], "invalid_request_error"), ([[1], "a"], "invalid_request_error"),
+])
+def test_oversized_or_mixed_batches_are_refused(prompt: list[Any], code: str) -> None:
+    error = _refusal(COMPLETIONS, {"model": "m", "prompt": prompt})
+    assert error.param == "prompt"
+    assert code in (error.code, error.type)
+
+
+@pytest.mark.parametrize("field", sorted(CONSTRAINING_FIELDS))
+def test_logprobs_from_a_constrained_distribution_are_refused(field: str) -> None:
+    """Each of these shapes what is sampled after vLLM computed the raw logprobs (or
+    renormalises them over tokens the caller picked): with logprobs, a logit-bias sweep by
+    another name. Alone, each is legitimate."""
+    value: Any = ["x"] if field != "min_tokens" else 5
+    error = _refusal(CHAT, _chat(logprobs=True, top_logprobs=1, **{field: value}))
+    assert (error.param, error.code) == (field, "parameter_not_allowed")
+    validate(CHAT, _chat(**{field: value}))
+    error = _refusal(COMPLETIONS, {"model": "m", "prompt": "p", "logprobs": 1, field: value})
+    assert error.param == field
+
+
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+     "response_format"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"response_format": {"no": "type"}}, "response_format"),
+    ({"response_format": ["unhashable"]}, "response_format"),
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"tool_choice": {"type": "function", "function": {"name": "f"}}}, "tool_choice"),
+    ({"tool_choice": ["unhashable"]}, "tool_choice"),
+])
+def test_grammars_and_forced_tools_with_logprobs_are_refused(
+    fields: dict[str, Any], param: str,
+) -> None:
+    assert _refusal(CHAT, _chat(logprobs=True, **fields)).param == param
+    validate(CHAT, _chat(**fields))
+
+
+def test_free_formats_and_tool_choices_keep_their_logprobs() -> None:
+    free: list[dict[str, Any]] = [{"response_format": {"type": "text"}}, {"tool_choice": "auto"},
+                                  {"tool_choice": "none"}, {"bad_words": []}, {"min_tokens": 0}]
+    for fields in free:
+        assert validate(CHAT, _chat(logprobs=True, **fields)).logprobs
+    responses = {"model": "m", "input": "hi", "top_logprobs": 2}
+    validate(RESPONSES, {**responses, "text": {"format": {"type": "text"}}})
+    error = _refusal(RESPONSES, {**responses, "text": {"format": {"type": "json_schema"}}})
+    assert error.param == "text"
+
+
+def test_background_responses_are_refused() -> None:
+    """Answered at once without usage, generating on with its concurrency slot released."""
+    assert _refusal(RESPONSES, {"model": "m", "input": "hi", "background": True}).param \
+        == "background"
+    validate(RESPONSES, {"model": "m", "input": "hi", "background": False})
+
+
+def test_what_a_chat_template_renders_is_read_as_prompt_text() -> None:
+    """Instructions in tool descriptions, tool-call arguments, documents or tool outputs reach
+    the model; they must reach the record and the detector too. An image's data does not."""
+    params = validate(CHAT, {"model": "m", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "hi"},
+                                     {"type": "image_url", "image_url": {"url": "data:AAAA"}}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function",
+             "function": {"name": "f", "arguments": "{\"q\": \"ARGUMENT\"}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "TOOL RESULT"}],
+        "tools": [{"type": "function", "function": {"name": "f", "description": "DESCRIBED"}}],
+        "documents": [{"title": "t", "text": "DOCUMENT"}]})
+    for part in ("hi", "ARGUMENT", "TOOL RESULT", "DESCRIBED", "DOCUMENT"):
+        assert part in params.prompt
+    assert "data:AAAA" not in params.prompt
+    responses = validate(RESPONSES, {"model": "m", "input": [
+        {"type": "function_call", "call_id": "c", "name": "f", "arguments": "CALLED"},
+        {"type": "function_call_output", "call_id": "c", "output": "OUTPUT"}]})
+    assert "CALLED" in responses.prompt and "OUTPUT" in responses.prompt
