@@ -157,8 +157,8 @@ class Ledger:
 def _in_debt(stack: Stack, key: str) -> None:
     response = httpx.post(stack.base + "/v1/chat/completions", timeout=10,
                           headers={"Authorization": f"Bearer {key}"},
-                          json={"model": "usage-10000000", "messages": [{"role": "user",
-                                                                         "content": "x"}]})
+                          json={"model": "usage-10000000", "max_tokens": 100,
+                                "messages": [{"role": "user", "content": "x"}]})
     assert response.status_code == 200
 
 
