@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from gateway.detect.offline import adaptive, corpus
 from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, load_scorer
 
 FULL_SUITE_THRESHOLD = 0.998843
-"""The full suite's calibrated threshold for window-v2, seed 1007 (bench/adaptive_suite.md)."""
+"""The full suite's calibrated threshold for window-v2, seed 1007 (bench/adaptive_suite.md), before
+coverage lowered it to 0.998423; the campaign tables there were measured at this one. Another
+artifact needs its own (``--threshold``; window-v4's is 0.929310)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--benign", choices=("full", "small", "none"), default="full")
     parser.add_argument("--threshold", type=float, default=FULL_SUITE_THRESHOLD)
     parser.add_argument("--seed", type=int, default=1007)
+    parser.add_argument("--model", default=str(DEFAULT_ARTIFACT), help="artifact JSON")
     args = parser.parse_args(argv)
     started = time.monotonic()
-    artifact = Artifact.load(DEFAULT_ARTIFACT)
+    artifact = Artifact.load(Path(args.model))
     scorer = load_scorer(artifact, "cpu")
     size = adaptive.SIZES["full"]
     pool = corpus.pool("heldout", size.limits)

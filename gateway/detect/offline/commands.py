@@ -35,12 +35,12 @@ def register(commands: Any) -> None:
     train.add_argument("--accounts", type=int, default=30,
                        help="simulated accounts per profile")
     train.add_argument("--epochs", type=int, default=15)
-    train.add_argument("--name", default="window-v2")
+    train.add_argument("--name", default="window-v4")
     train.add_argument("--real", choices=["none", "small", "full"], default="full",
                        help="also train on real-text traffic (train split) at this size and "
                        "calibrate the threshold on real benign calibration traffic (none: the "
                        "simulator alone, threshold from its training accounts); the defaults "
-                       "reproduce the shipped window-v2")
+                       "reproduce window-v4 (measured, not shipped: bench/adaptive_suite.md)")
     train.set_defaults(handler=_train)
 
     export = commands.add_parser("export", help="export trained torch weights to ONNX")

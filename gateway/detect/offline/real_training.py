@@ -27,6 +27,13 @@ from gateway.detect.scoring import Artifact, load_scorer
 TRAIN_COMBOS: Final = ("none", *(e for e in evasions.SINGLE if e != "sybil_split"),
                        "stream+paraphrase", "head_camouflage+paraphrase",
                        "dilute50+human_timing", "completions+chat_params")
+NOT_TAUGHT: Final = frozenset({("distill_cot", "greedy"), ("sybil", "greedy")})
+"""(attack, combination) cells left out of the positives: chain-of-thought on benchmark questions
+decoded at temperature 0 is, request for request, an evaluation harness's first pass (the same
+questions, one format, long answers; bench/adaptive_suite.md, phase 5). Taught as an attack, it
+taught the model to flag harnesses (window-v3: held-out evaluation harnesses flagged 22.5% ->
+50%) for the sake of a harvest that is bounded by the benchmarks' size. Greedy distillation of
+open-ended prompts — what a harness never sends — is taught."""
 
 
 SCALES: Final = {
@@ -44,7 +51,7 @@ def training_sessions(scale: adaptive.Size, seed: int) -> list[Session]:
     pool = corpus.pool("train", scale.limits)
     out = adaptive.benign_population(pool, scale, seed)
     for attack in ATTACK_FNS:
-        for combo in TRAIN_COMBOS:
+        for combo in (c for c in TRAIN_COMBOS if (attack, c) not in NOT_TAUGHT):
             for index in range(scale.operations):
                 out += adaptive.operation(pool, attack, combo, index, scale.requests, seed)
     return out

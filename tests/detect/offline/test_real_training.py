@@ -38,3 +38,15 @@ def test_concatenated_windows_keep_each_session_distinct() -> None:
     assert set(both.session[len(a):].tolist()) == {len(sim) + i for i in set(b.session.tolist())}
     labels = np.array([s.label for s in [*sim, *real]])
     assert np.array_equal(both.labels, labels[both.session].astype(np.float32))
+
+
+def test_greedy_distillation_is_taught_but_not_a_harness_first_pass() -> None:
+    """Temperature 0 on open-ended prompts is an attack the model must learn (window-v2 let it
+    through); chain-of-thought on benchmark questions at temperature 0 is what an evaluation
+    harness sends, and is left out of the positives (real_training.NOT_TAUGHT)."""
+    sessions = real_training.training_sessions(real_training.SCALES["small"], seed=5)
+    cells = {tuple(adaptive.group_of(s.account).split(adaptive.SEP)[:2])
+             for s in sessions if s.label == 1}
+    assert ("distill", "greedy") in cells and ("self_instruct", "greedy") in cells
+    assert ("distill_cot", "greedy") not in cells and ("distill_cot", "none") in cells
+    assert all(cell not in cells for cell in real_training.NOT_TAUGHT)
