@@ -9,9 +9,11 @@ would stack them (:data:`ORDER`): mix in real benign conversations as cover (``d
 that share of the account's requests is benign), pace requests like a person reading and typing
 (``human_timing``), take parameters from real chat clients (``chat_params``), decode greedily
 (``greedy``: temperature 0, one completion a request — deterministic answers are what supervised
-distillation wants, and temperature 0 is what most benign automation sends), stream
-everything (``stream``), put a long real passage before every instruction so the head of the
-prompt — all the features read — is innocent text (``head_camouflage``), and finally spread
+distillation wants, and temperature 0 is what most benign automation sends), cap every answer
+at 32-128 tokens (``short_answers``: many short answers instead of few long ones; the models
+read answer sizes), stream everything (``stream``), put a long real passage before every
+instruction so the head of the prompt — all the features read — is innocent text
+(``head_camouflage``), and finally spread
 the operation over fresh accounts on distinct networks with at most seven requests each, one
 under the first scoring at eight (``sybil_split``).
 """
@@ -38,7 +40,8 @@ from gateway.detect.offline.real_traffic import (
 )
 from gateway.detect.offline.simulate import Session
 
-SINGLE: Final = ("stream", "chat_params", "greedy", "dilute25", "dilute50", "dilute75",
+SINGLE: Final = ("stream", "chat_params", "greedy", "short_answers", "dilute25", "dilute50",
+                 "dilute75",
                  "head_camouflage", "paraphrase", "human_timing", "completions", "sybil_split")
 PAIRS: Final = ("stream+chat_params", "stream+paraphrase", "chat_params+paraphrase",
                 "head_camouflage+stream", "head_camouflage+paraphrase",
@@ -46,7 +49,9 @@ PAIRS: Final = ("stream+chat_params", "stream+paraphrase", "chat_params+paraphra
                 "sybil_split+paraphrase", "sybil_split+human_timing")
 DEFAULT: Final = ("none", *SINGLE, *PAIRS)
 ORDER: Final = ("dilute25", "dilute50", "dilute75", "human_timing", "chat_params", "greedy",
-                "stream", "head_camouflage", "sybil_split")
+                "short_answers", "stream", "head_camouflage", "sybil_split")
+SHORT_ANSWER_TOKENS: Final = (32, 128)
+"""The output cap of ``short_answers``, drawn once per account."""
 WRITING: Final = frozenset({"paraphrase", "completions"})
 SYBIL_MAX_REQUESTS: Final = 7
 SYBIL_MIN_ACCOUNTS: Final = 10
@@ -102,6 +107,11 @@ def _chat_params(g: Gen, s: Session) -> list[Request]:
 
 def _greedy(g: Gen, s: Session) -> list[Request]:
     return [with_params(r, temperature=0.0, n=1) for r in _reqs(s)]
+
+
+def _short_answers(g: Gen, s: Session) -> list[Request]:
+    cap = g.rng.randint(*SHORT_ANSWER_TOKENS)
+    return [with_params(r, max_tokens=min(r.max_tokens or cap, cap)) for r in _reqs(s)]
 
 
 def _head_camouflage(g: Gen, s: Session) -> list[Request]:
@@ -164,6 +174,7 @@ def _sybil_split(g: Gen, sessions: list[Session]) -> list[Session]:
 
 TRANSFORMS: Final[dict[str, Callable[[Gen, list[Session]], list[Session]]]] = {
     "stream": _each(_stream), "chat_params": _each(_chat_params), "greedy": _each(_greedy),
+    "short_answers": _each(_short_answers),
     "head_camouflage": _each(_head_camouflage), "human_timing": _each(_human_timing),
     "dilute25": _each(_dilute(0.25)), "dilute50": _each(_dilute(0.5)),
     "dilute75": _each(_dilute(0.75)), "sybil_split": _sybil_split,
