@@ -1,7 +1,9 @@
 """Logprob caps: checks on a decoded request body before it is forwarded — per-tier caps on
 ``top_logprobs``, ``logit_bias`` (entries, magnitude, and whether it may come with logprobs) and
-``n`` (sequences per request: each prompt of a completions batch generates ``n``), against logit
-stealing (Carlini et al. 2024: logit_bias sweeps plus top-k logprobs recover the logit vector).
+``n`` (sequences per request: each prompt of a completions batch generates ``n``), and
+constrained decoding with logprobs (``bad_words``, grammars, forced tools: allowed where
+``logit_bias`` with logprobs is), against logit stealing (Carlini et al. 2024: logit_bias sweeps
+plus top-k logprobs recover the logit vector).
 A refusal raises an OpenAI-shaped 400 naming the parameter.
 """
 
@@ -14,7 +16,7 @@ from pydantic import BaseModel, Field
 from gateway.auth.principal import Principal
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
-from gateway.proxy.validation import prompt_count
+from gateway.proxy.validation import check_unconstrained, prompt_count
 from gateway.settings import Settings
 
 COMPLETION_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
@@ -60,7 +62,8 @@ class TierCaps:
 
     def _check(self, caps: LogprobCaps, route: str, payload: dict[str, Any]) -> None:
         if route == RESPONSES:
-            self._check_top(payload, "top_logprobs", caps)
+            if self._check_top(payload, "top_logprobs", caps) > 0:
+                self._check_shaping(payload, caps)
             return
         if route not in COMPLETION_ROUTES:
             return
@@ -81,6 +84,15 @@ class TierCaps:
         wants_logprobs = bool(payload.get("logprobs")) or top > 0 if chat else (
             payload.get("logprobs") is not None)
         self._check_bias(payload.get("logit_bias"), caps, wants_logprobs)
+        if wants_logprobs:
+            self._check_shaping(payload, caps)
+
+    @staticmethod
+    def _check_shaping(payload: dict[str, Any], caps: LogprobCaps) -> None:
+        """Logprobs from a constrained distribution are logit differences by another name: the
+        same permission as ``logit_bias`` with logprobs."""
+        if not caps.logit_bias_with_logprobs:
+            check_unconstrained(payload)
 
     @staticmethod
     def _check_top(payload: dict[str, Any], name: str, caps: LogprobCaps) -> int:

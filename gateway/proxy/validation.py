@@ -63,7 +63,8 @@ DENIED_FIELDS = frozenset({
 # before ``bad_words`` / ``stop_token_ids`` / ``min_tokens`` act and returns the chosen token's,
 # and renormalises over a caller-chosen token set under a grammar (``structured_outputs``, the
 # older ``guided_*``, a JSON ``response_format``, a forced tool call) — the logit differences a
-# ``logit_bias`` sweep extracts, by another name. Each is fine alone; with logprobs it is refused.
+# ``logit_bias`` sweep extracts, by another name. Each is fine alone; with logprobs, only tiers
+# allowed ``logit_bias`` with logprobs may send them (:func:`check_unconstrained`).
 CONSTRAINING_FIELDS = frozenset({
     "bad_words", "stop_token_ids", "min_tokens", "structured_outputs", "guided_json",
     "guided_regex", "guided_choice", "guided_grammar", "guided_decoding_backend",
@@ -174,8 +175,6 @@ def validate(route: str, payload: dict[str, Any]) -> RequestParams:
     if bias:
         _check_logit_bias(bias)
     logprobs = _wants_logprobs(route, read)
-    if logprobs:
-        _check_unconstrained(payload)
     if route == RESPONSES and payload.get("background") is True:
         # Answered at once, without usage, while generation goes on with the slot released.
         raise _refused("background")
@@ -301,8 +300,10 @@ def _joined(parts: list[str]) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def _check_unconstrained(payload: dict[str, Any]) -> None:
-    """Refuse logprobs from a constrained distribution (see :data:`CONSTRAINING_FIELDS`)."""
+def check_unconstrained(payload: dict[str, Any]) -> None:
+    """Refuse a request whose logprobs would come from a constrained distribution (see
+    :data:`CONSTRAINING_FIELDS`); the caller decides when logprobs make it matter (the tier's
+    caps: :mod:`gateway.logprobs.caps`)."""
     for name in CONSTRAINING_FIELDS.intersection(payload):
         if payload[name]:  # an empty list, 0 or false constrains nothing
             raise _with_logprobs(name)
@@ -325,7 +326,7 @@ def _free(value: Any, free: frozenset[str | None]) -> bool:
 
 
 def _with_logprobs(name: str) -> GatewayError:
-    return invalid_request(f"'{name}' cannot be combined with logprobs on this gateway.",
+    return invalid_request(f"'{name}' cannot be combined with logprobs for this account's tier.",
                            param=name, code="parameter_not_allowed")
 
 

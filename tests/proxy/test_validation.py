@@ -14,7 +14,6 @@ from gateway.errors import GatewayError
 from gateway.proxy.validation import (
     CHAT,
     COMPLETIONS,
-    CONSTRAINING_FIELDS,
     EMBEDDINGS,
     MAX_DEPTH,
     MAX_PROMPTS,
@@ -230,47 +229,6 @@ def test_oversized_or_mixed_batches_are_refused(prompt: list[Any], code: str) ->
     error = _refusal(COMPLETIONS, {"model": "m", "prompt": prompt})
     assert error.param == "prompt"
     assert code in (error.code, error.type)
-
-
-@pytest.mark.parametrize("field", sorted(CONSTRAINING_FIELDS))
-def test_logprobs_from_a_constrained_distribution_are_refused(field: str) -> None:
-    """Each of these shapes what is sampled after vLLM computed the raw logprobs (or
-    renormalises them over tokens the caller picked): with logprobs, a logit-bias sweep by
-    another name. Alone, each is legitimate."""
-    value: Any = ["x"] if field != "min_tokens" else 5
-    error = _refusal(CHAT, _chat(logprobs=True, top_logprobs=1, **{field: value}))
-    assert (error.param, error.code) == (field, "parameter_not_allowed")
-    validate(CHAT, _chat(**{field: value}))
-    error = _refusal(COMPLETIONS, {"model": "m", "prompt": "p", "logprobs": 1, field: value})
-    assert error.param == field
-
-
-@pytest.mark.parametrize(("fields", "param"), [
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
-     "response_format"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"response_format": {"no": "type"}}, "response_format"),
-    ({"response_format": ["unhashable"]}, "response_format"),
-    ({"tool_choice": "required"}, "tool_choice"),
-    ({"tool_choice": {"type": "function", "function": {"name": "f"}}}, "tool_choice"),
-    ({"tool_choice": ["unhashable"]}, "tool_choice"),
-])
-def test_grammars_and_forced_tools_with_logprobs_are_refused(
-    fields: dict[str, Any], param: str,
-) -> None:
-    assert _refusal(CHAT, _chat(logprobs=True, **fields)).param == param
-    validate(CHAT, _chat(**fields))
-
-
-def test_free_formats_and_tool_choices_keep_their_logprobs() -> None:
-    free: list[dict[str, Any]] = [{"response_format": {"type": "text"}}, {"tool_choice": "auto"},
-                                  {"tool_choice": "none"}, {"bad_words": []}, {"min_tokens": 0}]
-    for fields in free:
-        assert validate(CHAT, _chat(logprobs=True, **fields)).logprobs
-    responses = {"model": "m", "input": "hi", "top_logprobs": 2}
-    validate(RESPONSES, {**responses, "text": {"format": {"type": "text"}}})
-    error = _refusal(RESPONSES, {**responses, "text": {"format": {"type": "json_schema"}}})
-    assert error.param == "text"
 
 
 def test_background_responses_are_refused() -> None:
