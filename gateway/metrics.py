@@ -51,6 +51,11 @@ LATENCY_BUCKETS = (
 )
 RATELIMIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+REDIS_CLUSTER_ERROR_KINDS = (
+    "ClusterDownError", "SlotNotCoveredError", "RedisClusterException", "MovedError", "AskError",
+    "TryAgainError", "ClusterError",
+)
+"""Error kinds only a Redis Cluster raises (alert ``GatewayRedisClusterErrors`` names them)."""
 SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
@@ -178,6 +183,8 @@ class Metrics:
             "Failed or timed-out calls to the shared rate-limit backend (Redis), by error kind.",
             ["kind"], registry=r,
         )
+        for kind in REDIS_CLUSTER_ERROR_KINDS:  # exported at 0: the cluster alert has a series
+            self.ratelimit_backend_errors.labels(kind)
         self.ratelimit_fallback = Gauge(
             "gateway_ratelimit_fallback_active",
             "1 while the shared rate-limit backend is down and the failure mode is in force.",
@@ -346,4 +353,5 @@ def _use_value_class(multiprocess_dir: str | None) -> None:
         values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
-__all__ = ["LATENCY_BUCKETS", "MULTIPROC_ENV", "Children", "Metrics", "forget_dead_workers"]
+__all__ = ["LATENCY_BUCKETS", "MULTIPROC_ENV", "REDIS_CLUSTER_ERROR_KINDS", "Children", "Metrics",
+           "forget_dead_workers"]

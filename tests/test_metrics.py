@@ -3,16 +3,18 @@ import, multiprocess mode decided when they are built, and the factory's app exp
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry, values
 
 from gateway.app import create_app
-from gateway.metrics import MULTIPROC_ENV, Children, Metrics
+from gateway.metrics import MULTIPROC_ENV, REDIS_CLUSTER_ERROR_KINDS, Children, Metrics
 from gateway.settings import Settings
 
 
@@ -142,3 +144,18 @@ def test_a_dead_workers_gauges_leave_the_aggregate_and_its_counters_stay(
     assert rendered(b"gateway_requests_in_flight") in (0, None)
     assert rendered(b'gateway_requests_total{route="/v1/models",status_class="2xx"}') == 1
     monkeypatch.delenv(MULTIPROC_ENV)
+
+
+def test_the_cluster_error_kinds_are_exported_at_zero_and_named_by_their_alert() -> None:
+    """So that the alert has a series to evaluate before the first cluster error (a counter
+    child appears on first use otherwise), and names exactly the kinds counted."""
+    metrics = Metrics(CollectorRegistry())
+    for kind in REDIS_CLUSTER_ERROR_KINDS:
+        assert metrics.registry.get_sample_value(
+            "gateway_ratelimit_backend_errors_total", {"kind": kind}) == 0
+    alerts = yaml.safe_load((Path(__file__).parent.parent / "deploy" / "prometheus"
+                             / "alerts.yml").read_text())
+    [rule] = [r for g in alerts["groups"] for r in g["rules"]
+              if r.get("alert") == "GatewayRedisClusterErrors"]
+    named = re.search(r'kind=~"([^"]+)"', rule["expr"])
+    assert named is not None and set(named.group(1).split("|")) == set(REDIS_CLUSTER_ERROR_KINDS)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from gateway.auth.principal import Principal
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
-from gateway.proxy.validation import check_unconstrained, prompt_count
+from gateway.sampling import check_unconstrained, prompt_count
 from gateway.settings import Settings
 
 COMPLETION_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions"})
@@ -75,7 +75,7 @@ class TierCaps:
         if best_of > caps.max_n:  # completions: sequences generated
             raise refused("best_of", f"'best_of' may be at most {caps.max_n} for this "
                           "account's tier.")
-        prompts = prompt_count(route, payload)
+        prompts = 1 if chat else prompt_count(payload.get("prompt"))
         if prompts * max(n, best_of) > caps.max_n:  # a batch: each prompt generates n
             raise refused("prompt", f"A batch of {prompts} prompts generates "
                           f"{prompts * max(n, best_of)} sequences; at most {caps.max_n} for "

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import GatewayError, invalid_request
+from gateway.sampling import prompt_count
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -36,8 +37,6 @@ MAX_OUTPUT_TOKENS = 1 << 20
 MAX_MODEL_CHARS = 256
 MAX_STOP_SEQUENCES = 4
 MAX_LOGIT_BIAS_ENTRIES = 1024
-MAX_PROMPTS = 128
-"""Prompts in one completions batch (the most ``n`` may be): vLLM takes up to 1,024."""
 TOKEN_ID_MAX = (1 << 31) - 1
 INT64 = (-(1 << 63), (1 << 63) - 1)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -58,20 +57,6 @@ DENIED_FIELDS = frozenset({
 })
 
 
-# Fields that restrict or reshape the distribution a token is drawn from. With logprobs, each
-# returns logprobs the caps never see: vLLM computes a banned token's neighbours' raw logprobs
-# before ``bad_words`` / ``stop_token_ids`` / ``min_tokens`` act and returns the chosen token's,
-# and renormalises over a caller-chosen token set under a grammar (``structured_outputs``, the
-# older ``guided_*``, a JSON ``response_format``, a forced tool call) — the logit differences a
-# ``logit_bias`` sweep extracts, by another name. Each is fine alone; with logprobs, only tiers
-# allowed ``logit_bias`` with logprobs may send them (:func:`check_unconstrained`).
-CONSTRAINING_FIELDS = frozenset({
-    "bad_words", "stop_token_ids", "min_tokens", "structured_outputs", "guided_json",
-    "guided_regex", "guided_choice", "guided_grammar", "guided_decoding_backend",
-    "guided_whitespace_pattern", "structural_tag",
-})
-_FREE_FORMATS = frozenset({None, "text"})
-_FREE_TOOL_CHOICES = frozenset({None, "none", "auto"})
 RENDERED_FIELDS = ("tools", "functions", "documents", "chat_template_kwargs")
 """Request fields a chat template renders into the prompt beside the messages: read as JSON."""
 
@@ -196,7 +181,7 @@ def validate(route: str, payload: dict[str, Any]) -> RequestParams:
         logit_bias_size=len(bias) if bias else 0,
         prompt=prompt_text(route, payload),
         asks_usage=isinstance(options, dict) and options.get("include_usage") is True,
-        sequences=prompt_count(route, payload) * max(read.get("n") or 1, read.get("best_of") or 1),
+        sequences=_prompts(route, payload) * max(read.get("n") or 1, read.get("best_of") or 1),
     )
 
 
@@ -240,22 +225,8 @@ def prompt_text(route: str, payload: dict[str, Any]) -> str:
     return flatten(source)
 
 
-def prompt_count(route: str, payload: dict[str, Any]) -> int:
-    """Prompts in the request: a completions ``prompt`` may be a batch (an array of strings or
-    of token-id arrays), each prompt generating ``n`` choices; 1 everywhere else. A batch is
-    counted, capped at :data:`MAX_PROMPTS` and refused when mixed."""
-    prompt = payload.get("prompt") if route == COMPLETIONS else None
-    if not isinstance(prompt, list) or not prompt:
-        return 1
-    if all(isinstance(p, int) and not isinstance(p, bool) for p in prompt):
-        return 1  # one prompt, as token ids
-    if not (all(isinstance(p, str) for p in prompt) or all(isinstance(p, list) for p in prompt)):
-        raise invalid_request("'prompt' must be a string, an array of strings, an array of "
-                              "token ids or an array of token-id arrays.", param="prompt")
-    if len(prompt) > MAX_PROMPTS:
-        raise invalid_request(f"'prompt' may hold at most {MAX_PROMPTS} prompts.",
-                              param="prompt", code="out_of_range")
-    return len(prompt)
+def _prompts(route: str, payload: dict[str, Any]) -> int:
+    return prompt_count(payload.get("prompt")) if route == COMPLETIONS else 1
 
 
 _TEXT_KEYS = ("text", "content", "tool_calls", "function", "arguments", "output")
@@ -298,36 +269,6 @@ def _as_json(value: Any) -> str:
 
 def _joined(parts: list[str]) -> str:
     return "\n".join(p for p in parts if p)
-
-
-def check_unconstrained(payload: dict[str, Any]) -> None:
-    """Refuse a request whose logprobs would come from a constrained distribution (see
-    :data:`CONSTRAINING_FIELDS`); the caller decides when logprobs make it matter (the tier's
-    caps: :mod:`gateway.logprobs.caps`)."""
-    for name in CONSTRAINING_FIELDS.intersection(payload):
-        if payload[name]:  # an empty list, 0 or false constrains nothing
-            raise _with_logprobs(name)
-    if not _free(payload.get("response_format"), _FREE_FORMATS):
-        raise _with_logprobs("response_format")
-    text = payload.get("text")  # the responses route keeps its format under text.format
-    if isinstance(text, dict) and not _free(text.get("format"), _FREE_FORMATS):
-        raise _with_logprobs("text")
-    if not _free(payload.get("tool_choice"), _FREE_TOOL_CHOICES):
-        raise _with_logprobs("tool_choice")
-
-
-def _free(value: Any, free: frozenset[str | None]) -> bool:
-    """Whether a format or tool choice (a name, or an object with a ``type``) leaves the
-    distribution alone; any other shape counts as constraining."""
-    kind = value.get("type") if isinstance(value, dict) and "type" in value else value
-    if isinstance(value, dict) and value.get("type") == "function":
-        return False  # a named tool forced
-    return kind is None or (isinstance(kind, str) and kind in free)
-
-
-def _with_logprobs(name: str) -> GatewayError:
-    return invalid_request(f"'{name}' cannot be combined with logprobs for this account's tier.",
-                           param=name, code="parameter_not_allowed")
 
 
 def _check(name: str, value: Any, spec: Spec) -> None:

@@ -11,7 +11,7 @@ from gateway.domain.limits import default_tiers
 from gateway.errors import GatewayError
 from gateway.logprobs.caps import build_caps
 from gateway.metrics import Metrics
-from gateway.proxy.validation import CONSTRAINING_FIELDS
+from gateway.sampling import CONSTRAINING_FIELDS
 from gateway.settings import Settings
 
 STANDARD = Principal("key", "acct", "active", "standard", default_tiers()["standard"])

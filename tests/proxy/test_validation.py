@@ -16,14 +16,13 @@ from gateway.proxy.validation import (
     COMPLETIONS,
     EMBEDDINGS,
     MAX_DEPTH,
-    MAX_PROMPTS,
     RESPONSES,
     ROUTE_SPECS,
     check_depth,
     flatten,
-    prompt_count,
     validate,
 )
+from gateway.sampling import MAX_PROMPTS
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -218,7 +217,7 @@ def test_a_completions_batch_reserves_for_every_prompt() -> None:
     ids = validate(COMPLETIONS, {"model": "m", "prompt": [[1, 2], [3], [4]], "best_of": 3})
     assert ids.sequences == 9
     assert validate(COMPLETIONS, {"model": "m", "prompt": [1, 2, 3]}).sequences == 1  # token ids
-    assert prompt_count(CHAT, {"prompt": ["a", "b"]}) == 1  # a chat request has no batch
+    assert validate(CHAT, _chat(prompt=["a", "b"], n=2)).sequences == 2  # chat has no batch
 
 
 @pytest.mark.parametrize(("prompt", "code"), [
