@@ -11,11 +11,12 @@ that share of the account's requests is benign), pace requests like a person rea
 (``greedy``: temperature 0, one completion a request — deterministic answers are what supervised
 distillation wants, and temperature 0 is what most benign automation sends), cap every answer
 at 32-128 tokens (``short_answers``: many short answers instead of few long ones; the models
-read answer sizes), stream everything (``stream``), put a long real passage before every
-instruction so the head of the prompt — all the features read — is innocent text
-(``head_camouflage``), and finally spread
-the operation over fresh accounts on distinct networks with at most seven requests each, one
-under the first scoring at eight (``sybil_split``).
+read answer sizes), send three benign-looking requests the gateway refuses after each real one
+(``refused_padding``: a refusal costs no budget but lands in the window), stream everything
+(``stream``), put a long real passage before every instruction so the head of the prompt — all
+the features read — is innocent text (``head_camouflage``), and finally spread the operation
+over fresh accounts on distinct networks with at most seven requests each, one under the first
+scoring at eight (``sybil_split``).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from gateway.detect.offline.real_traffic import (
 )
 from gateway.detect.offline.simulate import Session
 
-SINGLE: Final = ("stream", "chat_params", "greedy", "short_answers", "dilute25", "dilute50",
-                 "dilute75",
+SINGLE: Final = ("stream", "chat_params", "greedy", "short_answers", "refused_padding",
+                 "dilute25", "dilute50", "dilute75",
                  "head_camouflage", "paraphrase", "human_timing", "completions", "sybil_split")
 PAIRS: Final = ("stream+chat_params", "stream+paraphrase", "chat_params+paraphrase",
                 "head_camouflage+stream", "head_camouflage+paraphrase",
@@ -49,7 +50,9 @@ PAIRS: Final = ("stream+chat_params", "stream+paraphrase", "chat_params+paraphra
                 "sybil_split+paraphrase", "sybil_split+human_timing")
 DEFAULT: Final = ("none", *SINGLE, *PAIRS)
 ORDER: Final = ("dilute25", "dilute50", "dilute75", "human_timing", "chat_params", "greedy",
-                "short_answers", "stream", "head_camouflage", "sybil_split")
+                "short_answers", "refused_padding", "stream", "head_camouflage", "sybil_split")
+REFUSED_PER_REQUEST: Final = 3
+"""Junk requests ``refused_padding`` sends after each real one."""
 SHORT_ANSWER_TOKENS: Final = (32, 128)
 """The output cap of ``short_answers``, drawn once per account."""
 WRITING: Final = frozenset({"paraphrase", "completions"})
@@ -114,6 +117,20 @@ def _short_answers(g: Gen, s: Session) -> list[Request]:
     return [with_params(r, max_tokens=min(r.max_tokens or cap, cap)) for r in _reqs(s)]
 
 
+def _refused_padding(g: Gen, s: Session) -> list[Request]:
+    """After each request, benign-looking ones the gateway refuses (``n`` over the tier's cap):
+    free — a refusal costs no rate-limit budget — yet recorded and observed."""
+    out: list[Request] = []
+    for r in _reqs(s):
+        out.append(r)
+        t = r.ts
+        for _ in range(REFUSED_PER_REQUEST):
+            t += g.rng.uniform(0.05, 0.3)
+            out.append(Request(t, g.take(g.pool.prompts).text, 0, n=64, harvest=False,
+                               status=400))
+    return out
+
+
 def _head_camouflage(g: Gen, s: Session) -> list[Request]:
     return [replace(r, prompt=f"{g.passage(CAMOUFLAGE_CHARS)}\n\n{r.prompt}") for r in _reqs(s)]
 
@@ -174,7 +191,7 @@ def _sybil_split(g: Gen, sessions: list[Session]) -> list[Session]:
 
 TRANSFORMS: Final[dict[str, Callable[[Gen, list[Session]], list[Session]]]] = {
     "stream": _each(_stream), "chat_params": _each(_chat_params), "greedy": _each(_greedy),
-    "short_answers": _each(_short_answers),
+    "short_answers": _each(_short_answers), "refused_padding": _each(_refused_padding),
     "head_camouflage": _each(_head_camouflage), "human_timing": _each(_human_timing),
     "dilute25": _each(_dilute(0.25)), "dilute50": _each(_dilute(0.5)),
     "dilute75": _each(_dilute(0.75)), "sybil_split": _sybil_split,

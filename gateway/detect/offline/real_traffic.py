@@ -51,6 +51,8 @@ class Request(SimRequest):
     harvest: bool = True
     """For an attack account, whether this output is what the extractor is after (False for
     benign requests it mixes in as cover)."""
+    status: int = 200
+    """What the gateway answered: a refused request (400) has no usage and reached no model."""
 
 
 def tokens(text: str) -> int:
@@ -67,13 +69,16 @@ def with_params(req: Request, **changes: object) -> Request:
 
 
 def to_record(session: Session, index: int) -> tuple[RequestRecord, str]:
-    """The request as the gateway records it (status 200, usage from the upstream)."""
+    """The request as the gateway records it (usage from the upstream, none when refused)."""
     req = session.requests[index]
     route = req.route if isinstance(req, Request) else CHAT
+    status = req.status if isinstance(req, Request) else 200
+    answered = status < 400
     record = RequestRecord(
         request_id=f"req_{session.account}_{index}", account_id=session.account, key_id=None,
-        route=route, method="POST", status_code=200, model="real",
-        prompt_tokens=tokens(req.prompt), completion_tokens=req.completion_tokens * req.n,
+        route=route, method="POST", status_code=status, model="real",
+        prompt_tokens=tokens(req.prompt) if answered else None,
+        completion_tokens=req.completion_tokens * req.n if answered else None,
         client_addr=session.client_addr, stream=req.stream, max_tokens=req.max_tokens,
         n=req.n, temperature=req.temperature, logprobs=req.logprobs,
         top_logprobs=req.top_logprobs, logit_bias_size=len(req.logit_bias or {}),
