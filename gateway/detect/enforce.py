@@ -143,12 +143,8 @@ class DbPolicy:
             self.retry_failed()
 
     def retry_failed(self) -> None:
-        """Start again every flag write that failed (and is not running again already)."""
+        """Start again every flag write that failed."""
         for (stage, key), make in list(self._failed.items()):
-            if stage == "flag":
-                if key in self._busy:
-                    continue
-                self._busy.add(key)
             self._spawn(make, stage, key)
 
     async def idle(self) -> None:
@@ -163,10 +159,14 @@ class DbPolicy:
         self.ledger.scored({r.account: r.state.risk for r in results})
         for r in results:
             if r.state.risk >= t.flag and r.account not in self._busy:
-                self._busy.add(r.account)
                 self._spawn(partial(self._escalate, r), "flag", r.account)
 
     async def _escalate(self, r: Scored) -> None:
+        """One escalation per account at a time: a later one (a new scoring, or a retry) while
+        one runs has nothing to add to it."""
+        if r.account in self._busy:
+            return
+        self._busy.add(r.account)
         try:
             await self._escalate_locked(r)
         finally:

@@ -159,7 +159,6 @@ def validate(route: str, payload: dict[str, Any]) -> RequestParams:
     bias = read.get("logit_bias")
     if bias:
         _check_logit_bias(bias)
-    logprobs = _wants_logprobs(route, read)
     if route == RESPONSES and payload.get("background") is True:
         # Answered at once, without usage, while generation goes on with the slot released.
         raise _refused("background")
@@ -176,7 +175,7 @@ def validate(route: str, payload: dict[str, Any]) -> RequestParams:
         n=read.get("n"),
         temperature=_float(read.get("temperature")),
         top_p=_float(read.get("top_p")),
-        logprobs=logprobs,
+        logprobs=_wants_logprobs(route, read),
         top_logprobs=read.get("logprobs") if route == COMPLETIONS else read.get("top_logprobs"),
         logit_bias_size=len(bias) if bias else 0,
         prompt=prompt_text(route, payload),
