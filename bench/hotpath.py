@@ -344,12 +344,12 @@ def drop_gateway(setup: GatewaySetup) -> None:
 
 
 def start_gateway(
-    procs: Processes, name: str, setup: GatewaySetup, upstream_url: str
+    procs: Processes, name: str, setup: GatewaySetup, upstream_url: str, workers: int = 1
 ) -> tuple[Managed, str]:
     port = free_port()
     env = {**setup.env, "GATEWAY_UPSTREAM_URL": f"{upstream_url}/v1"}
     cmd = ["taskset", "-c", PROXY_CORE, gateway_executable(), "serve", "--host", "127.0.0.1",
-           "--port", str(port), "--workers", "1"]
+           "--port", str(port), "--workers", str(workers)]
     managed = procs.start(name, cmd, env)
     url = f"http://127.0.0.1:{port}"
     wait_until_up(managed, f"{url}/healthz", timeout_s=60.0)
@@ -386,6 +386,7 @@ class Options:
     setups: list[str]
     profile_dir: Path | None = None
     profile_tag: str = "profile"
+    workers: int = 1
 
 
 class Bench:
@@ -429,7 +430,8 @@ class Bench:
             return start_nginx_proxy(self.procs, url, workload)
         if setup == "floor":
             return start_passthrough(self.procs, "passthrough_aiohttp", url, workload)
-        return start_gateway(self.procs, f"{setup}-{workload}", self.gateways[setup], url)
+        return start_gateway(self.procs, f"{setup}-{workload}", self.gateways[setup], url,
+                             self.opts.workers)
 
     def _key(self, setup: str) -> str:
         gw = self.gateways.get(setup)
@@ -571,6 +573,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--profile", type=Path, default=None, metavar="DIR",
                    help="py-spy each measured run; flame graphs and summaries into DIR")
     p.add_argument("--profile-tag", default="profile", help="file name prefix (profile)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="gateway worker processes, all on the proxy's core (1): with 2, the "
+                   "CPU per request shows what running two workers costs on top of one")
     a = p.parse_args(argv)
     setups = [s.strip() for s in a.only.split(",") if s.strip()]
     unknown = [s for s in setups if s not in SETUPS]
@@ -579,7 +584,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     workloads: list[Workload] = list(WORKLOADS) if a.workload == "both" else [a.workload]
     return Options(a.duration, max(1, a.repeats), a.warmup,
                    [int(c) for c in a.concurrency.split(",")], workloads,
-                   [s for s in SETUPS if s in setups], a.profile, a.profile_tag)
+                   [s for s in SETUPS if s in setups], a.profile, a.profile_tag, a.workers)
 
 
 def main() -> int:
@@ -596,7 +601,8 @@ def main() -> int:
             bench.run()
         finally:
             procs.stop_all()
-    print(f"\nhot path: wrk -t1 + static nginx upstream on core 0, proxy alone on core 1; "
+    print(f"\nhot path: wrk -t1 + static nginx upstream on core 0, proxy alone on core 1 "
+          f"({opts.workers} gateway worker{'s' if opts.workers > 1 else ''}); "
           f"{opts.repeats} x {opts.duration_s}s per cell (median), {os.cpu_count()} CPUs, "
           f"{time.monotonic() - started:.0f}s total\n")
     for w in opts.workloads:

@@ -31,6 +31,7 @@ from gateway.auth.cache import KeyCache
 from gateway.auth.lookup import database_loader
 from gateway.detect.service import Detector, build_detector
 from gateway.domain.keys import hash_key
+from gateway.heap import settle_heap
 from gateway.logprobs.caps import RequestCaps, build_caps
 from gateway.logprobs.shaping import ResponseShaper, build_shaper
 from gateway.metrics import Metrics
@@ -177,9 +178,16 @@ class GatewayApp:
             await self.api(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> GatewayApp:
+def create_served_app() -> GatewayApp:
+    """The app ``gateway serve`` runs, one per worker process: its heap is settled once it has
+    started (:func:`gateway.heap.settle_heap`)."""
+    return create_app(settle=True)
+
+
+def create_app(settings: Settings | None = None, *, settle: bool = False) -> GatewayApp:
     """The composition root: builds the app's one :class:`Metrics` (on a registry of its own,
-    so that each app built in a process counts for itself) and hands it to every part."""
+    so that each app built in a process counts for itself) and hands it to every part.
+    ``settle``: freeze the start-up heap out of the garbage collector (serving processes only)."""
     settings = settings or Settings()
     runtime = Runtime(settings, Metrics.for_process())
     proxy = ProxyApp(
@@ -188,15 +196,17 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         shaper=runtime.shaper, caps=runtime.caps, signer=runtime.signer,
         metrics=runtime.metrics,
     )
-    return GatewayApp(runtime, proxy, _create_api(runtime))
+    return GatewayApp(runtime, proxy, _create_api(runtime, settle))
 
 
-def _create_api(runtime: Runtime) -> FastAPI:
+def _create_api(runtime: Runtime, settle: bool) -> FastAPI:
     suspects = SuspectJobs()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        if settle:
+            log.info("start-up heap frozen: %d objects", settle_heap())
         try:
             yield
         finally:

@@ -146,7 +146,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     uvicorn.run(
-        "gateway.app:create_app", factory=True, host=args.host, port=args.port,
+        "gateway.app:create_served_app", factory=True, host=args.host, port=args.port,
         workers=args.workers, **_uvicorn_options(),
     )
     return 0
