@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     detection_min_requests: int | None = Field(default=None, ge=2)
     detection_score_every: int | None = Field(default=None, ge=1)
     detection_max_batch: int = Field(default=256, ge=1)
-    detection_max_wait_ms: float = Field(default=5.0, ge=0)
+    detection_max_wait_ms: float = Field(default=50.0, ge=0)
     detection_queue_max: int = Field(default=50_000, ge=1)
     detection_min_score_interval_s: float = Field(default=0.05, ge=0)
     detection_risk_half_life_s: float = Field(default=3 * 86400.0, gt=0)

@@ -56,7 +56,7 @@ class DetectionEngineConfig:
     min_requests: int = 8
     score_every: int = 4
     max_batch: int = 256
-    max_wait_s: float = 0.005
+    max_wait_s: float = 0.05
     queue_max: int = 50_000
     min_score_interval_s: float = 0.05
     half_life_s: float = 3 * 86400.0
