@@ -42,6 +42,7 @@ import torch
 
 from bench.watermark.radioactivity import kgw_sampler, student_base
 from bench.watermark.watermark_support import finetune, generate, load, multinomial, prompts
+from gateway.domain.cohorts import COHORT_PREFIX, cohort_identity
 from gateway.modelserver.config import DEFAULT_MODEL_DIR
 from gateway.modelserver.train_tiny import corpus_tokens
 from gateway.suspect.candidates import Candidates, build_candidates
@@ -135,11 +136,15 @@ class TrigramStudent:
 
 
 def harvest(teacher: Any, args: argparse.Namespace, config: WatermarkConfig,
-            keys: list[tuple[int, int]]) -> tuple[Texts, Texts, Texts]:
-    """(prompts, watermarked answers, plain answers); cached."""
+            keys: list[tuple[int, int]], cohort_key: tuple[int, int] | None = None,
+            ) -> tuple[Texts, Texts, Texts]:
+    """(prompts, watermarked answers, plain answers); cached. With ``cohort_key``, the last
+    ``--cohort-share`` of each account's texts are served under it (the gateway's cohort key,
+    once a campaign flag has named the accounts)."""
     asked = prompts(args.samples, seed=args.seed)
+    cohort = f"-cohort{args.cohort_share}" if cohort_key is not None else ""
     cache = Path(args.cache_dir) / (f"harvest-{args.kind}-{len(keys)}-{args.samples}-"
-                                    f"{args.length}-{config.width}-{args.seed}.npz")
+                                    f"{args.length}-{config.width}-{args.seed}{cohort}.npz")
     if cache.exists():
         saved = np.load(cache)
         return asked, saved["marked"].tolist(), saved["plain"].tolist()
@@ -148,8 +153,11 @@ def harvest(teacher: Any, args: argparse.Namespace, config: WatermarkConfig,
     marked: list[list[int]] = []
     for i, key in enumerate(keys):
         part = asked[i * share:(i + 1) * share]
-        marked += generate(teacher, part, args.length, kgw_sampler(config, key, vocab),
-                           seed=1 + i, batch=256)
+        cut = len(part) - (round(len(part) * args.cohort_share) if cohort_key else 0)
+        for chunk, served in ((part[:cut], key), (part[cut:], cohort_key)):
+            if chunk and served is not None:
+                marked += generate(teacher, chunk, args.length,
+                                   kgw_sampler(config, served, vocab), seed=1 + i, batch=256)
     plain = generate(teacher, asked, args.length, multinomial, seed=1, batch=256)
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, marked=np.array(marked), plain=np.array(plain))
@@ -163,8 +171,9 @@ def student(base: Any, asked: list[list[int]], data: list[list[int]], name: str,
         if args.student == "trigram-mixed":  # the harvest diluted in --pretrain-bytes of docs
             texts.append(corpus_tokens(args.pretrain_bytes).tolist())
         return TrigramStudent(texts, 257)
+    cohort = f"-cohort{args.cohort_share}" if args.cohort_share else ""
     path = Path(args.cache_dir) / (f"student-{name}-{args.kind}-{args.samples}-{args.length}-"
-                                   f"{args.pretrain_steps}-{args.steps}-{args.seed}.pt")
+                                   f"{args.pretrain_steps}-{args.steps}-{args.seed}{cohort}.pt")
     model = copy.deepcopy(base)
     if path.exists():
         model.load_state_dict(torch.load(path))
@@ -264,6 +273,9 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=2)
     parser.add_argument("--min-counts", type=lambda v: [int(m) for m in v.split(",")],
                         default=[1, 4], help="views (gateway suspect --min-counts)")
+    parser.add_argument("--cohort-share", type=float, default=0.0,
+                        help="campaign: the share of each account's harvest served under the "
+                        "campaign's cohort key (after its flag); the cohort is a candidate too")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default="/tmp/suspect-bench-cache")
     parser.add_argument("--json", dest="json_out", default="")
@@ -274,8 +286,12 @@ def main() -> None:
     accounts = [f"acct-{i:05d}" for i in range(args.accounts)]
     owners = ([accounts[args.accounts // 3]] if args.kind == "single"
               else accounts[args.accounts // 3: args.accounts // 3 + args.campaign])
+    cohort = cohort_identity("bench") if args.kind == "campaign" and args.cohort_share else None
+    if cohort is not None:
+        accounts.append(cohort)
     teacher = load(Path(args.teacher))
-    asked, marked, plain = harvest(teacher, args, config, [derive_key(SECRET, o) for o in owners])
+    asked, marked, plain = harvest(teacher, args, config, [derive_key(SECRET, o) for o in owners],
+                                   derive_key(SECRET, cohort) if cohort is not None else None)
     tokens = sum(len(t) for t in marked)
     print(f"harvest: {args.kind} ({len(owners)} account(s)), {len(marked)} texts, {tokens} "
           f"tokens; {time.perf_counter() - began:.0f} s", flush=True)
@@ -318,7 +334,8 @@ def run_all(args: argparse.Namespace, config: WatermarkConfig, accounts: list[st
                                  f"10^{lk.best[0].log10_p_corrected:.2f}", flush=True)))
     top = result.best[0]
     named = {"owner" if h.name in owners else ("campaign group" if h.kind == "group" else
-             h.name) for h in result.attributed}
+             "cohort" if h.name.startswith(COHORT_PREFIX) else h.name)
+             for h in result.attributed}
     summary: dict[str, Any] = {
         "kind": args.kind, "student": args.student, "min_counts": args.min_counts,
         "pretrain_steps": args.pretrain_steps,
@@ -326,7 +343,9 @@ def run_all(args: argparse.Namespace, config: WatermarkConfig, accounts: list[st
         "harvested_tokens": args.samples * args.length, "accounts": args.accounts,
         "verdict": result.verdict, "attributed": sorted(named), "queries": result.queries,
         "tokens_sampled": result.tokens, "pairs": result.pairs,
-        "best": {"kind": top.kind, "is_harvester": top.name in owners or top.kind == "group",
+        "cohort_share": args.cohort_share,
+        "best": {"kind": top.kind, "is_harvester": (top.name in owners or top.kind == "group"
+                                                    or top.name.startswith(COHORT_PREFIX)),
                  "green_fraction": top.green_fraction, "min_count": top.min_count,
                  "log10_p_corrected": top.log10_p_corrected},
         "max_looks": result.max_looks, "alpha": args.alpha}

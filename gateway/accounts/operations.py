@@ -9,11 +9,12 @@ so a change that rolls back notifies nobody and a notification never precedes it
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.domain.limits import LIMIT_NAMES
@@ -153,6 +154,40 @@ class AccountChanges:
         if STATUS_AFTER[action] is not None:
             self.changed_accounts.append(account.id)
         return record
+
+    async def join_cohort(self, account_ids: Sequence[str], identity: str, *,
+                          reason: str) -> list[str]:
+        """Serve ``account_ids`` under the watermark ``identity`` (a flagged campaign's cohort,
+        :mod:`gateway.domain.cohorts`) from now on; the accounts changed. An account already
+        served under another identity keeps it: its outputs so far carry that key, and a second
+        campaign naming it must not split its evidence."""
+        joined = list((await self.session.scalars(
+            select(Account.id).where(Account.id.in_(list(dict.fromkeys(account_ids))),
+                                     Account.watermark_identity.is_(None)))).all())
+        if not joined:
+            return []
+        await self.session.execute(update(Account).where(Account.id.in_(joined))
+                                   .values(watermark_identity=identity))
+        await self.audit("watermark.cohort_join", target_type="watermark", target_id=identity,
+                         reason=reason, details={"account_ids": joined[:100],
+                                                 "accounts": len(joined)})
+        self.changed_accounts.extend(joined)
+        return joined
+
+    async def leave_cohort(self, identity: str, *, reason: str) -> list[str]:
+        """Serve every account of the cohort ``identity`` under its own key again (its campaign
+        flag was dismissed); the accounts changed."""
+        members = list((await self.session.scalars(
+            select(Account.id).where(Account.watermark_identity == identity))).all())
+        if not members:
+            return []
+        await self.session.execute(update(Account).where(Account.id.in_(members))
+                                   .values(watermark_identity=None))
+        await self.audit("watermark.cohort_leave", target_type="watermark", target_id=identity,
+                         reason=reason, details={"account_ids": members[:100],
+                                                 "accounts": len(members)})
+        self.changed_accounts.extend(members)
+        return members
 
     async def create_key(
         self, account_id: str, *, reason: str | None = None

@@ -30,6 +30,7 @@ from gateway.admin.schemas import (
 )
 from gateway.auth.admin_tokens import Actor
 from gateway.detect.ledger import RiskLedger
+from gateway.domain.cohorts import cohort_identity
 from gateway.errors import GatewayError, invalid_request
 from gateway.store import flags as store
 from gateway.store import repository as repo
@@ -147,7 +148,8 @@ def create_flags_router(deps: AdminDeps) -> APIRouter:
     @router.post("/flags/{flag_id}/review", response_model=FlagOut)
     async def review_flag(flag_id: FlagId, body: Review, actor: Actor = reviewer) -> FlagOut:
         """Confirm or dismiss an open flag (reviewer). Dismissal lowers the risk score of the
-        accounts it covers; the same evidence is not flagged again."""
+        accounts it covers; the same evidence is not flagged again. Dismissing a campaign
+        serves its accounts under their own watermark keys again."""
         async with operations.begin(actor) as changes:
             session = changes.session
             flag = await store.get_flag(session, flag_id, for_update=True)
@@ -160,6 +162,9 @@ def create_flags_router(deps: AdminDeps) -> APIRouter:
             await changes.audit(
                 f"flag.{body.decision}", target_type="flag", target_id=flag.id, reason=body.note,
                 details={"account_ids": flag.account_ids[:100], "kind": flag.kind})
+            if flag.kind == "campaign" and body.decision == "dismiss":
+                await changes.leave_cohort(cohort_identity(flag.id),
+                                           reason=f"campaign flag {flag.id} dismissed")
             reviewed = FlagOut.model_validate(flag)
             accounts = list(flag.account_ids)
         if body.decision == "dismiss":

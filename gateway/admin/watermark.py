@@ -11,12 +11,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from sqlalchemy import select
 
 from gateway.admin.deps import AdminDeps, require_role
 from gateway.admin.schemas import JSON_INTEGER, AnyText, ErrorResponse
 from gateway.auth.admin_tokens import Actor
-from gateway.store.models import Account
+from gateway.store.flags import attributed, watermark_identities
 from gateway.watermark.service import AttributionService, text_token_ids
 
 MAX_TOKENS = 100_000
@@ -48,7 +47,14 @@ class DetectResponse(BaseModel):
     watermarked: bool
     p_value: float = Field(description="Corrected for the number of keys tested.")
     tokens_scored: int = Field(description="Distinct (context, token) pairs scored.")
-    account_id: str | None
+    account_id: str | None = Field(description="The account whose key marks the text (for a "
+                                   "cohort: its campaign flag's first account); null when not "
+                                   "attributable.")
+    account_ids: list[str] = Field(description="Every account the key was served to: the one "
+                                   "account, or a flagged campaign's whole cohort.")
+    cohort: str | None = Field(description="``cohort:<flag id>`` when the key is a flagged "
+                               "campaign's, whose accounts were served under one key from the "
+                               "flag on; else null.")
     score: float = Field(description="z-score of the best key's green count.")
     accounts_tested: int
 
@@ -63,7 +69,7 @@ def create_watermark_router(deps: AdminDeps) -> APIRouter:
     async def detect(body: DetectRequest, _: Actor = viewer) -> DetectResponse:
         """Does the text carry our watermark, and whose account's key?"""
         async with deps.sessions() as session:
-            ids = list((await session.scalars(select(Account.id).order_by(Account.id))).all())
+            ids = await watermark_identities(session)
         tokens = body.token_ids if body.token_ids is not None else text_token_ids(body.text or "")
         try:
             result = await asyncio.to_thread(service.attribute, tokens, ids)
@@ -72,10 +78,13 @@ def create_watermark_router(deps: AdminDeps) -> APIRouter:
             raise
         detections.labels(
             "attributed" if result.watermarked else "not_watermarked").inc()
+        async with deps.sessions() as session:
+            who = await attributed(session, result.account_id)
         return DetectResponse(
             watermarked=result.watermarked, p_value=result.p_value,
-            tokens_scored=result.tokens_scored, account_id=result.account_id,
-            score=result.score, accounts_tested=len(ids),
+            tokens_scored=result.tokens_scored, account_id=who.account_id,
+            account_ids=who.account_ids, cohort=who.cohort, score=result.score,
+            accounts_tested=len(ids),
         )
 
     return router

@@ -23,7 +23,8 @@ def database_loader(sessions: async_sessionmaker[AsyncSession], settings: Settin
         key, account = found
         tier, limits = effective_limits(settings.tiers, account.tier, account.status,
                                         account.limits)
-        return Principal(key.id, account.id, account.status, tier, limits)
+        return Principal(key.id, account.id, account.status, tier, limits,
+                         account.watermark_identity)
 
     return load
 

@@ -16,10 +16,17 @@ class Principal:
     status: str
     tier: str
     limits: TierLimits
+    cohort: str | None = None
+    """The watermark identity of the flagged campaign the account belongs to, if any."""
 
     @property
     def blocked(self) -> bool:
         return self.status in BLOCKED_STATUSES
+
+    @property
+    def watermark_identity(self) -> str:
+        """Whose key watermarks this caller's outputs: its cohort's, else its own."""
+        return self.cohort or self.account_id
 
 
 def effective_limits(

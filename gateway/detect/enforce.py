@@ -43,6 +43,7 @@ from gateway.detect.campaign import Campaign
 from gateway.detect.ledger import RiskLedger
 from gateway.detect.risk import DISMISS_FACTOR
 from gateway.detect.runtime import Scored
+from gateway.domain.cohorts import cohort_identity
 from gateway.metrics import Metrics
 from gateway.store import flags as flag_store
 from gateway.store import repository as repo
@@ -233,7 +234,8 @@ class DbPolicy:
         for c in found:
             windows = await self.evidence.windows(c.accounts[:5])
             sample = [it.request_id for items in windows.values() for it in items[-2:]]
-            async with self.sessions.begin() as session:
+            async with self.operations.begin(DETECTOR) as changes:
+                session = changes.session
                 known = [a for a in c.accounts if await repo.get_account(session, a) is not None]
                 if len(known) < 2:
                     continue
@@ -248,6 +250,8 @@ class DbPolicy:
                         match.score = round(max(match.score, c.score), 4)
                         if grown:  # the cluster grew: describe it as it is now
                             match.reasons = list(c.reasons)
+                            await changes.join_cohort(known, cohort_identity(match.id),
+                                                      reason=f"campaign flag {match.id} grew")
                     continue
                 flag = await flag_store.create_flag(
                     session, kind="campaign", account_ids=known, score=round(c.score, 4),
@@ -257,4 +261,6 @@ class DbPolicy:
                     session, actor=ACTOR, role=ROLE, action="flag.create", target_type="flag",
                     target_id=flag.id, reason="; ".join(c.reasons)[:2000],
                     details={"account_ids": known[:100], "kind": "campaign"})
+                await changes.join_cohort(known, cohort_identity(flag.id),
+                                          reason=f"campaign flag {flag.id}")
                 self.metrics.detect_flags.labels("campaign").inc()

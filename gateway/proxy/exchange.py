@@ -38,6 +38,7 @@ class Exchange:
     prompt_tokens: int = 0  # the gateway's own count, for charging a stream cut short
     events_relayed: int = 0  # SSE events sent to the client
     shaping: ShapingSession | None = None
+    watermark_identity: str | None = None  # whose key the upstream watermarks the answer with
 
     async def fail(self, error: GatewayError) -> None:
         """Answer with ``error``; once a stream has started, as a final SSE error event."""

@@ -135,6 +135,7 @@ class ProxyApp:
         ex.route = route_label(path)
         principal = await self._authenticate(scope["headers"])
         record = ex.record = self._new_record(ex, principal)
+        ex.watermark_identity = principal.watermark_identity
         if principal.blocked:
             raise account_blocked(principal.status)
         method = scope["method"]
@@ -182,7 +183,7 @@ class ProxyApp:
         stamped = self._vllm is not None and self._vllm.applies(path)
         if stamped:  # validation refused any client xargs: these are the gateway's alone
             assert self._vllm is not None
-            self._vllm.stamp(payload, principal.account_id, ex.request_id)
+            self._vllm.stamp(payload, principal.watermark_identity, ex.request_id)
         max_tokens = params.max_tokens
         capped = max_tokens is None and path in OUTPUT_CAP_FIELD
         if capped:  # what is reserved is what may be generated
@@ -295,9 +296,9 @@ class ProxyApp:
         headers = upstream_headers(
             scope["headers"], self._upstream_key, ex.request_id, client_addr
         )
-        if record is not None and record.account_id:
+        if ex.watermark_identity:
             signed = self._signer.headers(
-                record.account_id, ex.request_id, scope["method"], url.raw_path_qs, body
+                ex.watermark_identity, ex.request_id, scope["method"], url.raw_path_qs, body
             )
             for name, value in signed:
                 headers[name] = value

@@ -7,11 +7,13 @@ flush (the caller owns the transaction); lists are newest first with an opaque c
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.domain.cohorts import COHORT_PREFIX, cohort_identity, is_cohort
 from gateway.domain.keys import new_id
 from gateway.records import utcnow
 from gateway.store import repository as repo
@@ -67,6 +69,45 @@ async def latest_flag(session: AsyncSession, account_id: str, *, kind: str = "ac
 async def campaign_flags(session: AsyncSession, statuses: Sequence[str]) -> list[Flag]:
     query = select(Flag).where(Flag.kind == "campaign", Flag.status.in_(statuses))
     return list((await session.scalars(query.order_by(Flag.created_at.desc()).limit(500))).all())
+
+
+async def watermark_identities(session: AsyncSession) -> list[str]:
+    """Every identity outputs may have been watermarked under: each account's own, and the
+    cohort of every campaign ever flagged (its accounts were served under it while the flag
+    stood, :mod:`gateway.domain.cohorts`)."""
+    ids = (await session.scalars(select(Account.id).order_by(Account.id))).all()
+    campaigns = (await session.scalars(
+        select(Flag.id).where(Flag.kind == "campaign").order_by(Flag.id))).all()
+    return [*ids, *(cohort_identity(f) for f in campaigns)]
+
+
+@dataclass(frozen=True, slots=True)
+class Attributed:
+    """Who a watermark identity names: one account, or a flagged campaign's cohort, reported as
+    a campaign flag is (``account_id`` its first account, ``account_ids`` all of them)."""
+
+    account_id: str | None
+    account_ids: list[str]
+    cohort: str | None = None
+
+
+def attributed_directly(identity: str | None) -> Attributed | None:
+    """Who ``identity`` names when that needs no database (nobody, or one account); None for a
+    cohort, whose accounts are its campaign flag's."""
+    if identity is None:
+        return Attributed(None, [])
+    return None if is_cohort(identity) else Attributed(identity, [identity])
+
+
+async def attributed(session: AsyncSession, identity: str | None) -> Attributed:
+    """The accounts behind ``identity`` (an account id or ``cohort:<flag id>``; None: nobody)."""
+    direct = attributed_directly(identity)
+    if direct is not None:
+        return direct
+    assert identity is not None
+    flag = await session.get(Flag, identity.removeprefix(COHORT_PREFIX))
+    members = list(flag.account_ids) if flag is not None else []
+    return Attributed(members[0] if members else None, members, identity)
 
 
 async def list_flags(

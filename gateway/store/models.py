@@ -39,6 +39,9 @@ class Account(Base):
     risk_score: Mapped[float] = mapped_column(Float, default=0.0, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    watermark_identity: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    """Served under this watermark identity instead of ``id`` (a flagged campaign's cohort:
+    :mod:`gateway.domain.cohorts`); None: its own."""
 
 
 class ApiKey(Base):

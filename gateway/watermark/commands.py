@@ -31,21 +31,36 @@ def _detect(args: argparse.Namespace) -> int:
     raw = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
     tokens = [int(t) for t in json.loads(raw)] if args.token_ids else text_token_ids(raw)
     settings = Settings(mode=os.environ.get("GATEWAY_MODE", "local"))
-    accounts = args.account or asyncio.run(_account_ids(settings))
+    accounts = args.account or asyncio.run(_identities(settings))
     result = AttributionService(settings).attribute(tokens, accounts)
-    print(json.dumps({**asdict(result), "accounts_tested": len(accounts)}))
+    who = asyncio.run(_attributed(settings, result.account_id))
+    print(json.dumps({**asdict(result), **asdict(who), "accounts_tested": len(accounts)}))
     return 0 if result.watermarked else 1
 
 
-async def _account_ids(settings: Any) -> list[str]:
-    from sqlalchemy import select
-
+async def _identities(settings: Any) -> list[str]:
+    """Every account's identity and every flagged campaign's cohort."""
     from gateway.store.db import create_engine, session_factory
-    from gateway.store.models import Account
+    from gateway.store.flags import watermark_identities
 
     engine = create_engine(settings.async_database_url)
     try:
         async with session_factory(engine)() as session:
-            return list((await session.scalars(select(Account.id).order_by(Account.id))).all())
+            return await watermark_identities(session)
+    finally:
+        await engine.dispose()
+
+
+async def _attributed(settings: Any, identity: str | None) -> Any:
+    from gateway.store.db import create_engine, session_factory
+    from gateway.store.flags import attributed, attributed_directly
+
+    direct = attributed_directly(identity)
+    if direct is not None:
+        return direct
+    engine = create_engine(settings.async_database_url)
+    try:
+        async with session_factory(engine)() as session:
+            return await attributed(session, identity)
     finally:
         await engine.dispose()

@@ -132,3 +132,28 @@ async def test_confirm_keeps_risk(
     async with sessions() as session:
         acct = await session.get(Account, accounts[0])
         assert acct is not None and acct.risk_score == 0.8
+
+
+async def test_dismissing_a_campaign_serves_its_accounts_under_their_own_keys_again(
+        api: httpx.AsyncClient, sessions: async_sessionmaker[AsyncSession]) -> None:
+    dismissed, members = await _flag(sessions, kind="campaign", members=2)
+    confirmed, others = await _flag(sessions, kind="campaign", members=2)
+    async with sessions.begin() as session:  # as the detector left them when it flagged
+        for flag_id, accounts in ((dismissed, members), (confirmed, others)):
+            for account in accounts:
+                row = await session.get(Account, account)
+                assert row is not None
+                row.watermark_identity = f"cohort:{flag_id}"
+    for flag_id, decision in ((dismissed, "dismiss"), (confirmed, "confirm")):
+        done = await api.post(f"/flags/{flag_id}/review", json={"decision": decision},
+                              headers=REVIEWER)
+        assert done.status_code == 200
+    async with sessions() as session:
+        identities = {a.id: a.watermark_identity for a in (await session.scalars(
+            select(Account).where(Account.id.in_([*members, *others])))).all()}
+        left = (await session.scalars(select(AuditEntry).where(
+            AuditEntry.action == "watermark.cohort_leave"))).all()
+    assert identities == {**dict.fromkeys(members), **dict.fromkeys(
+        others, f"cohort:{confirmed}")}
+    assert [(e.actor, e.target_id, sorted(e.details["account_ids"])) for e in left] == [
+        ("rita-reviewer", f"cohort:{dismissed}", sorted(members))]

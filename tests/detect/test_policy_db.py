@@ -167,6 +167,47 @@ async def test_campaign_flag_lists_every_account_once(
         assert sorted(flagged) == sorted(accounts)
 
 
+async def _identities(sessions: async_sessionmaker[AsyncSession],
+                      accounts: Sequence[str]) -> list[str | None]:
+    async with sessions() as session:
+        return [(await session.get(Account, a)).watermark_identity  # type: ignore[union-attr]
+                for a in accounts]
+
+
+async def test_a_campaign_flag_serves_its_accounts_under_one_cohort_key_from_then_on(
+        sessions: async_sessionmaker[AsyncSession]) -> None:
+    """A smooth student of ten accounts' harvests averages ten keys away; one cohort key from
+    the flag on leaves it one key to learn. New members join; a member of an earlier campaign
+    keeps that campaign's key (its outputs so far carry it); the key cache hears of each."""
+    accounts = [await _account(sessions) for _ in range(6)]
+    changed: list[str] = []
+    policy, _ = _policy(sessions, changed)
+    await policy.on_campaigns([Campaign(accounts[:2], 0.4, ["2 accounts, one template"])])
+    await policy.idle()
+    async with sessions() as session:
+        first = (await flag_store.list_flags(session, kind="campaign")).items[0]
+    assert await _identities(sessions, accounts[:2]) == [f"cohort:{first.id}"] * 2
+    assert sorted(changed) == sorted(accounts[:2])
+
+    await policy.on_campaigns([Campaign(accounts[2:5], 0.5, ["3 accounts, one template"])])
+    await policy.idle()
+    await policy.on_campaigns([Campaign([*accounts[2:5], accounts[5], accounts[0]], 0.6,
+                                        ["5 accounts, one template"])])
+    await policy.idle()
+    async with sessions() as session:
+        second = next(f for f in (await flag_store.list_flags(session, kind="campaign")).items
+                      if f.id != first.id)
+        audit = (await session.scalars(select(AuditEntry).where(
+            AuditEntry.action == "watermark.cohort_join"))).all()
+    assert await _identities(sessions, accounts) == [
+        f"cohort:{first.id}", f"cohort:{first.id}", *[f"cohort:{second.id}"] * 4]
+    assert sorted(changed) == sorted(accounts)  # accounts[0] stayed: not told twice
+    joins = sorted((e.target_id, e.actor, sorted(e.details["account_ids"])) for e in audit)
+    assert joins == sorted([(f"cohort:{first.id}", "detector", sorted(accounts[:2])),
+                            (f"cohort:{second.id}", "detector", sorted(accounts[2:5])),
+                            (f"cohort:{second.id}", "detector", [accounts[5]])])
+
+
 @pytest.mark.integration  # its own PostgreSQL database, behind a proxy it cuts
 async def test_a_flag_that_meets_a_database_outage_is_written_when_it_ends(
         tmp_path: Path) -> None:

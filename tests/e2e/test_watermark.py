@@ -3,6 +3,7 @@ text, the admin API attributes it, and the logit-stealing defences hold (Carlini
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import subprocess
 import sys
@@ -16,7 +17,12 @@ import pytest
 from openai import BadRequestError, OpenAI
 
 from bench.watermark.carlini_attack import attack, openai_query
+from gateway.accounts.operations import AccountOperations
+from gateway.detect.enforce import DETECTOR
+from gateway.domain.cohorts import cohort_identity
 from gateway.modelserver.server import create_model_server_app
+from gateway.store import flags as flag_store
+from gateway.store.db import create_engine, session_factory
 from gateway.upstream_identity.signature import sign
 from tests.e2e.conftest import ADMIN_TOKEN, WATERMARK_SECRET, Stack, StackFactory
 from tests.modelserver.conftest import TOY_HIDDEN, make_toy_model, toy_config
@@ -62,6 +68,44 @@ def test_generations_through_the_gateway_are_attributed_to_their_account(
     assert found["p_value"] < 1e-6 and found["tokens_scored"] > 100
     assert detect(wm_stack.base, text="plain words written by a person, " * 8)[
         "account_id"] is None
+
+
+async def _flag_campaign(database_url: str, accounts: list[str]) -> str:
+    """What the detector's policy does when it flags a campaign: the flag, and its cohort."""
+    engine = create_engine(database_url)
+    try:
+        async with AccountOperations(session_factory(engine)).begin(DETECTOR) as changes:
+            flag = await flag_store.create_flag(
+                changes.session, kind="campaign", account_ids=accounts, score=0.9,
+                model_version="e2e", reasons=["accounts alike"], evidence={})
+            await changes.join_cohort(accounts, cohort_identity(flag.id), reason="e2e")
+        return flag.id
+    finally:
+        await engine.dispose()
+
+
+def test_a_flagged_campaign_is_watermarked_as_one_cohort_until_it_is_dismissed(
+        wm_stack: Stack) -> None:
+    members = [wm_stack.new_account(f"sybil-{i}") for i in range(2)]
+    flag_id = asyncio.run(_flag_campaign(wm_stack.app.runtime.settings.async_database_url,
+                                         [a for a, _ in members]))
+    (first, first_key), (_, second_key) = members
+
+    def generate(key: str) -> str:
+        reply = wm_stack.client(key).completions.create(
+            model="m", prompt="The", max_tokens=250, temperature=1.0)
+        return reply.choices[0].text
+
+    ids = [a for a, _ in members]
+    for key in (first_key, second_key):
+        found = detect(wm_stack.base, text=generate(key))
+        assert found["cohort"] == f"cohort:{flag_id}" and found["p_value"] < 1e-6
+        assert found["account_id"] == ids[0] and found["account_ids"] == ids  # as its flag
+    with wm_stack.admin() as admin:
+        review = admin.post(f"/admin/v1/flags/{flag_id}/review", json={"decision": "dismiss"})
+        assert review.status_code == 200, review.text
+    found = detect(wm_stack.base, text=generate(first_key))
+    assert (found["account_id"], found["account_ids"], found["cohort"]) == (first, [first], None)
 
 
 def test_policy_refusals_name_the_parameter(wm_stack: Stack) -> None:

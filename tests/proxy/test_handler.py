@@ -30,10 +30,12 @@ from gateway.proxy.upstream import UpstreamClient
 from gateway.ratelimit.limiter import Admission
 from gateway.records import RequestRecord
 from gateway.settings import Settings
+from gateway.upstream_identity.xargs_tag import ACCOUNT
 
 API_KEY = "sk-gw-" + "k" * 40
 BLOCKED_KEY = "sk-gw-" + "b" * 40
 UNVERIFIABLE_KEY = "sk-gw-" + "u" * 40
+COHORT_KEY = "sk-gw-" + "c" * 40  # an account of a flagged campaign
 USAGE = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
 CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hello"}],
                         "max_tokens": 20}
@@ -127,9 +129,9 @@ class Proxy:
                                       headers={"Authorization": f"Bearer {key}"})
 
 
-def principal(account_id: str, status: str = "active") -> Principal:
+def principal(account_id: str, status: str = "active", cohort: str | None = None) -> Principal:
     return Principal(key_id=f"key_{account_id}", account_id=account_id, status=status,
-                     tier="standard", limits=default_tiers()["standard"])
+                     tier="standard", limits=default_tiers()["standard"], cohort=cohort)
 
 
 @pytest.fixture
@@ -159,7 +161,9 @@ async def proxy(upstream_url: tuple[str, Upstream], metrics: Metrics,
     settings = Settings(mode="local", upstream_url=url, upstream_api_key="upstream-secret",
                         **settings_overrides)
     known = {hash_key(API_KEY, settings.key_hash_key()): principal("acct_1"),
-             hash_key(BLOCKED_KEY, settings.key_hash_key()): principal("acct_2", "suspended")}
+             hash_key(BLOCKED_KEY, settings.key_hash_key()): principal("acct_2", "suspended"),
+             hash_key(COHORT_KEY, settings.key_hash_key()): principal(
+                 "acct_3", cohort="cohort:flag_1")}
 
     async def load(key_hash: str) -> Principal | None:
         if key_hash == hash_key(UNVERIFIABLE_KEY, settings.key_hash_key()):
@@ -182,6 +186,25 @@ async def proxy(upstream_url: tuple[str, Upstream], metrics: Metrics,
 
 
 # --- the path --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("settings_overrides", [
+    {}, {"upstream_kind": "vllm", "watermark_secret": "w" * 32}], ids=["reference", "vllm"])
+async def test_a_campaign_account_is_watermarked_under_its_cohort_and_recorded_as_itself(
+    proxy: Proxy, settings_overrides: dict[str, Any],
+) -> None:
+    """The upstream is told the cohort (whose key watermarks the answer); the request record,
+    the limits and the detector still see the account."""
+    response = await proxy.chat(CHAT, key=COHORT_KEY)
+    assert response.status_code == 200
+    [seen] = proxy.upstream.seen
+    [body] = proxy.upstream.bodies
+    if settings_overrides:
+        assert body["vllm_xargs"][ACCOUNT] == "cohort:flag_1"
+    else:
+        assert seen.headers["x-gateway-account"] == "cohort:flag_1"
+    [record] = proxy.sinks.records
+    assert record.account_id == "acct_3"
 
 
 async def test_a_chat_request_reaches_the_upstream_with_its_credential_and_signature(

@@ -1,5 +1,5 @@
 """``--accounts`` specs against the database: all, flagged (campaigns become groups),
-campaign:ID, and explicit lists."""
+campaign:ID, and explicit lists; a campaign's cohort watermark identity is tested with it."""
 
 from __future__ import annotations
 
@@ -21,13 +21,15 @@ async def test_specs_resolve_to_accounts_and_campaign_groups(
             reasons=["shared template"], evidence={})
         await flags.create_flag(session, kind="account", account_ids=[ids[4]], score=0.8,
                                 model_version="t", reasons=["volume"], evidence={})
+    cohort = f"cohort:{campaign.id}"
     async with sessions() as session:
-        assert sorted((await select_accounts(session, "all")).account_ids) == sorted(ids)
+        assert sorted((await select_accounts(session, "all")).account_ids) == sorted(
+            [*ids, cohort])
         flagged = await select_accounts(session, "flagged")
-        assert flagged.account_ids == sorted(ids[1:5])
+        assert flagged.account_ids == [*sorted(ids[1:5]), cohort]
         assert flagged.groups == {f"campaign:{campaign.id}": ids[1:4]}
         one = await select_accounts(session, f"campaign:{campaign.id}")
-        assert one.account_ids == sorted(ids[1:4]) and list(one.groups) == [
+        assert one.account_ids == [*sorted(ids[1:4]), cohort] and list(one.groups) == [
             f"campaign:{campaign.id}"]
         assert (await select_accounts(session, f"{ids[0]},{ids[2]}")).account_ids == sorted(
             [ids[0], ids[2]])
