@@ -164,30 +164,27 @@ class AccountChanges:
         joined = list((await self.session.scalars(
             select(Account.id).where(Account.id.in_(list(dict.fromkeys(account_ids))),
                                      Account.watermark_identity.is_(None)))).all())
-        if not joined:
-            return []
-        await self.session.execute(update(Account).where(Account.id.in_(joined))
-                                   .values(watermark_identity=identity))
-        await self.audit("watermark.cohort_join", target_type="watermark", target_id=identity,
-                         reason=reason, details={"account_ids": joined[:100],
-                                                 "accounts": len(joined)})
-        self.changed_accounts.extend(joined)
-        return joined
+        return await self._serve_under(joined, identity, "watermark.cohort_join", identity,
+                                       reason)
 
     async def leave_cohort(self, identity: str, *, reason: str) -> list[str]:
         """Serve every account of the cohort ``identity`` under its own key again (its campaign
         flag was dismissed); the accounts changed."""
         members = list((await self.session.scalars(
             select(Account.id).where(Account.watermark_identity == identity))).all())
-        if not members:
+        return await self._serve_under(members, None, "watermark.cohort_leave", identity, reason)
+
+    async def _serve_under(self, account_ids: list[str], identity: str | None, action: str,
+                           cohort: str, reason: str) -> list[str]:
+        if not account_ids:
             return []
-        await self.session.execute(update(Account).where(Account.id.in_(members))
-                                   .values(watermark_identity=None))
-        await self.audit("watermark.cohort_leave", target_type="watermark", target_id=identity,
-                         reason=reason, details={"account_ids": members[:100],
-                                                 "accounts": len(members)})
-        self.changed_accounts.extend(members)
-        return members
+        await self.session.execute(update(Account).where(Account.id.in_(account_ids))
+                                   .values(watermark_identity=identity))
+        await self.audit(action, target_type="watermark", target_id=cohort, reason=reason,
+                         details={"account_ids": account_ids[:100],
+                                  "accounts": len(account_ids)})
+        self.changed_accounts.extend(account_ids)
+        return account_ids
 
     async def create_key(
         self, account_id: str, *, reason: str | None = None

@@ -10,7 +10,8 @@ the commit so the key cache drops the account.
 
 A dismissed flag is not raised again for the same evidence: while the account's window still
 shares at least half of its requests with the dismissed flag's window, the detector halves the
-risk instead. Campaign flags are deduplicated by membership overlap.
+risk instead. Campaign flags are deduplicated by membership overlap, and a campaign's accounts
+are watermarked under one cohort identity from its flag on (:mod:`gateway.domain.cohorts`).
 
 Database work runs in tasks of its own, never inside the scoring loop; risk changes go through
 the ledger (:mod:`gateway.detect.ledger`), which mirrors them into ``accounts.risk_score``.

@@ -84,7 +84,9 @@ async def watermark_identities(session: AsyncSession) -> list[str]:
 @dataclass(frozen=True, slots=True)
 class Attributed:
     """Who a watermark identity names: one account, or a flagged campaign's cohort, reported as
-    a campaign flag is (``account_id`` its first account, ``account_ids`` all of them)."""
+    a campaign flag is (``account_id`` its first account, ``account_ids`` all of them; an account
+    that was already in an earlier cohort when this flag named it is listed, though it kept the
+    earlier cohort's key: the audit log's ``watermark.cohort_join`` entries say who joined)."""
 
     account_id: str | None
     account_ids: list[str]
