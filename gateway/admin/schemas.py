@@ -236,6 +236,9 @@ class AccountOut(BaseModel):
     limits: TierLimits = Field(description="Limits in force: the tier's, overridden per account.")
     limit_overrides: dict[str, int]
     risk_score: float
+    watermark_identity: str = Field(
+        description="Whose key watermarks the account's outputs: its own id, or its flagged "
+        "campaign's cohort (``cohort:<flag id>``).")
     created_at: UtcDatetime
     updated_at: UtcDatetime
 
@@ -251,6 +254,7 @@ class AccountOut(BaseModel):
             limits=limits,
             limit_overrides=overrides,
             risk_score=account.risk_score,
+            watermark_identity=account.watermark_identity or account.id,
             created_at=account.created_at,
             updated_at=account.updated_at,
         )

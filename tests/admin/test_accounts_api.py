@@ -17,6 +17,7 @@ async def test_created_account_has_the_public_shape_and_tier_limits(admin: Admin
     assert {"id", "name", "status", "tier", "limits", "risk_score", "created_at"} <= set(account)
     assert account["name"] == "acme" and account["status"] == "active"
     assert account["tier"] == "free" and account["risk_score"] == 0.0
+    assert account["watermark_identity"] == account["id"]  # its own key until a campaign flag
     assert account["limits"] == admin.settings.tiers["free"].model_dump()
     assert set(account["limits"]) == LIMIT_KEYS
     assert account["limit_overrides"] == {}

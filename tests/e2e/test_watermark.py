@@ -102,8 +102,11 @@ def test_a_flagged_campaign_is_watermarked_as_one_cohort_until_it_is_dismissed(
         assert found["cohort"] == f"cohort:{flag_id}" and found["p_value"] < 1e-6
         assert found["account_id"] == ids[0] and found["account_ids"] == ids  # as its flag
     with wm_stack.admin() as admin:
+        shown = admin.get(f"/admin/v1/accounts/{first}").json()["watermark_identity"]
+        assert shown == f"cohort:{flag_id}"
         review = admin.post(f"/admin/v1/flags/{flag_id}/review", json={"decision": "dismiss"})
         assert review.status_code == 200, review.text
+        assert admin.get(f"/admin/v1/accounts/{first}").json()["watermark_identity"] == first
     found = detect(wm_stack.base, text=generate(first_key))
     assert (found["account_id"], found["account_ids"], found["cohort"]) == (first, [first], None)
 
