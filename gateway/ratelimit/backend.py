@@ -55,6 +55,10 @@ class Backend(Protocol):
     ) -> None:
         ...
 
+    async def probe(self) -> None:
+        """Returns once the backend answers; raises a backend error when it does not."""
+        ...
+
 
 def wall_clock_us() -> int:
     return time.time_ns() // 1000
@@ -117,6 +121,9 @@ class InProcessBackend:
             held = self._slots.get(account_id)
             if held is not None and slot in held:
                 held[slot] = now + lease_us
+
+    async def probe(self) -> None:
+        return None  # in this process: always there
 
     def _live_slots(self, account_id: str, now: int) -> dict[str, int]:
         slots = self._slots.setdefault(account_id, {})

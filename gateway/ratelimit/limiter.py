@@ -92,6 +92,7 @@ class AccountLimiter:
         self._down_until = 0.0
         self._inflight: dict[str, tuple[str, Backend]] = {}
         self._renewer: asyncio.Task[None] | None = None
+        self._prober: asyncio.Task[None] | None = None
 
     @property
     def degraded(self) -> bool:
@@ -108,12 +109,15 @@ class AccountLimiter:
 
     async def start(self) -> None:
         self._renewer = asyncio.create_task(self._renew_forever())
+        if self._shared:
+            self._prober = asyncio.create_task(self._probe_forever())
 
     async def stop(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+        for task in (self._renewer, self._prober):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         drain = getattr(self._backend, "drain", None)
         if drain is not None:
             with contextlib.suppress(*BACKEND_ERRORS):
@@ -196,6 +200,22 @@ class AccountLimiter:
     def _record_error(self, exc: BaseException) -> None:
         kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
         self._backend_errors.labels(kind[:40]).inc()
+
+    async def _probe_forever(self) -> None:
+        """While degraded, ask the backend every retry interval whether it is back. Admissions
+        also find out, but a worker that gets no requests would otherwise stay degraded, and
+        report the fallback (``gateway_ratelimit_fallback_active``, an alert), for good."""
+        while True:
+            await asyncio.sleep(self._retry_interval)
+            if not self.degraded or time.monotonic() < self._down_until:
+                continue
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await self._backend.probe()
+            except BACKEND_ERRORS as exc:
+                self._trip(exc)
+            else:
+                self._recover()
 
     async def _renew_forever(self) -> None:
         while True:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from gateway.domain.limits import TierLimits
 from gateway.metrics import Metrics
 from gateway.ratelimit.backend import AdmitRequest, settle_delta
 from gateway.ratelimit.decision import KIND_CODES, Decision
 from gateway.ratelimit.pipeline import ScriptPipeline
 from gateway.ratelimit.redis_scripts import ADMIT, SETTLE
-from gateway.redis_client import RedisClient
+from gateway.redis_client import RedisClient, ping
 
 
 def _sha(script: str) -> str:
@@ -75,6 +77,11 @@ class RedisBackend:
             for account_id, slot in slots:
                 pipe.zadd(self._keys(account_id)[1], {slot: now + lease_us}, xx=True)
             await pipe.execute()
+
+    async def probe(self) -> None:
+        """PING every primary (one server, or each node of a cluster)."""
+        if not await ping(self._redis):
+            raise RedisConnectionError("Redis did not answer PING")
 
     async def _server_time_us(self) -> int:
         seconds, micros = await self._redis.time()

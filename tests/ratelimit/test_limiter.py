@@ -17,6 +17,7 @@ from gateway.ratelimit.limiter import AccountLimiter, FailureMode
 from gateway.ratelimit.redis_backend import RedisBackend
 from gateway.redis_client import RedisClient
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import wait_until_async
 
 LIMITS = TierLimits(requests_per_minute=10, tokens_per_minute=100_000, tokens_per_day=10**7,
                     max_concurrent=100)
@@ -88,6 +89,33 @@ async def test_recovery_is_automatic_when_redis_returns(
     assert limiter.mode == "redis"
     assert metrics.registry.get_sample_value("gateway_ratelimit_fallback_active") == 0
     await redis.aclose()
+
+
+async def test_a_limiter_that_gets_no_requests_still_leaves_the_fallback_when_redis_returns(
+    proxy: TcpProxy, metrics: Metrics,
+) -> None:
+    """One worker of several trips during an outage and then gets no traffic (its clients'
+    connections are on the other workers): it must not report the fallback for good."""
+    redis = Redis(host=proxy.host, port=proxy.port)
+    limiter = _limiter(redis, "fail_open", metrics, retry_interval_s=0.1)
+    await limiter.start()
+    try:
+        proxy.cut()
+        await limiter.admit("acct", LIMITS, 0)
+        assert metrics.registry.get_sample_value("gateway_ratelimit_fallback_active") == 1
+        await asyncio.sleep(0.5)
+        assert limiter.degraded  # still down: the probes failed
+        proxy.restore()
+
+        async def recovered() -> bool:
+            return not limiter.degraded
+
+        await wait_until_async(recovered, timeout=10, what="the limiter to leave the fallback")
+        assert limiter.mode == "redis"
+        assert metrics.registry.get_sample_value("gateway_ratelimit_fallback_active") == 0
+    finally:
+        await limiter.stop()
+        await redis.aclose()
 
 
 BUSY_SCRIPT = """
