@@ -50,6 +50,21 @@ async def test_unknown_tier_is_a_400_on_tier(admin: Admin) -> None:
     assert_openai_error(patched, 400, param="tier")
 
 
+async def test_the_watermark_identity_is_not_writable_through_the_api(admin: Admin) -> None:
+    """Only a campaign flag (and its dismissal) moves an account between keys: an admin call
+    that would put an account in another's cohort, or take it out of its own, is refused."""
+    account = await new_account(admin)
+    for body in ({"watermark_identity": "cohort:flag_x"}, {"watermark_identity": None}):
+        patched = await admin.client.patch(f"/accounts/{account['id']}", json=body,
+                                           headers=ADMIN)
+        assert_openai_error(patched, 400, param="watermark_identity")
+    created = await admin.client.post(
+        "/accounts", json={"name": "x", "watermark_identity": "cohort:flag_x"}, headers=ADMIN)
+    assert_openai_error(created, 400, param="watermark_identity")
+    shown = (await admin.client.get(f"/accounts/{account['id']}", headers=ADMIN)).json()
+    assert shown["watermark_identity"] == account["id"]
+
+
 async def test_unknown_account_is_an_openai_shaped_404(admin: Admin) -> None:
     for method, path in (
         ("GET", "/accounts/acct_nope"),

@@ -207,6 +207,33 @@ async def test_a_campaign_account_is_watermarked_under_its_cohort_and_recorded_a
     assert record.account_id == "acct_3"
 
 
+@pytest.mark.parametrize("settings_overrides", [
+    {}, {"upstream_kind": "vllm", "watermark_secret": "w" * 32}], ids=["reference", "vllm"])
+@pytest.mark.parametrize(("key", "claimed", "served"), [
+    (API_KEY, "cohort:flag_1", "acct_1"),  # an account that would hide in someone's cohort
+    (COHORT_KEY, "acct_1", "cohort:flag_1"),  # a flagged member that would leave its cohort
+])
+async def test_a_client_cannot_choose_the_identity_its_answers_are_watermarked_under(
+    proxy: Proxy, settings_overrides: dict[str, Any], key: str, claimed: str, served: str,
+) -> None:
+    """Whose key marks the text is the gateway's decision: the identity header a client sends
+    is dropped, and ``vllm_xargs`` from a client are refused before they reach vLLM."""
+    sent = await proxy.client.post(
+        "/v1/chat/completions", json=CHAT,
+        headers={"Authorization": f"Bearer {key}", "x-gateway-account": claimed})
+    assert sent.status_code == 200
+    xargs = await proxy.client.post(
+        "/v1/chat/completions", json={**CHAT, "vllm_xargs": {ACCOUNT: claimed}},
+        headers={"Authorization": f"Bearer {key}"})
+    assert xargs.status_code == 400
+    [seen] = proxy.upstream.seen
+    [body] = proxy.upstream.bodies
+    told = body["vllm_xargs"][ACCOUNT] if settings_overrides else seen.headers[
+        "x-gateway-account"]
+    assert told == served
+    assert seen.headers.getall("x-gateway-account", []) in ([], [served])
+
+
 async def test_a_chat_request_reaches_the_upstream_with_its_credential_and_signature(
     proxy: Proxy,
 ) -> None:
