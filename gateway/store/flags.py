@@ -93,20 +93,13 @@ class Attributed:
     cohort: str | None = None
 
 
-def attributed_directly(identity: str | None) -> Attributed | None:
-    """Who ``identity`` names when that needs no database (nobody, or one account); None for a
-    cohort, whose accounts are its campaign flag's."""
+async def attributed(session: AsyncSession, identity: str | None) -> Attributed:
+    """The accounts behind ``identity`` (an account id or ``cohort:<flag id>``; None: nobody).
+    Only a cohort reads the database (its campaign flag's accounts)."""
     if identity is None:
         return Attributed(None, [])
-    return None if is_cohort(identity) else Attributed(identity, [identity])
-
-
-async def attributed(session: AsyncSession, identity: str | None) -> Attributed:
-    """The accounts behind ``identity`` (an account id or ``cohort:<flag id>``; None: nobody)."""
-    direct = attributed_directly(identity)
-    if direct is not None:
-        return direct
-    assert identity is not None
+    if not is_cohort(identity):
+        return Attributed(identity, [identity])
     flag = await session.get(Flag, identity.removeprefix(COHORT_PREFIX))
     members = list(flag.account_ids) if flag is not None else []
     return Attributed(members[0] if members else None, members, identity)

@@ -26,41 +26,29 @@ def register(commands: Any) -> None:
 
 def _detect(args: argparse.Namespace) -> int:
     from gateway.settings import Settings
-    from gateway.watermark.service import AttributionService, text_token_ids
+    from gateway.watermark.service import text_token_ids
 
     raw = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
     tokens = [int(t) for t in json.loads(raw)] if args.token_ids else text_token_ids(raw)
     settings = Settings(mode=os.environ.get("GATEWAY_MODE", "local"))
-    accounts = args.account or asyncio.run(_identities(settings))
-    result = AttributionService(settings).attribute(tokens, accounts)
-    who = asyncio.run(_attributed(settings, result.account_id))
-    print(json.dumps({**asdict(result), **asdict(who), "accounts_tested": len(accounts)}))
+    result, who, tested = asyncio.run(_attribute(settings, tokens, args.account))
+    print(json.dumps({**asdict(result), **asdict(who), "accounts_tested": tested}))
     return 0 if result.watermarked else 1
 
 
-async def _identities(settings: Any) -> list[str]:
-    """Every account's identity and every flagged campaign's cohort."""
+async def _attribute(settings: Any, tokens: list[int], accounts: list[str] | None) -> Any:
+    """Attribution among ``accounts`` (default: every account's identity and every flagged
+    campaign's cohort), and who the winning identity names. The database is read only for
+    what is not given (nothing, with ``--account`` and no cohort attributed)."""
     from gateway.store.db import create_engine, session_factory
-    from gateway.store.flags import watermark_identities
+    from gateway.store.flags import attributed, watermark_identities
+    from gateway.watermark.service import AttributionService
 
     engine = create_engine(settings.async_database_url)
     try:
         async with session_factory(engine)() as session:
-            return await watermark_identities(session)
-    finally:
-        await engine.dispose()
-
-
-async def _attributed(settings: Any, identity: str | None) -> Any:
-    from gateway.store.db import create_engine, session_factory
-    from gateway.store.flags import attributed, attributed_directly
-
-    direct = attributed_directly(identity)
-    if direct is not None:
-        return direct
-    engine = create_engine(settings.async_database_url)
-    try:
-        async with session_factory(engine)() as session:
-            return await attributed(session, identity)
+            ids = accounts or await watermark_identities(session)
+            result = AttributionService(settings).attribute(tokens, ids)
+            return result, await attributed(session, result.account_id), len(ids)
     finally:
         await engine.dispose()
