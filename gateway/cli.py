@@ -32,6 +32,7 @@ from pydantic import SecretStr, ValidationError
 
 from gateway.detect.offline import commands as detect_commands
 from gateway.domain.status import ACTIONS
+from gateway.domain.workloads import KINDS, MAX_ALLOWANCE, Workload
 from gateway.modelserver import commands as modelserver_commands
 from gateway.settings import Settings
 from gateway.suspect import commands as suspect_commands
@@ -123,6 +124,27 @@ def _account_commands(commands: Any) -> None:
     action.add_argument("action", choices=ACTIONS)
     action.add_argument("--reason", required=True)
     action.set_defaults(handler=lambda a: _run_db(_account_action, a))
+    declare = accounts.add_parser(
+        "declare", help="declare an account's workload (the detector withholds its verdicts "
+        "within the allowance), or clear it with --clear")
+    declare.add_argument("account_id")
+    declare.add_argument("--kind", choices=sorted(KINDS), default="evaluation")
+    what = declare.add_mutually_exclusive_group(required=True)
+    what.add_argument("--allowance", type=_allowance,
+                      help="distinct requests the workload needs (reruns are free)")
+    what.add_argument("--clear", action="store_true", help="clear the declaration")
+    declare.add_argument("--reason", required=True)
+    declare.set_defaults(handler=lambda a: _run_db(_declare_workload, a))
+
+
+def _allowance(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 0 < number <= MAX_ALLOWANCE:
+        raise argparse.ArgumentTypeError(f"an integer between 1 and {MAX_ALLOWANCE}")
+    return number
 
 
 def _key_commands(commands: Any) -> None:
@@ -441,6 +463,15 @@ async def _account_action(operations: AccountOperations, _: Settings, args: Args
             return _no("account", args.account_id)
         action = await changes.apply_action(account, action=args.action, reason=args.reason)
     return {"account_id": account.id, "action": action.action, "status": account.status}
+
+
+async def _declare_workload(operations: AccountOperations, _: Settings, args: Args) -> Any:
+    workload = None if args.clear else Workload(args.kind, args.allowance)
+    async with operations.begin(_actor()) as changes:
+        account = await changes.declare_workload(args.account_id, workload, reason=args.reason)
+    if account is None:
+        return _no("account", args.account_id)
+    return {"account_id": account.id, "workload": account.workload}
 
 
 async def _create_key(operations: AccountOperations, _: Settings, args: Args) -> Any:

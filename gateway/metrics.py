@@ -233,6 +233,12 @@ class Metrics:
             "Flags raised by the detector, by kind (account, campaign).",
             ["kind"], registry=r,
         )
+        self.detect_withheld = Counter(
+            "gateway_detect_flags_withheld_total",
+            "Account verdicts the detector withheld, by reason (declared_workload: the account "
+            "is within its declared workload's allowance).",
+            ["reason"], registry=r,
+        )
         self.detect_enforcements = Counter(
             "gateway_detect_enforcements_total",
             "Automatic enforcement actions taken by the detector, by action (throttle, suspend).",

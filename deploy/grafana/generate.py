@@ -146,6 +146,11 @@ def extraction() -> dict[str, Any]:
             f"sum by (kind) (increase(gateway_detect_flags_total{{{I}}}[{R}]))", "{{kind}}")],
             description="kind=account: one account's window; kind=campaign: a cluster of "
             "accounts."),
+        panel("Verdicts withheld by declared workloads", [(
+            f"sum(increase(gateway_detect_flags_withheld_total{{{I}}}[{R}]))", "withheld")],
+            description="Scorings over the flag threshold of accounts within their declared "
+            "workload's allowance (PUT /admin/v1/accounts/{id}/workload); the first past it "
+            "flags."),
         panel("Window score distribution", quantiles("gateway_detect_window_score",
                                                      qs=(0.5, 0.9, 0.99)),
               description="Classifier scores of scored account windows (0 benign, 1 "

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.domain.limits import LIMIT_NAMES
 from gateway.domain.status import STATUS_AFTER
+from gateway.domain.workloads import Workload
 from gateway.store import repository as repo
 from gateway.store.models import Account, ApiKey, AuditEntry, EnforcementAction
 
@@ -154,6 +155,21 @@ class AccountChanges:
         if STATUS_AFTER[action] is not None:
             self.changed_accounts.append(account.id)
         return record
+
+    async def declare_workload(self, account_id: str, workload: Workload | None, *,
+                               reason: str) -> Account | None:
+        """Declare the account's workload (:mod:`gateway.domain.workloads`), or with None clear
+        it; the audit holds it before and after. None when the account does not exist."""
+        account = await repo.get_account(self.session, account_id, for_update=True)
+        if account is None:
+            return None
+        before = account.workload
+        account.workload = workload.to_json() if workload is not None else None
+        await self.audit(
+            "account.workload_declare" if workload is not None else "account.workload_clear",
+            target_type="account", target_id=account_id, reason=reason,
+            details={"before": before, "after": account.workload})
+        return account
 
     async def join_cohort(self, account_ids: Sequence[str], identity: str, *,
                           reason: str) -> list[str]:

@@ -43,10 +43,12 @@ from gateway.admin.schemas import (
     Text,
     TierName,
     UtcBound,
+    WorkloadIn,
 )
 from gateway.auth.admin_tokens import Actor
 from gateway.domain.roles import Role, has_role
 from gateway.domain.status import AccountStatus
+from gateway.domain.workloads import Workload
 from gateway.errors import invalid_request
 from gateway.store import repository as repo
 from gateway.store.models import Account
@@ -181,6 +183,32 @@ def _account_routes(
                 limit_changes=body.limits.changes() if body.limits else None,
                 clear_limits="limits" in changes and body.limits is None, reason=body.reason,
             )
+            if account is None:
+                raise not_found("account", account_id[:100])
+            return AccountOut.build(account, settings)
+
+    @router.put("/accounts/{account_id}/workload", response_model=AccountOut, tags=["accounts"])
+    async def declare_workload(
+        account_id: AccountId, body: WorkloadIn, actor: Actor = roles["admin"]
+    ) -> AccountOut:
+        """Declare the account's workload (admin): the detector withholds its verdicts while the
+        account stays within the allowance (``gateway.domain.workloads``)."""
+        return await _declare(account_id, body.workload(), body.reason, actor)
+
+    @router.delete("/accounts/{account_id}/workload", response_model=AccountOut,
+                   tags=["accounts"])
+    async def clear_workload(
+        account_id: AccountId,
+        reason: Annotated[Reason, Query(description="For the audit.")],
+        actor: Actor = roles["admin"],
+    ) -> AccountOut:
+        """Clear the account's declared workload (admin); idempotent."""
+        return await _declare(account_id, None, reason, actor)
+
+    async def _declare(account_id: str, workload: Workload | None, reason: str,
+                       actor: Actor) -> AccountOut:
+        async with operations.begin(actor) as changes:
+            account = await changes.declare_workload(account_id, workload, reason=reason)
             if account is None:
                 raise not_found("account", account_id[:100])
             return AccountOut.build(account, settings)

@@ -32,6 +32,7 @@ from pydantic_core import CoreSchema
 from gateway.auth.principal import effective_limits
 from gateway.domain.limits import LIMIT_NAMES, TierLimits
 from gateway.domain.status import AccountStatus, ActionName
+from gateway.domain.workloads import MAX_ALLOWANCE, Workload, WorkloadKind
 from gateway.records import RequestRecord
 from gateway.settings import Settings
 from gateway.store.models import Account, ApiKey
@@ -239,6 +240,8 @@ class AccountOut(BaseModel):
     watermark_identity: str = Field(
         description="Whose key watermarks the account's outputs: its own id, or its flagged "
         "campaign's cohort (``cohort:<flag id>``).")
+    workload: WorkloadOut | None = Field(
+        description="The operator's declaration of the account's workload; null: none.")
     created_at: UtcDatetime
     updated_at: UtcDatetime
 
@@ -255,9 +258,35 @@ class AccountOut(BaseModel):
             limit_overrides=overrides,
             risk_score=account.risk_score,
             watermark_identity=account.watermark_identity or account.id,
+            workload=WorkloadOut.build(Workload.from_json(account.workload)),
             created_at=account.created_at,
             updated_at=account.updated_at,
         )
+
+
+class WorkloadIn(_In):
+    """A declared workload: while the account has sent at most ``allowance`` distinct requests,
+    the detector's verdicts on it are withheld (its risk is still scored); past it they apply
+    in full. Declare what the customer's contract says (a benchmark's size), never more."""
+
+    kind: WorkloadKind = Field(description="evaluation: a benchmark harness.")
+    allowance: Annotated[int, Field(
+        ge=1, le=MAX_ALLOWANCE, strict=True,
+        description="Distinct requests the workload needs; reruns are free."), JSON_INTEGER]
+    reason: Reason = Field(description="Written to the audit log (the contract, the ticket).")
+
+    def workload(self) -> Workload:
+        return Workload(self.kind, self.allowance)
+
+
+class WorkloadOut(BaseModel):
+    kind: WorkloadKind
+    allowance: int
+
+    @classmethod
+    def build(cls, workload: Workload | None) -> WorkloadOut | None:
+        return None if workload is None else cls(kind=workload.kind,
+                                                 allowance=workload.allowance)
 
 
 class AccountList(BaseModel):

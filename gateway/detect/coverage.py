@@ -6,7 +6,7 @@ on every push; a distiller needs fresh prompts all the time. What the gateway ca
 difference is whether an account's set of distinct requests keeps growing or saturates and
 recurs, and this module is that observation, stored compactly per account: a Bloom filter
 (:data:`BITS` bits, :data:`HASHES` probes) of the account's request fingerprints, with a count
-of the distinct fingerprints it holds (:data:`CAPACITY` at most). The risk policy
+of the distinct fingerprints it holds. The risk policy
 (:func:`gateway.detect.risk.update`) gives a scoring no upward move when every request it newly
 covers is one the account had already sent.
 
@@ -21,7 +21,11 @@ What is fail-closed (counts as new, so the risk rises as it always did): an unkn
 fingerprint; a scoring with no newly covered request (nothing positive to discount on); an
 account whose filter holds :data:`CAPACITY` distinct fingerprints (larger than a benchmark
 subset whose re-runs this discounts; its filter would also stop being exact); any state that
-is missing or unreadable. The state lives in the account's risk state, in the Redis store too
+is missing or unreadable. Past :data:`CAPACITY` the filter stops growing and every request
+covered counts as new, in the count too: the count (:func:`count`) is the account's distinct
+requests, exact below the capacity and an upper bound above it — what a declared workload's
+allowance (:mod:`gateway.domain.workloads`) is spent against, so it may only err high. The
+state lives in the account's risk state, in the Redis store too
 (a replica that lost it would count every re-run new), and survives a reviewer's dismissal.
 
 Attacker's view. The discount is binary per scoring: one new request among those a scoring
@@ -79,27 +83,42 @@ def _probes(fp: int) -> list[int]:
     return [((h1 + i * h2) & _MASK64) % BITS for i in range(HASHES)]
 
 
+MAX_COUNT: Final = 0xFFFF
+
+
 def count(state: bytes) -> int:
-    """Distinct fingerprints the state holds (0 for an empty or unreadable state)."""
+    """Distinct requests the account has sent (0 for an empty or unreadable state): exact below
+    :data:`CAPACITY` but for filter false positives, every covered request counted above it and
+    every unknown one (:func:`fingerprint` 0) always, :data:`MAX_COUNT` at most."""
     return _COUNT.unpack_from(state)[0] if len(state) == SIZE else 0
+
+
+def _counted(state: bytes, held: int) -> bytes:
+    return _COUNT.pack(min(held, MAX_COUNT)) + state[_COUNT.size:]
 
 
 def cover(state: bytes, fingerprints: Iterable[int]) -> tuple[bool, bytes]:
     """(whether any of ``fingerprints`` is new to the account, the state with them added).
 
     New also when: there are none, one is unknown (0), or the state is at :data:`CAPACITY`
-    (then it is returned unchanged)."""
+    (then only its count changes: by every fingerprint given)."""
     fps = list(fingerprints)
     if len(state) != SIZE:
         state = bytes(SIZE)
     held = count(state)
-    if not fps or held >= CAPACITY:
+    if not fps:
         return True, state
+    if held >= CAPACITY:
+        return True, _counted(state, held + len(fps))
     bits = bytearray(state)
     novel = False
-    for fp in fps:
-        if fp == 0:
+    for i, fp in enumerate(fps):
+        if held >= CAPACITY:  # the filter is full: the rest count as new
+            held += len(fps) - i
+            break
+        if fp == 0:  # unknown (a logit-bias sweep): new, and counted, every time
             novel = True
+            held += 1
             continue
         probes = _probes(fp)
         offset = _COUNT.size
@@ -109,7 +128,4 @@ def cover(state: bytes, fingerprints: Iterable[int]) -> tuple[bool, bytes]:
         for p in probes:
             bits[offset + p // 8] |= 1 << (p % 8)
         held += 1
-        if held >= CAPACITY:
-            break
-    _COUNT.pack_into(bits, 0, min(held, CAPACITY))
-    return novel, bytes(bits)
+    return novel, _counted(bytes(bits), held)

@@ -13,6 +13,14 @@ shares at least half of its requests with the dismissed flag's window, the detec
 risk instead. Campaign flags are deduplicated by membership overlap, and a campaign's accounts
 are watermarked under one cohort identity from its flag on (:mod:`gateway.domain.cohorts`).
 
+An account with a declared workload (:mod:`gateway.domain.workloads`) that has sent no more
+distinct requests than its allowance gets no verdict — no flag, no raised score on an open one,
+no enforcement — only its risk mirrored, counted in ``gateway_detect_flags_withheld_total``; the
+first escalation past the allowance flags it, saying so. Having read the declaration, the
+policy does not go back to the database for that account's later scorings for
+:data:`WITHHOLD_RECHECK_S` (or until it passes the allowance): a declaration cleared by an
+admin takes effect within that time.
+
 Database work runs in tasks of its own, never inside the scoring loop; risk changes go through
 the ledger (:mod:`gateway.detect.ledger`), which mirrors them into ``accounts.risk_score``.
 A flag that cannot be written (the database is down) is retried every :data:`RETRY_S` until it
@@ -27,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -40,11 +49,13 @@ from gateway.accounts.operations import (
     CacheNotifier,
     SystemActor,
 )
+from gateway.detect import coverage
 from gateway.detect.campaign import Campaign
 from gateway.detect.ledger import RiskLedger
 from gateway.detect.risk import DISMISS_FACTOR
 from gateway.detect.runtime import Scored
 from gateway.domain.cohorts import cohort_identity
+from gateway.domain.workloads import Workload, withholds
 from gateway.metrics import Metrics
 from gateway.store import flags as flag_store
 from gateway.store import repository as repo
@@ -56,6 +67,9 @@ DETECTOR = SystemActor(ACTOR, ROLE)
 SAMPLE_IDS = 10
 OVERLAP = 0.5
 RETRY_S = 5.0
+WITHHOLD_RECHECK_S = 60.0
+MAX_WITHHELD = 100_000
+"""Accounts remembered as withheld at most (forgetting one only costs a database read)."""
 
 
 class Evidence(Protocol):
@@ -87,8 +101,10 @@ class DbPolicy:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], thresholds: Thresholds,
                  model_version: str, ledger: RiskLedger, evidence: Evidence,
-                 on_account_changed: Callable[[str], None], *, metrics: Metrics) -> None:
+                 on_account_changed: Callable[[str], None], *, metrics: Metrics,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.sessions = sessions
+        self.clock = clock
         self.metrics = metrics
         self.thresholds = thresholds
         self.model_version = model_version
@@ -100,6 +116,9 @@ class DbPolicy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._failed: dict[tuple[str, str], Callable[[], Awaitable[None]]] = {}
         self._retrier: asyncio.Task[None] | None = None
+        self._withheld: dict[str, tuple[float, int]] = {}
+        """Account -> (when to read its declaration again, its allowance)."""
+        self._withheld_count = metrics.detect_withheld.labels("declared_workload")
 
     async def start(self) -> None:
         await self.ledger.start()
@@ -160,8 +179,27 @@ class DbPolicy:
         t = self.thresholds
         self.ledger.scored({r.account: r.state.risk for r in results})
         for r in results:
-            if r.state.risk >= t.flag and r.account not in self._busy:
+            if r.state.risk >= t.flag and r.account not in self._busy \
+                    and not self._still_withheld(r):
                 self._spawn(partial(self._escalate, r), "flag", r.account)
+
+    def _still_withheld(self, r: Scored) -> bool:
+        """Whether the account's declaration, read lately, still withholds this scoring."""
+        memo = self._withheld.get(r.account)
+        if memo is None:
+            return False
+        recheck_at, allowance = memo
+        if self.clock() >= recheck_at or coverage.count(r.state.coverage) > allowance:
+            del self._withheld[r.account]
+            return False
+        self._withheld_count.inc()
+        return True
+
+    def _withhold(self, account: str, workload: Workload) -> None:
+        if len(self._withheld) >= MAX_WITHHELD:
+            self._withheld.clear()
+        self._withheld[account] = (self.clock() + WITHHOLD_RECHECK_S, workload.allowance)
+        self._withheld_count.inc()
 
     async def _escalate(self, r: Scored) -> None:
         """One escalation per account at a time: a later one (a new scoring, or a retry) while
@@ -180,6 +218,12 @@ class DbPolicy:
             account = await repo.get_account(session, r.account, for_update=True)
             if account is None:
                 return
+            workload = Workload.from_json(account.workload)
+            distinct = coverage.count(r.state.coverage)
+            if workload is not None and withholds(workload, distinct):
+                account.risk_score = round(r.state.risk, 4)
+                self._withhold(r.account, workload)
+                return
             window_ids = r.request_ids
             open_flag = await flag_store.latest_flag(session, r.account, status="open")
             if open_flag is not None:
@@ -193,6 +237,9 @@ class DbPolicy:
                     await self.ledger.lower(r.account, lowered)
                     return
                 reasons = await self.evidence.explain(r.window)
+                if workload is not None:
+                    reasons.append(f"past its declared {workload.kind} workload: {distinct} "
+                                   f"distinct requests, allowance {workload.allowance}")
                 flag = await flag_store.create_flag(
                     session, kind="account", account_ids=[r.account],
                     score=round(r.state.risk, 4), model_version=self.model_version,

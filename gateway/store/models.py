@@ -42,6 +42,9 @@ class Account(Base):
     watermark_identity: Mapped[str | None] = mapped_column(String(80), nullable=True)
     """Served under this watermark identity instead of ``id`` (a flagged campaign's cohort:
     :mod:`gateway.domain.cohorts`); None: its own."""
+    workload: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """The operator's declaration (:class:`gateway.domain.workloads.Workload` as JSON); None:
+    nothing declared."""
 
 
 class ApiKey(Base):

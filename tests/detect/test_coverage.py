@@ -64,8 +64,19 @@ def test_cover_stops_discounting_at_capacity() -> None:
     state = b""
     for start in range(0, len(prompts), 4):
         _, state = coverage.cover(state, prompts[start:start + 4])
-    assert coverage.count(state) == coverage.CAPACITY
-    assert coverage.cover(state, prompts[:4]) == (True, state)
+    held = coverage.count(state)  # a false repeat or two below capacity, every one above
+    assert coverage.CAPACITY < held <= len(prompts)
+    novel, again = coverage.cover(state, prompts[:4])
+    assert novel and again[2:] == state[2:]  # the filter no longer changes
+    assert coverage.count(again) == held + 4  # every request counts now: the count errs high
+
+
+def test_the_count_saturates_instead_of_wrapping() -> None:
+    _, state = coverage.cover(b"", [_fp(f"q {i}") for i in range(coverage.CAPACITY + 10)])
+    assert coverage.count(state) > coverage.CAPACITY
+    for _ in range(70):
+        _, state = coverage.cover(state, [_fp("q 0")] * 1000)
+    assert coverage.count(state) == coverage.MAX_COUNT
 
 
 def test_false_repeats_are_rare_at_capacity() -> None:
@@ -130,3 +141,13 @@ async def test_engine_rerun_of_a_question_set_raises_no_risk(tiny_artifact: Path
             assert coverage.count(state.coverage) == len(questions)
         else:
             assert coverage.count(state.coverage) == len(questions) + 4
+
+
+def test_unknown_requests_are_counted_every_time() -> None:
+    """A logit-bias sweep over one prompt (no fingerprint) spends a declared allowance as fast
+    as fresh prompts would: the count errs high, never low."""
+    state = b""
+    for _ in range(10):
+        novel, state = coverage.cover(state, [0, 0, 0, 0])
+        assert novel
+    assert coverage.count(state) == 40

@@ -34,7 +34,7 @@ async def _schema(url: str) -> dict[str, Any]:
 
 
 async def test_0002_matches_models_and_downgrades(db_url: str) -> None:
-    assert await migrate.current_async(db_url) == "0004"
+    assert await migrate.current_async(db_url) == "0005"
     schema = await _schema(db_url)
     assert schema["diff"] == []
     assert {"flags", "flag_accounts"} <= schema["tables"]

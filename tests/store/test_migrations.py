@@ -18,7 +18,7 @@ from gateway.store.db import create_engine
 from gateway.store.models import Base
 from gateway.store.partitions import include_name, is_partition
 
-HEAD = "0004"
+HEAD = "0005"
 TABLES = {
     "accounts", "api_keys", "request_records", "enforcement_actions", "audit_log", "flags",
     "flag_accounts",

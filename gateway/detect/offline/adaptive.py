@@ -14,6 +14,12 @@ and campaign clustering. Per (attack, evasion) the report gives the share of acc
 harvested before each of its accounts was flagged (median and worst over operations), plus, for
 multi-account operations, what was harvested before the first campaign flag. Per-account peak risk
 also gives ROC AUC and TPR at 1% / 0.1% FPR, comparable with ``gateway evaluate``.
+
+Declared workloads (:mod:`gateway.domain.workloads`) are applied as an operator would: every
+evaluation harness — the one benign profile whose traffic is a greedy chain-of-thought harvest
+request for request — is declared with :data:`SUITE_ALLOWANCE`, in calibration and held out
+alike, and the benign table also shows the same harnesses undeclared. Attack accounts are
+undeclared except under the ``declared`` evasion: an attacker who obtained a declaration.
 """
 
 from __future__ import annotations
@@ -39,9 +45,16 @@ from gateway.detect.offline.real_attacks import ATTACK_FNS
 from gateway.detect.offline.real_traffic import AUTOMATION, BENIGN_FNS, Gen, Request
 from gateway.detect.offline.simulate import Session
 from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, Scorer, load_scorer
+from gateway.domain.workloads import Workload
 
 BENIGN_TARGET: Final = 0.005
 SEP: Final = "|"
+SUITE_ALLOWANCE: Final = 256
+"""The allowance every declared account gets in the suite: above any harness's question set
+(20-120 questions, reruns free), what a benchmark subset's operator would ask for."""
+DECLARED: Final = Workload("evaluation", SUITE_ALLOWANCE)
+DECLARED_PROFILES: Final = frozenset({"eval_harness"})
+UNDECLARED_SUFFIX: Final = ", undeclared"
 
 
 @dataclass(frozen=True)
@@ -181,6 +194,16 @@ def group_of(account: str) -> str:
     return head if head in corpus.SPLITS else account.rsplit(SEP, 1)[0]
 
 
+def benign_workload(s: Session) -> Workload | None:
+    """What the operator declared for a benign account: evaluation harnesses, nothing else."""
+    return DECLARED if s.profile in DECLARED_PROFILES else None
+
+
+def attack_workload(combo: str) -> Workload | None:
+    """An attacker's declaration: only under the ``declared`` evasion."""
+    return DECLARED if "declared" in evasions.parse(combo) else None
+
+
 # --- metrics -----------------------------------------------------------------------------------
 
 
@@ -194,10 +217,11 @@ def calibrate(peaks: Sequence[float], target: float = BENIGN_TARGET) -> float:
     return math.nextafter(ordered[allowed], math.inf)
 
 
-def _harvest(s: Session, result: Replay, threshold: float) -> tuple[int, int, bool]:
+def _harvest(s: Session, result: Replay, threshold: float,
+             workload: Workload | None) -> tuple[int, int, bool]:
     """(completions, output tokens) harvested before the account came under a flag, and
     whether it ever did."""
-    point = result.flagged_at(s.account, threshold)
+    point = result.flagged_at(s.account, threshold, workload)
     stop = point.position if point else len(s.requests)
     listed = result.campaign_at.get(s.account, math.inf)
     got = [r for i, r in enumerate(s.requests) if i < stop and r.ts <= listed
@@ -220,11 +244,12 @@ def _spread(values: Sequence[float]) -> Spread:
 def cell(attack: str, combo: str, ops: Sequence[Sequence[Session]], result: Replay,
          threshold: float, shipped: float) -> Cell:
     accounts = [s for op in ops for s in op]
-    per_op = [[_harvest(s, result, threshold) for s in op] for op in ops]
-    shipped_op = [sum(_harvest(s, result, shipped)[0] for s in op) for op in ops]
+    declared = attack_workload(combo)
+    per_op = [[_harvest(s, result, threshold, declared) for s in op] for op in ops]
+    shipped_op = [sum(_harvest(s, result, shipped, declared)[0] for s in op) for op in ops]
     positions = [p.position for s in accounts
-                 if (p := result.flagged_at(s.account, threshold)) is not None]
-    shipped_flags = [result.flagged_at(s.account, shipped) is not None
+                 if (p := result.flagged_at(s.account, threshold, declared)) is not None]
+    shipped_flags = [result.flagged_at(s.account, shipped, declared) is not None
                      or s.account in result.campaign_at for s in accounts]
     return Cell(
         attack, combo, len(ops), len(accounts),
@@ -249,17 +274,40 @@ def _share(flags: Sequence[bool]) -> float:
 
 def benign_rows(sessions: Sequence[Session], result: Replay, threshold: float,
                 shipped: float) -> list[BenignRow]:
+    """One row per profile, as declared; declared profiles once more as if undeclared."""
     by_profile: dict[str, list[Session]] = defaultdict(list)
     for s in sessions:
         by_profile[s.profile].append(s)
-    return [BenignRow(
+    rows = []
+    for profile, group in by_profile.items():
+        rows.append(_row(profile, group, result, threshold, shipped, benign_workload(group[0])))
+        if profile in DECLARED_PROFILES:
+            rows.append(_row(profile + UNDECLARED_SUFFIX, group, result, threshold, shipped,
+                             None))
+    return rows
+
+
+def _row(profile: str, group: Sequence[Session], result: Replay, threshold: float,
+         shipped: float, workload: Workload | None) -> BenignRow:
+    return BenignRow(
         profile, len(group),
-        flagged=_share([result.flagged_at(s.account, threshold) is not None for s in group]),
-        flagged_shipped=_share([result.flagged_at(s.account, shipped) is not None
+        flagged=_share([result.flagged_at(s.account, threshold, workload) is not None
+                        for s in group]),
+        flagged_shipped=_share([result.flagged_at(s.account, shipped, workload) is not None
                                 for s in group]),
         campaign=_share([s.account in result.campaign_at for s in group]),
-        median_peak=float(statistics.median(result.peak(s.account) for s in group)),
-    ) for profile, group in by_profile.items()]
+        median_peak=float(statistics.median(result.peak(s.account, workload) for s in group)),
+    )
+
+
+def benign_peaks(sessions: Sequence[Session], result: Replay) -> list[float]:
+    """Each benign account's peak risk with its verdicts as declared."""
+    return [result.peak(s.account, benign_workload(s)) for s in sessions]
+
+
+def benign_flagged(sessions: Sequence[Session], result: Replay, threshold: float) -> float:
+    return _share([result.flagged_at(s.account, threshold, benign_workload(s)) is not None
+                   for s in sessions])
 
 
 def summary(attack_peaks: Sequence[float], benign_peaks: Sequence[float]) -> Summary:
@@ -288,8 +336,8 @@ def run(artifact_path: Path = DEFAULT_ARTIFACT, size: Size = SIZES["small"], see
 
     calibration = benign_population(pools["calibration"], size, seed)
     cal = _replay(calibration, scorer, artifact)
-    threshold = calibrate([cal.peak(s.account) for s in calibration])
-    cal_rate = _share([cal.flagged_at(s.account, threshold) is not None for s in calibration])
+    threshold = calibrate(benign_peaks(calibration, cal))
+    cal_rate = benign_flagged(calibration, cal, threshold)
     seconds["calibration"] = time.monotonic() - started
     log(f"adaptive: threshold {threshold:.6f} fixed on {len(calibration)} benign calibration "
         f"accounts ({100 * cal_rate:.2f}% flagged; shipped threshold {artifact.threshold:.4f})")
@@ -297,9 +345,8 @@ def run(artifact_path: Path = DEFAULT_ARTIFACT, size: Size = SIZES["small"], see
     benign = benign_population(pools["heldout"], size, seed + 1)
     held = _replay(benign, scorer, artifact)
     rows = benign_rows(benign, held, threshold, artifact.threshold)
-    rates = [_share([held.flagged_at(s.account, t) is not None for s in benign])
-             for t in (threshold, artifact.threshold)]
-    benign_peaks = [held.peak(s.account) for s in benign]
+    rates = [benign_flagged(benign, held, t) for t in (threshold, artifact.threshold)]
+    held_peaks = benign_peaks(benign, held)
     seconds["benign"] = time.monotonic() - started
 
     cells: list[Cell] = []
@@ -311,7 +358,8 @@ def run(artifact_path: Path = DEFAULT_ARTIFACT, size: Size = SIZES["small"], see
                          artifact)
         for combo, group in ops.items():
             cells.append(cell(attack, combo, group, result, threshold, artifact.threshold))
-            peaks[combo] += [result.peak(s.account) for op in group for s in op]
+            peaks[combo] += [result.peak(s.account, attack_workload(combo))
+                             for op in group for s in op]
         log(f"adaptive: {attack} done ({time.monotonic() - started:.0f}s)")
     seconds["attacks"] = time.monotonic() - started
     return AdaptiveReport(
@@ -322,8 +370,8 @@ def run(artifact_path: Path = DEFAULT_ARTIFACT, size: Size = SIZES["small"], see
         benign_campaign_rate=_share([s.account in held.campaign_at for s in benign]),
         sources={split: sorted(p.sources) for split, p in pools.items()},
         benign=rows, cells=cells,
-        no_evasion=summary(peaks.get("none", []), benign_peaks),
-        all_cells=summary([p for v in peaks.values() for p in v], benign_peaks),
+        no_evasion=summary(peaks.get("none", []), held_peaks),
+        all_cells=summary([p for v in peaks.values() for p in v], held_peaks),
         seconds=seconds,
     )
 
@@ -350,11 +398,13 @@ def _grid(report: AdaptiveReport, title: str, value: Callable[[Cell], str]) -> l
 def _benign_lines(report: AdaptiveReport) -> list[str]:
     lines = ["benign (held-out): accounts, flagged @calibrated, @shipped, listed in a campaign, "
              "median peak risk",
-             "profile".ljust(32) + "accts".rjust(7) + "flag".rjust(9) + "@ship".rjust(9)
+             "profile".ljust(42) + "accts".rjust(7) + "flag".rjust(9) + "@ship".rjust(9)
              + "campaign".rjust(10) + "peak".rjust(8)]
     for r in report.benign:
-        kind = " (automation)" if r.profile in AUTOMATION else " (people)"
-        lines.append(f"{r.profile + kind:<32}{r.accounts:>7}{_pct(r.flagged):>9}"
+        base = r.profile.removesuffix(UNDECLARED_SUFFIX)
+        kind = " (people)" if base not in AUTOMATION else \
+            " (automation, declared)" if r.profile in DECLARED_PROFILES else " (automation)"
+        lines.append(f"{r.profile + kind:<42}{r.accounts:>7}{_pct(r.flagged):>9}"
                      f"{_pct(r.flagged_shipped):>9}{_pct(r.campaign):>10}{r.median_peak:>8.3f}")
     return lines
 

@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
-from gateway.detect import campaign
+from gateway.detect import campaign, coverage
 from gateway.detect.offline.real_traffic import to_record
 from gateway.detect.offline.simulate import Session
 from gateway.detect.runtime import DetectionEngine, DetectionEngineConfig, Scored
 from gateway.detect.scoring import Artifact, Scorer
 from gateway.detect.window_store import MemoryWindowStore
+from gateway.domain.workloads import Workload, withholds
 from gateway.metrics import Metrics
 
 CHUNK_SPAN_S = 1.0
@@ -47,6 +48,8 @@ class Point:
     ts: float
     score: float
     risk: float
+    distinct: int = 0
+    """The account's distinct requests after it (:func:`gateway.detect.coverage.count`)."""
 
 
 @dataclass
@@ -56,12 +59,19 @@ class Replay:
     """Account -> simulated time of the first sweep that listed it in a campaign."""
     campaigns: list[tuple[float, list[str]]] = field(default_factory=list)
 
-    def peak(self, account: str) -> float:
-        return max((p.risk for p in self.trajectories.get(account, [])), default=0.0)
+    def _verdicts(self, account: str, workload: Workload | None) -> list[Point]:
+        """The scorings whose verdict stands (a declared workload withholds the others)."""
+        return [p for p in self.trajectories.get(account, [])
+                if not withholds(workload, p.distinct)]
 
-    def flagged_at(self, account: str, threshold: float) -> Point | None:
-        """The scoring at which the account's risk first reached ``threshold``."""
-        return next((p for p in self.trajectories.get(account, []) if p.risk >= threshold),
+    def peak(self, account: str, workload: Workload | None = None) -> float:
+        return max((p.risk for p in self._verdicts(account, workload)), default=0.0)
+
+    def flagged_at(self, account: str, threshold: float,
+                   workload: Workload | None = None) -> Point | None:
+        """The scoring at which the account's risk first reached ``threshold`` with its verdict
+        standing (the policy's rule: :func:`gateway.domain.workloads.withholds`)."""
+        return next((p for p in self._verdicts(account, workload) if p.risk >= threshold),
                     None)
 
 
@@ -187,7 +197,8 @@ async def replay(sessions: Sequence[Session], scorer: Scorer, artifact: Artifact
         await engine.cycle()
         for r in recorder.scored:
             result.trajectories[r.account].append(
-                Point(seen[r.account], r.state.updated, r.score, r.state.risk))
+                Point(seen[r.account], r.state.updated, r.score, r.state.risk,
+                      coverage.count(r.state.coverage)))
         # Every account that sent something has a new sketch (young ones are sketched before
         # they can be scored), so its group may have changed.
         sweeper.changed(list(dict.fromkeys(sessions[si].account for _, si, _ in chunk)),

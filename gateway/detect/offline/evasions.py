@@ -16,7 +16,9 @@ read answer sizes), send three benign-looking requests the gateway refuses after
 (``stream``), put a long real passage before every instruction so the head of the prompt — all
 the features read — is innocent text (``head_camouflage``), and finally spread the operation
 over fresh accounts on distinct networks with at most seven requests each, one under the first
-scoring at eight (``sybil_split``).
+scoring at eight (``sybil_split``). One changes no request: ``declared`` is an attacker who
+obtained an evaluation declaration from the operator (:mod:`gateway.domain.workloads`); the
+suite gives its accounts the allowance an honest harness gets.
 """
 
 from __future__ import annotations
@@ -43,14 +45,17 @@ from gateway.detect.offline.simulate import Session
 
 SINGLE: Final = ("stream", "chat_params", "greedy", "short_answers", "refused_padding",
                  "dilute25", "dilute50", "dilute75",
-                 "head_camouflage", "paraphrase", "human_timing", "completions", "sybil_split")
+                 "head_camouflage", "paraphrase", "human_timing", "completions", "sybil_split",
+                 "declared")
 PAIRS: Final = ("stream+chat_params", "stream+paraphrase", "chat_params+paraphrase",
                 "head_camouflage+stream", "head_camouflage+paraphrase",
                 "dilute50+human_timing", "human_timing+chat_params", "completions+chat_params",
-                "sybil_split+paraphrase", "sybil_split+human_timing")
+                "sybil_split+paraphrase", "sybil_split+human_timing", "declared+greedy")
 DEFAULT: Final = ("none", *SINGLE, *PAIRS)
 ORDER: Final = ("dilute25", "dilute50", "dilute75", "human_timing", "chat_params", "greedy",
                 "short_answers", "refused_padding", "stream", "head_camouflage", "sybil_split")
+ACCOUNT_ONLY: Final = frozenset({"declared"})
+"""Evasions of the account, not of its traffic (nothing to teach a window classifier)."""
 REFUSED_PER_REQUEST: Final = 3
 """Junk requests ``refused_padding`` sends after each real one."""
 SHORT_ANSWER_TOKENS: Final = (32, 128)

@@ -24,7 +24,8 @@ from gateway.detect.offline.real_attacks import ATTACK_FNS
 from gateway.detect.offline.simulate import Session
 from gateway.detect.scoring import Artifact, load_scorer
 
-TRAIN_COMBOS: Final = ("none", *(e for e in evasions.SINGLE if e != "sybil_split"),
+TRAIN_COMBOS: Final = ("none", *(e for e in evasions.SINGLE
+                                  if e != "sybil_split" and e not in evasions.ACCOUNT_ONLY),
                        "stream+paraphrase", "head_camouflage+paraphrase",
                        "dilute50+human_timing", "completions+chat_params")
 NOT_TAUGHT: Final = frozenset({("distill_cot", "greedy"), ("sybil", "greedy")})
@@ -65,5 +66,5 @@ def calibration_threshold(artifact_path: Path, size: adaptive.Size, seed: int,
     scorer = load_scorer(artifact, "cpu")
     benign = adaptive.benign_population(corpus.pool("calibration", size.limits), size, seed)
     result = asyncio.run(replay(benign, scorer, artifact, adaptive.group_of))
-    return adaptive.calibrate([result.peak(s.account) for s in benign], target), len(benign)
+    return adaptive.calibrate(adaptive.benign_peaks(benign, result), target), len(benign)
 

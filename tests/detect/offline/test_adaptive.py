@@ -57,7 +57,7 @@ def test_the_threshold_is_fixed_on_benign_calibration_traffic_alone(
     artifact = Artifact.load(DEFAULT_ARTIFACT)
     result = asyncio.run(online.replay(sessions, load_scorer(artifact, "cpu"), artifact,
                                        adaptive.group_of))
-    peaks = [result.peak(s.account) for s in sessions]
+    peaks = adaptive.benign_peaks(sessions, result)  # harnesses as declared
     assert report.threshold == adaptive.calibrate(peaks)
     assert report.calibration_flag_rate <= report.benign_target
 
@@ -70,8 +70,25 @@ def test_held_out_sources_are_disjoint_from_training_and_calibration(
 
 
 def test_every_benign_profile_is_reported_separately(report: adaptive.AdaptiveReport) -> None:
-    assert [r.profile for r in report.benign] == list(BENIGN_FNS)
+    """Declared profiles twice: as the operator declared them, and as if nobody had."""
+    expected = [name for p in BENIGN_FNS for name in (
+        (p, p + adaptive.UNDECLARED_SUFFIX) if p in adaptive.DECLARED_PROFILES else (p,))]
+    assert [r.profile for r in report.benign] == expected
     assert all(r.accounts > 0 for r in report.benign)
+    rows = {r.profile: r for r in report.benign}
+    for p in adaptive.DECLARED_PROFILES:
+        declared, undeclared = rows[p], rows[p + adaptive.UNDECLARED_SUFFIX]
+        assert declared.flagged <= undeclared.flagged  # a declaration only ever withholds
+
+
+def test_only_harnesses_and_the_declared_evasion_are_declared() -> None:
+    assert adaptive.attack_workload("declared+greedy") == adaptive.DECLARED
+    assert adaptive.attack_workload("declared") == adaptive.DECLARED
+    assert adaptive.attack_workload("greedy") is None
+    assert adaptive.attack_workload("none") is None
+    pool = corpus.pool("calibration", SMALL.limits)
+    for s in adaptive.benign_population(pool, SMALL, seed=3):
+        assert (adaptive.benign_workload(s) is not None) == (s.profile == "eval_harness")
 
 
 def test_calibration_flags_no_more_than_the_target() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from gateway.detect.offline.engine_replay import Replay, replay
 from gateway.detect.offline.real_traffic import Request, to_record
 from gateway.detect.offline.simulate import EPOCH, Session
 from gateway.detect.scoring import DEFAULT_ARTIFACT, F32, Artifact, load_scorer
+from gateway.domain.workloads import Workload
 
 
 class ConstantScorer:
@@ -54,6 +57,23 @@ async def test_risk_follows_the_runtime_policy(artifact: Artifact) -> None:
         assert point.risk == pytest.approx(state.risk)
     assert result.flagged_at("a", 0.8) is not None
     assert result.flagged_at("a", 0.95) is None
+
+
+async def test_a_declared_workload_withholds_verdicts_until_its_allowance_is_spent(
+        artifact: Artifact) -> None:
+    fresh, rerun = _session("fresh", 40), _session("rerun", 40)
+    rerun.requests[:] = [replace(r, prompt=f"Benchmark question {i % 10}")
+                         for i, r in enumerate(rerun.requests)]
+    result = await _run([fresh, rerun], artifact, value=0.99)
+    allowance = Workload("evaluation", 20)
+    undeclared = result.flagged_at("fresh", 0.9)
+    declared = result.flagged_at("fresh", 0.9, allowance)
+    assert undeclared is not None and declared is not None
+    assert undeclared.distinct <= 20 < declared.distinct  # the first verdict past the allowance
+    assert declared.position <= 20 + artifact.score_every  # harvested at most one stride more
+    assert result.flagged_at("rerun", 0.9) is not None
+    assert result.flagged_at("rerun", 0.9, allowance) is None  # ten questions, rerun: free
+    assert result.peak("rerun", allowance) == 0.0
 
 
 async def test_scores_equal_the_shipped_model_on_the_same_windows(artifact: Artifact) -> None:

@@ -18,8 +18,9 @@ def test_training_traffic_covers_every_automation_profile_and_every_evasion() ->
     assert set(AUTOMATION) <= set(negatives)
     groups = {adaptive.group_of(s.account) for s in sessions if s.label == 1}
     combos = {g.split(adaptive.SEP)[1] for g in groups}
-    singles = set(evasions.SINGLE) - {"sybil_split"}
+    singles = set(evasions.SINGLE) - {"sybil_split"} - evasions.ACCOUNT_ONLY
     assert singles <= combos and "none" in combos
+    assert not evasions.ACCOUNT_ONLY & combos  # nothing in the traffic to teach
     assert {g.split(adaptive.SEP)[0] for g in groups} == set(ATTACK_FNS)
 
 
