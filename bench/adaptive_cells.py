@@ -21,10 +21,12 @@ from pathlib import Path
 from gateway.detect.offline import adaptive, corpus
 from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, load_scorer
 
-FULL_SUITE_THRESHOLD = 0.998843
-"""The full suite's calibrated threshold for window-v2, seed 1007 (bench/adaptive_suite.md), before
-coverage lowered it to 0.998423; the campaign tables there were measured at this one. Another
-artifact needs its own (``--threshold``; window-v4's is 0.929310)."""
+FULL_SUITE_THRESHOLD = 0.667298
+"""The full suite's calibrated threshold for window-v2, seed 1007, with evaluation harnesses
+declared (bench/adaptive_declared_window-v2.txt). Earlier tables in bench/adaptive_suite.md were
+measured at 0.998843 (campaigns) and 0.998423 (coverage), before declarations; pass
+``--threshold`` to reproduce them. Another artifact needs its own (window-v4 with declarations:
+0.701294)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         listed = sum(s.account in held.campaign_at for s in benign)
         print(f"benign: {len(benign)} accounts, {listed} listed in a campaign")
         for row in adaptive.benign_rows(benign, held, args.threshold, artifact.threshold):
-            print(f"  {row.profile:18s} flagged {100 * row.flagged:3.0f}%  "
+            print(f"  {row.profile:30s} flagged {100 * row.flagged:3.0f}%  "
                   f"campaign {100 * row.campaign:3.0f}%")
     combos = args.combos.split(",")
     for attack in args.attacks.split(","):
