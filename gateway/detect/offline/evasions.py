@@ -11,7 +11,10 @@ that share of the account's requests is benign), pace requests like a person rea
 (``greedy``: temperature 0, one completion a request — deterministic answers are what supervised
 distillation wants, and temperature 0 is what most benign automation sends), cap every answer
 at 32-128 tokens (``short_answers``: many short answers instead of few long ones; the models
-read answer sizes), send three benign-looking requests the gateway refuses after each real one
+read answer sizes), cap every answer at 8-24 tokens and send the next request as soon as the
+last answer is in, 2-50 ms later (``short_fast``: the regime of a live gateway in front of a
+fast model asked for little, where window-v4 read a simulator harvest as benign), send three
+benign-looking requests the gateway refuses after each real one
 (``refused_padding``: a refusal costs no budget but lands in the window), stream everything
 (``stream``), put a long real passage before every instruction so the head of the prompt — all
 the features read — is innocent text (``head_camouflage``), and finally spread the operation
@@ -43,7 +46,8 @@ from gateway.detect.offline.real_traffic import (
 )
 from gateway.detect.offline.simulate import Session
 
-SINGLE: Final = ("stream", "chat_params", "greedy", "short_answers", "refused_padding",
+SINGLE: Final = ("stream", "chat_params", "greedy", "short_answers", "short_fast",
+                 "refused_padding",
                  "dilute25", "dilute50", "dilute75",
                  "head_camouflage", "paraphrase", "human_timing", "completions", "sybil_split",
                  "declared")
@@ -53,13 +57,18 @@ PAIRS: Final = ("stream+chat_params", "stream+paraphrase", "chat_params+paraphra
                 "sybil_split+paraphrase", "sybil_split+human_timing", "declared+greedy")
 DEFAULT: Final = ("none", *SINGLE, *PAIRS)
 ORDER: Final = ("dilute25", "dilute50", "dilute75", "human_timing", "chat_params", "greedy",
-                "short_answers", "refused_padding", "stream", "head_camouflage", "sybil_split")
+                "short_answers", "short_fast", "refused_padding", "stream", "head_camouflage",
+                "sybil_split")
 ACCOUNT_ONLY: Final = frozenset({"declared"})
 """Evasions of the account, not of its traffic (nothing to teach a window classifier)."""
 REFUSED_PER_REQUEST: Final = 3
 """Junk requests ``refused_padding`` sends after each real one."""
 SHORT_ANSWER_TOKENS: Final = (32, 128)
 """The output cap of ``short_answers``, drawn once per account."""
+SHORT_FAST_TOKENS: Final = (8, 24)
+"""The output cap of ``short_fast``, drawn once per account."""
+SHORT_FAST_GAP_S: Final = (0.002, 0.05)
+"""Seconds between one request of ``short_fast`` and the next."""
 WRITING: Final = frozenset({"paraphrase", "completions"})
 SYBIL_MAX_REQUESTS: Final = 7
 SYBIL_MIN_ACCOUNTS: Final = 10
@@ -120,6 +129,16 @@ def _greedy(g: Gen, s: Session) -> list[Request]:
 def _short_answers(g: Gen, s: Session) -> list[Request]:
     cap = g.rng.randint(*SHORT_ANSWER_TOKENS)
     return [with_params(r, max_tokens=min(r.max_tokens or cap, cap)) for r in _reqs(s)]
+
+
+def _short_fast(g: Gen, s: Session) -> list[Request]:
+    cap = g.rng.randint(*SHORT_FAST_TOKENS)
+    out: list[Request] = []
+    t = s.requests[0].ts if s.requests else 0.0
+    for r in _reqs(s):
+        out.append(with_params(r, ts=t, max_tokens=min(r.max_tokens or cap, cap)))
+        t += g.rng.uniform(*SHORT_FAST_GAP_S)
+    return out
 
 
 def _refused_padding(g: Gen, s: Session) -> list[Request]:
@@ -196,7 +215,8 @@ def _sybil_split(g: Gen, sessions: list[Session]) -> list[Session]:
 
 TRANSFORMS: Final[dict[str, Callable[[Gen, list[Session]], list[Session]]]] = {
     "stream": _each(_stream), "chat_params": _each(_chat_params), "greedy": _each(_greedy),
-    "short_answers": _each(_short_answers), "refused_padding": _each(_refused_padding),
+    "short_answers": _each(_short_answers), "short_fast": _each(_short_fast),
+    "refused_padding": _each(_refused_padding),
     "head_camouflage": _each(_head_camouflage), "human_timing": _each(_human_timing),
     "dilute25": _each(_dilute(0.25)), "dilute50": _each(_dilute(0.5)),
     "dilute75": _each(_dilute(0.75)), "sybil_split": _sybil_split,

@@ -138,6 +138,17 @@ def test_greedy_decoding_sends_temperature_zero_one_completion(pool: corpus.Pool
     assert all(r.max_tokens is None or r.completion_tokens <= r.max_tokens for r in reqs)
 
 
+def test_short_fast_asks_for_little_and_asks_again_at_once(pool: corpus.Pool) -> None:
+    op = adaptive.operation(pool, "distill", "short_fast", 0, 30, seed=6)[0]
+    reqs = _requests(op)
+    low, high = evasions.SHORT_FAST_TOKENS
+    assert len({r.max_tokens for r in reqs}) == 1 and low <= (reqs[0].max_tokens or 0) <= high
+    assert all(r.completion_tokens <= high for r in reqs)
+    gaps = [b.ts - a.ts for a, b in pairwise(reqs)]
+    assert gaps and all(evasions.SHORT_FAST_GAP_S[0] <= g <= evasions.SHORT_FAST_GAP_S[1]
+                        for g in gaps)
+
+
 def test_the_completions_route_is_recorded_as_such(pool: corpus.Pool) -> None:
     op = adaptive.operation(pool, "logit_steal", "completions", 0, 10, seed=7)[0]
     record, prompt = to_record(op, 0)
