@@ -73,7 +73,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -103,10 +103,14 @@ NOT_ADMITTED = frozenset({429, 403})
 
 
 class SlowableUpstream:
-    """The echo upstream behind a delay the soak sets (``delay_s``) while a fault runs."""
+    """The echo upstream behind a delay the soak sets (``delay_s``) while a fault runs. Benign
+    clients script their replies' lengths in ``lengths`` (prompt -> words) before sending, so
+    that a replayed profile gets replies as long as the real model's: a translation batch
+    answered in 8-23 words is no longer a translation batch to the detector."""
 
     def __init__(self) -> None:
-        self.app = create_echo_app()
+        self.lengths: dict[str, int] = {}
+        self.app = create_echo_app(self.lengths)
         self.delay_s = 0.0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -378,10 +382,11 @@ async def _benign_send(client: AsyncOpenAI, req: Request) -> tuple[int, str | No
 
 
 async def benign_loop(account: Account, bases: list[str], stop_at: float,
-                      outcomes: list[Outcome], requests: Iterator[Request], address: str
-                      ) -> None:
+                      outcomes: list[Outcome], requests: Iterator[Request], address: str,
+                      lengths: MutableMapping[str, int]) -> None:
     """Replay ``requests`` at their own pace (real time, not compressed: timing is evidence)
-    from ``address`` (sent as X-Forwarded-For, which the soak's gateways trust)."""
+    from ``address`` (sent as X-Forwarded-For, which the soak's gateways trust), each reply
+    scripted in ``lengths`` to the length the profile's real reply had."""
     clients = [AsyncOpenAI(base_url=b + "/v1", api_key=account.key, max_retries=0, timeout=60,
                            default_headers={"X-Forwarded-For": address})
                for b in bases]
@@ -393,6 +398,7 @@ async def benign_loop(account: Account, bases: list[str], stop_at: float,
             if due >= stop_at:
                 break
             await asyncio.sleep(max(0.0, due - time.monotonic()))
+            lengths[req.prompt] = max(1, req.completion_tokens)
             i = rng.randrange(len(bases))
             started = time.time()
             status, request_id, complete, code = 0, None, False, None
@@ -691,7 +697,7 @@ class Soak:
                 loops.append(benign_loop(account, bases, stop_at, self.outcomes,
                                          benign_schedule(benign_profile(account), rng,
                                                          self.texts),
-                                         address(rng)))
+                                         address(rng), self.upstream.lengths))
             else:
                 where = address(rng)
                 loops.extend(attacker_loop(account, bases, stop_at, self.outcomes,

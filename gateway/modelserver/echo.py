@@ -3,7 +3,9 @@
 It answers from the prompt alone (no model): the same request always gets the same reply, and
 token counts are whitespace words, so tests can check exact usage. Model names are knobs:
 ``slow-<ms>`` waits before answering, ``drip-<ms>`` waits between stream chunks, ``fail`` answers
-500.
+500. A harness replaying real traffic may script reply lengths (``create_echo_app(lengths)``):
+a prompt found there is answered with that many words, as the real model answered it, so that
+what the detector sees of a replayed profile is the profile and not the echo's 8-23 words.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -27,9 +29,13 @@ WORDS = (
 ).split()
 
 
-def reply_words(prompt: str, max_tokens: int | None, index: int = 0) -> list[str]:
+def reply_words(prompt: str, max_tokens: int | None, index: int = 0,
+                length: int | None = None) -> list[str]:
+    """The reply: ``length`` words (8-23 chosen by the prompt when None), cut to
+    ``max_tokens``."""
     seed = hashlib.sha256(f"{index}:{prompt}".encode()).digest()
-    length = 8 + seed[0] % 16
+    if length is None:
+        length = 8 + seed[0] % 16
     if max_tokens is not None:
         length = min(length, max_tokens)
     source = prompt.split() + WORDS
@@ -87,7 +93,8 @@ async def _complete(request: Request, *, chat: bool) -> Response:
         return failure
     prompt = _chat_prompt(body) if chat else str(body.get("prompt", ""))
     n = int(body.get("n") or 1)
-    choices = [reply_words(prompt, body.get("max_tokens"), i) for i in range(n)]
+    length = request.app.state.lengths.get(prompt)
+    choices = [reply_words(prompt, body.get("max_tokens"), i, length) for i in range(n)]
     usage = {
         "prompt_tokens": count_tokens(prompt),
         "completion_tokens": sum(len(c) for c in choices),
@@ -159,10 +166,14 @@ async def embeddings(request: Request) -> Response:
                           "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
-def create_echo_app() -> Starlette:
-    return Starlette(routes=[
+def create_echo_app(lengths: Mapping[str, int] | None = None) -> Starlette:
+    """The upstream; ``lengths`` scripts reply lengths by prompt (the chat prompt is the
+    messages' contents joined by newlines). The caller may keep adding to it while serving."""
+    app = Starlette(routes=[
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
     ])
+    app.state.lengths = lengths if lengths is not None else {}
+    return app

@@ -4,15 +4,30 @@ ends with a flag — with reasons, evidence and enforcement — visible in the a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import pytest
 
 from gateway.detect.offline import simulate
 from gateway.detect.offline.http_replay import replay
 from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact
+from gateway.modelserver.echo import create_echo_app
 from tests.e2e.conftest import StackFactory
+from tests.support.servers import RecordingApp, serve_in_thread
+
+# Reply lengths scripted per prompt by the replay: each simulated exchange is answered at its
+# simulated length, not in the echo's 8-23 words (what the detector sees is the session).
+LENGTHS: dict[str, int] = {}
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[tuple[str, RecordingApp]]:
+    app = RecordingApp(create_echo_app(LENGTHS))
+    with serve_in_thread(app) as url:
+        yield url + "/v1", app
+
 
 DETECTION = {
     "detection_enabled": True, "detection_min_score_interval_s": 0.0,
@@ -42,7 +57,7 @@ def test_distillation_is_flagged_and_throttled(make_stack: StackFactory) -> None
     with make_stack(**DETECTION, detection_throttle_threshold=0.6) as stack:
         account_id, key = stack.new_account("distiller")
         session = simulate.generate(21, "heldout", 1, (80, 80), ("distill",))[0]
-        outcomes = replay(session, stack.base, key, limit=80)
+        outcomes = replay(session, stack.base, key, limit=80, lengths=LENGTHS)
         # Once flagged the account is throttled (5 requests a minute), so later requests get 429s.
         assert outcomes["ok"] >= 8, outcomes
         with stack.admin() as admin:
@@ -75,7 +90,7 @@ def test_campaign_accounts_get_one_cluster_flag(make_stack: StackFactory) -> Non
         for i, session in enumerate(sessions):
             account_id, key = stack.new_account(f"hydra-{i}")
             accounts.append(account_id)
-            replay(session, stack.base, key, limit=24)
+            replay(session, stack.base, key, limit=24, lengths=LENGTHS)
         with stack.admin() as admin:
             campaign = _wait_for(lambda: [f for f in _flags(admin, kind="campaign")
                                           if set(accounts) <= set(f["account_ids"])])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import MutableMapping
 from typing import Any
 
 from gateway.detect.offline.simulate import Session, SimRequest
@@ -33,14 +34,19 @@ def _kwargs(req: SimRequest) -> dict[str, Any]:
 
 
 def replay(session: Session, base_url: str, api_key: str, *, limit: int | None = None,
-           pace_s: float = 0.0, client: Any = None) -> Counter[str]:
-    """Send the session's requests (at most ``limit``); returns outcome counts by kind."""
+           pace_s: float = 0.0, client: Any = None,
+           lengths: MutableMapping[str, int] | None = None) -> Counter[str]:
+    """Send the session's requests (at most ``limit``); returns outcome counts by kind. With
+    ``lengths`` (an echo upstream's script, :func:`gateway.modelserver.echo.create_echo_app`)
+    each reply is scripted to the simulated reply's length before its request is sent."""
     import openai
 
     client = client or openai.OpenAI(base_url=base_url.rstrip("/") + "/v1", api_key=api_key,
                                      max_retries=0, timeout=30)
     outcomes: Counter[str] = Counter()
     for req in session.requests[:limit]:
+        if lengths is not None:
+            lengths[req.prompt] = max(1, req.completion_tokens)
         try:
             if req.stream:
                 for _ in client.chat.completions.create(stream=True, **_kwargs(req)):
