@@ -43,6 +43,13 @@ def register(commands: Any) -> None:
                        "reproduce window-v4 (measured, not shipped: bench/adaptive_suite.md)")
     train.set_defaults(handler=_train)
 
+    cal = commands.add_parser("calibrate", help="fix an artifact's flag threshold on real benign "
+                              "calibration traffic (evaluation harnesses declared)")
+    cal.add_argument("--model", default=str(DEFAULT_ARTIFACT), help="artifact JSON, rewritten")
+    cal.add_argument("--size", choices=["small", "full"], default="full")
+    cal.add_argument("--seed", type=int, default=11)
+    cal.set_defaults(handler=_calibrate)
+
     export = commands.add_parser("export", help="export trained torch weights to ONNX")
     export.add_argument("--weights", default=str(ARTIFACTS_DIR / "window-v2.pt"))
     export.add_argument("--out", required=True, help="the .onnx file to write")
@@ -94,6 +101,14 @@ def _train(args: argparse.Namespace) -> int:
                          epochs=args.epochs, name=args.name,
                          real=None if args.real == "none" else args.real)
     train(Path(args.out), config, log=lambda m: print(m, flush=True))
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from gateway.detect.offline.train import calibrate
+
+    threshold = calibrate(Path(args.model), args.size, args.seed)
+    print(f"calibrate: {args.model} threshold {threshold:.6f}")
     return 0
 
 

@@ -135,15 +135,19 @@ def _references(windows: Windows) -> tuple[list[float], list[float]]:
     return [round(float(x), 6) for x in seq_ref], [round(float(x), 6) for x in stats_ref]
 
 
-def _calibrate_on_real(meta_path: Path, meta: dict[str, Any], config: TrainConfig) -> float:
-    """Replace the artifact's threshold by the real benign calibration quantile (see
-    :func:`gateway.detect.offline.real_training.calibration_threshold`); returns it."""
+def calibrate(meta_path: Path, size: str = "full", seed: int = 11) -> float:
+    """Rewrite the artifact's threshold as the real benign calibration quantile (see
+    :func:`gateway.detect.offline.real_training.calibration_threshold`: evaluation harnesses
+    declared, as an operator declares them); returns it. The weights, and so the version, are
+    unchanged: the threshold is the artifact's operating point, not part of the model."""
+    meta = json.loads(meta_path.read_text())
     threshold, accounts = real_training.calibration_threshold(
-        meta_path, adaptive.SIZES[config.real or "full"], config.calibration_seed)
+        meta_path, adaptive.SIZES[size], seed)
     meta["threshold"] = min(threshold, 1.0)
-    meta["summary"]["calibration"] = {"split": "calibration", "accounts": accounts,
-                                      "target": adaptive.BENIGN_TARGET,
-                                      "seed": config.calibration_seed}
+    meta["summary"]["calibration"] = {
+        "split": "calibration", "accounts": accounts, "target": adaptive.BENIGN_TARGET,
+        "seed": seed, "size": size, "declared": sorted(adaptive.DECLARED_PROFILES),
+        "allowance": adaptive.SUITE_ALLOWANCE}
     meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     return float(meta["threshold"])
 
@@ -200,7 +204,7 @@ def train(out_dir: Path, config: TrainConfig = TrainConfig(), log: Any = print) 
     meta_path = out_dir / f"{config.name}.json"
     meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     if config.real is not None:
-        threshold = _calibrate_on_real(meta_path, meta, config)
+        threshold = calibrate(meta_path, config.real, config.calibration_seed)
     log(f"train: wrote {meta_path} (threshold {threshold:.3f}, "
         f"{time.monotonic() - started:.0f}s)")
     return meta_path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from gateway.cli import main
+from gateway.detect.offline import adaptive, real_training
 from gateway.detect.window import N_SEQ, N_STATS
 
 
@@ -41,3 +43,25 @@ def test_train_export_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str
     for needle in ("ROC AUC", "TPR @ 1% FPR", "TPR @ 0.1% FPR", "GBT (stats)", "PRADA",
                    "mimicry", "support"):
         assert needle in table
+
+
+def test_calibrate_rewrites_the_threshold_alone_from_benign_calibration_traffic(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_artifact: Path) -> None:
+    """The shipped artifact's operating point is reproducible: ``gateway calibrate`` sets the
+    threshold to the declaration-aware benign quantile and leaves the model as it was."""
+    for f in tiny_artifact.parent.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    path = tmp_path / tiny_artifact.name
+    before = json.loads(path.read_text())
+    capsys.readouterr()
+    assert main(["calibrate", "--model", str(path), "--size", "small", "--seed", "3"]) == 0
+    after = json.loads(path.read_text())
+    expected, accounts = real_training.calibration_threshold(path, adaptive.SIZES["small"], 3)
+    assert after["threshold"] == min(expected, 1.0)
+    assert f"threshold {after['threshold']:.6f}" in capsys.readouterr().out
+    assert after["summary"]["calibration"] == {
+        "split": "calibration", "accounts": accounts, "target": adaptive.BENIGN_TARGET,
+        "seed": 3, "size": "small", "declared": ["eval_harness"],
+        "allowance": adaptive.SUITE_ALLOWANCE}
+    unchanged = {k: v for k, v in after.items() if k not in ("threshold", "summary")}
+    assert unchanged == {k: v for k, v in before.items() if k not in ("threshold", "summary")}
