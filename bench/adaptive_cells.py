@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"campaign {100 * row.campaign:3.0f}%")
     combos = args.combos.split(",")
     for attack in args.attacks.split(","):
-        ops = {c: [adaptive.operation(pool, attack, c, j, size.requests, args.seed)
+        ops = {c: [adaptive.operation(pool, attack, c, j, adaptive.operation_requests(size, c),
+                                      args.seed)
                    for j in range(size.operations)] for c in combos}
         result = adaptive._replay([s for group in ops.values() for op in group for s in op],
                                   scorer, artifact)

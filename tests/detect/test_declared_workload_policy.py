@@ -73,6 +73,12 @@ def _policy(sessions: async_sessionmaker[AsyncSession],
     return policy, metrics
 
 
+async def _score(policy: DbPolicy, account: str, score: float, distinct: int) -> None:
+    """One scoring of ``account`` handed to the policy, and its verdict settled."""
+    await policy.on_scored([_scored(account, score, distinct)])
+    await policy.idle()
+
+
 def _withheld(metrics: Metrics) -> float:
     return metrics.detect_withheld.labels("declared_workload")._value.get()
 
@@ -93,10 +99,8 @@ async def test_within_its_allowance_a_declared_account_gets_no_verdict(
         sessions: async_sessionmaker[AsyncSession]) -> None:
     account = await _account(sessions, Workload("evaluation", ALLOWANCE).to_json())
     policy, metrics = _policy(sessions, Clock())
-    await policy.on_scored([_scored(account, 0.95, ALLOWANCE)])
-    await policy.idle()
-    await policy.on_scored([_scored(account, 0.97, ALLOWANCE)])  # remembered: no database
-    await policy.idle()
+    await _score(policy, account, 0.95, ALLOWANCE)
+    await _score(policy, account, 0.97, ALLOWANCE)  # remembered: no database
     assert await _flags(sessions, account) == []
     assert await _actions(sessions, account) == []  # no throttle either
     assert _withheld(metrics) == 2
@@ -109,10 +113,8 @@ async def test_the_first_scoring_past_the_allowance_flags_and_says_why(
         sessions: async_sessionmaker[AsyncSession]) -> None:
     account = await _account(sessions, Workload("evaluation", ALLOWANCE).to_json())
     policy, _ = _policy(sessions, Clock())
-    await policy.on_scored([_scored(account, 0.95, ALLOWANCE)])
-    await policy.idle()
-    await policy.on_scored([_scored(account, 0.95, ALLOWANCE + 1)])
-    await policy.idle()
+    await _score(policy, account, 0.95, ALLOWANCE)
+    await _score(policy, account, 0.95, ALLOWANCE + 1)
     flags = await _flags(sessions, account)
     assert len(flags) == 1 and flags[0].score == 0.95
     assert f"{ALLOWANCE + 1} distinct requests, allowance {ALLOWANCE}" in flags[0].reasons[-1]
@@ -123,8 +125,7 @@ async def test_an_undeclared_account_is_flagged_at_once(
         sessions: async_sessionmaker[AsyncSession]) -> None:
     account = await _account(sessions, None)
     policy, metrics = _policy(sessions, Clock())
-    await policy.on_scored([_scored(account, 0.95, 3)])
-    await policy.idle()
+    await _score(policy, account, 0.95, 3)
     assert len(await _flags(sessions, account)) == 1
     assert _withheld(metrics) == 0
 
@@ -141,8 +142,7 @@ async def test_an_unreadable_declaration_withholds_nothing(
         sessions: async_sessionmaker[AsyncSession], stored: Any) -> None:
     account = await _account(sessions, stored)
     policy, _ = _policy(sessions, Clock())
-    await policy.on_scored([_scored(account, 0.95, 1)])
-    await policy.idle()
+    await _score(policy, account, 0.95, 1)
     assert len(await _flags(sessions, account)) == 1
 
 
@@ -151,16 +151,13 @@ async def test_a_cleared_declaration_takes_effect_within_the_recheck_time(
     account = await _account(sessions, Workload("evaluation", ALLOWANCE).to_json())
     clock = Clock()
     policy, _ = _policy(sessions, clock)
-    await policy.on_scored([_scored(account, 0.95, 5)])
-    await policy.idle()
+    await _score(policy, account, 0.95, 5)
     async with sessions.begin() as session:
         acct = await repo.get_account(session, account)
         assert acct is not None
         acct.workload = None
-    await policy.on_scored([_scored(account, 0.95, 5)])
-    await policy.idle()
+    await _score(policy, account, 0.95, 5)
     assert await _flags(sessions, account) == []  # still remembered
     clock.now += WITHHOLD_RECHECK_S
-    await policy.on_scored([_scored(account, 0.95, 5)])
-    await policy.idle()
+    await _score(policy, account, 0.95, 5)
     assert len(await _flags(sessions, account)) == 1

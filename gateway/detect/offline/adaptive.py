@@ -186,6 +186,12 @@ def operation(pool: corpus.Pool, attack: str, combo: str, index: int, requests: 
     return _named(evasions.apply(g, sessions, combo), prefix, prefix)
 
 
+def operation_requests(size: Size, combo: str) -> int:
+    """Requests per operation: a declared operation sends the allowance on top, so that its
+    cell measures the allowance as the bound on its harvest rather than a harvest under it."""
+    return size.requests + (SUITE_ALLOWANCE if attack_workload(combo) else 0)
+
+
 def group_of(account: str) -> str:
     """Who an account's campaign sweeps see it beside: every benign account of its split
     (people and automation of unrelated organisations share SDK defaults and open templates, as
@@ -352,7 +358,8 @@ def run(artifact_path: Path = DEFAULT_ARTIFACT, size: Size = SIZES["small"], see
     cells: list[Cell] = []
     peaks: dict[str, list[float]] = defaultdict(list)
     for attack in ATTACK_FNS:
-        ops = {combo: [operation(pools["heldout"], attack, combo, j, size.requests, seed)
+        ops = {combo: [operation(pools["heldout"], attack, combo, j,
+                                 operation_requests(size, combo), seed)
                        for j in range(size.operations)] for combo in size.combos}
         result = _replay([s for group in ops.values() for op in group for s in op], scorer,
                          artifact)

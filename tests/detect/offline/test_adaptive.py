@@ -91,6 +91,23 @@ def test_only_harnesses_and_the_declared_evasion_are_declared() -> None:
         assert (adaptive.benign_workload(s) is not None) == (s.profile == "eval_harness")
 
 
+def test_declared_operations_harvest_their_allowance_and_send_past_it(
+        report: adaptive.AdaptiveReport) -> None:
+    """The allowance is the bound a declaration buys: a declared operation sends more than it,
+    so that its cell shows the flag past it rather than a harvest that never reached it."""
+    declared = [c for c in report.cells if adaptive.attack_workload(c.evasion)]
+    assert {c.evasion for c in declared} == {"declared", "declared+greedy"}
+    for c in declared:
+        assert c.total_completions.median > adaptive.SUITE_ALLOWANCE
+        if c.accounts == c.operations:  # one account: its verdicts withheld up to the allowance
+            assert c.harvest_completions.median >= adaptive.SUITE_ALLOWANCE * 0.9
+        else:  # accounts of one operation, each within its allowance: a campaign is not withheld
+            assert c.flagged > 0.5
+    assert adaptive.operation_requests(SMALL, "declared") == (
+        SMALL.requests + adaptive.SUITE_ALLOWANCE)
+    assert adaptive.operation_requests(SMALL, "greedy") == SMALL.requests
+
+
 def test_calibration_flags_no_more_than_the_target() -> None:
     peaks = [i / 1000 for i in range(1000)]
     threshold = adaptive.calibrate(peaks, 0.005)
