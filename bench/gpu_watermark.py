@@ -38,20 +38,25 @@ try:  # pragma: no cover - only on machines with Triton
     import triton
     import triton.language as tl
 
+    # A @triton.jit function reads globals only as constexpr, and its parameters' annotations
+    # are evaluated by Triton (``Any`` is a global too): the kernels are left unannotated.
+    _MULT = tl.constexpr(MULT)
+    _TOKEN_SALT = tl.constexpr(TOKEN_SALT)
+
     @triton.jit
-    def _mix(x: Any) -> Any:
-        x = ((x >> 16) ^ x) * MULT
-        x = ((x >> 16) ^ x) * MULT
+    def _mix(x):  # type: ignore[no-untyped-def]
+        x = ((x >> 16) ^ x) * _MULT
+        x = ((x >> 16) ^ x) * _MULT
         return (x >> 16) ^ x
 
     @triton.jit
-    def _watermark_kernel(logits_ptr: Any, seeds_ptr: Any, vocab: Any, stride: Any,
-                          threshold: Any, delta: Any, BLOCK: tl.constexpr) -> None:
+    def _watermark_kernel(logits_ptr, seeds_ptr, vocab, stride,  # type: ignore[no-untyped-def]
+                          threshold, delta, BLOCK: tl.constexpr):
         row = tl.program_id(0)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         inside = cols < vocab
         seed = tl.load(seeds_ptr + row).to(tl.uint32)
-        token = _mix((cols + TOKEN_SALT).to(tl.uint32))
+        token = _mix((cols + _TOKEN_SALT).to(tl.uint32))
         green = _mix(seed ^ token) < threshold
         ptr = logits_ptr + row * stride + cols
         values = tl.load(ptr, mask=inside)

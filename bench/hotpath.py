@@ -39,6 +39,21 @@ Method (independent of ``proxy_overhead.py``, reusing only its process helpers):
     .venv/bin/python -m bench.hotpath --only gw-local,gw-prod --workload json \\
         --concurrency 16 --duration 10 --profile bench/profiles --profile-tag before
 
+Scaling (``--scaling 1,2,4,8``; issue 14: "two workers on two cores should give close to twice
+one worker's throughput"): the floor and the gateway setups are started with 1, 2, 4, 8 worker
+processes (uvicorn ``--workers N``), each worker pinned to a core of its own from
+``--proxy-cores`` (the first N of them), while wrk and the upstream stay on ``--load-cores`` and
+PostgreSQL / Redis, started outside the bench (``bench/device_scaling.sh`` does it on the
+accelerator machine), run on cores of their own. Before a measurement the bench waits until
+every worker has finished starting (its CPU time stops growing), so that wrk's connections are
+spread over all of them, and it reports per cell the req/s, its ratio to one worker in the same
+run, the CPU per request and how evenly the workers shared the load (least / most CPU of a
+worker over the run). ``--json FILE`` writes every cell.
+
+    .venv/bin/python -m bench.hotpath --scaling 1,2,4,8 --load-cores 0-1 --proxy-cores 4-11 \\
+        --only upstream,floor,gw-local,gw-prod --workload json --concurrency 16,64
+    bash bench/device_scaling.sh          # the same on the accelerator machine, kit included
+
 ``--profile DIR`` samples the proxy process with py-spy (``pip install py-spy``; non-blocking,
 so the numbers of a profiled run are a little low) during each measured wrk run and writes, per
 setup / workload / concurrency, a flame graph (``TAG_SETUP_WORKLOAD_cN.svg``), the collapsed
@@ -51,6 +66,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gzip
+import importlib.util
 import json
 import os
 import re
@@ -67,7 +83,12 @@ from pathlib import Path
 
 from bench.proxy.overhead_cpu import group_cpu_s
 from bench.proxy.overhead_gateway import gateway_executable
-from bench.proxy.overhead_payloads import WORKLOADS, Workload, check_response, request_body
+from bench.proxy.overhead_payloads import (
+    WORKLOADS,
+    Workload,
+    check_response,
+    request_body,
+)
 from bench.proxy.overhead_servers import (
     BENCH_DIR,
     PROXY_CORE,
@@ -85,6 +106,13 @@ from bench.proxy.overhead_servers import (
     start_passthrough,
     start_upstream,
     wait_until_up,
+)
+from bench.proxy.workers import (
+    children_cpu_s,
+    core_list,
+    parse_cores,
+    pin_workers,
+    settle_workers,
 )
 from bench.ratelimit.ratelimit_support import WrkRun as ParsedWrk
 from bench.ratelimit.ratelimit_support import parse_wrk
@@ -104,6 +132,8 @@ SETUPS: dict[str, str] = {
     "gw-prod": "gateway, production (PG, Redis limits)",
 }
 FLOOR, NGINX_SETUP = "floor", "nginx"
+SCALED = ("floor", "gw-local", "gw-prod")
+"""The setups ``--scaling`` starts with 1, 2, 4 ... workers; the others are measured once."""
 
 
 # --- wrk ---------------------------------------------------------------------------------------
@@ -113,6 +143,14 @@ class WrkRun(ParsedWrk):
     """One wrk run, with the CPU the proxy under test spent during it."""
 
     proxy_cpu_s: float | None = None
+    worker_cpu_s: tuple[float, ...] = ()
+    """CPU (s) each worker of the proxy spent during the run, when the bench tracked them."""
+
+    def balance(self) -> float | None:
+        """Least / most CPU of a worker over the run: 1.0 is an even share."""
+        if len(self.worker_cpu_s) < 2 or not max(self.worker_cpu_s):
+            return None
+        return min(self.worker_cpu_s) / max(self.worker_cpu_s)
 
     def cpu_per_req_us(self) -> float | None:
         if self.proxy_cpu_s is None or not self.requests:
@@ -122,19 +160,23 @@ class WrkRun(ParsedWrk):
 
 def run_wrk(
     url: str, concurrency: int, duration_s: int, body_file: Path, key: str,
-    proxy_pgid: int | None, profile_to: Path | None = None,
+    proxy_pgid: int | None, profile_to: Path | None = None, load_cores: str = UPSTREAM_CORE,
+    workers: list[int] | None = None,
 ) -> WrkRun:
     cmd = [
-        "taskset", "-c", UPSTREAM_CORE, WRK, "-t1", f"-c{concurrency}", f"-d{duration_s}s",
+        "taskset", "-c", load_cores, WRK, "-t1", f"-c{concurrency}", f"-d{duration_s}s",
         "--timeout", "10s", "-s", str(LUA_SCRIPT), f"{url}/v1/chat/completions",
     ]
     env = {**os.environ, "WRK_BODY_FILE": str(body_file), "WRK_API_KEY": key}
     before = group_cpu_s({proxy_pgid}) if proxy_pgid is not None else None
+    each_before = children_cpu_s(proxy_pgid) if workers and proxy_pgid is not None else {}
     spies = ([] if profile_to is None or proxy_pgid is None
              else start_py_spy(proxy_pgid, duration_s, profile_to))
     done = subprocess.run(cmd, capture_output=True, text=True, env=env,
                           timeout=duration_s + 60, check=False)
     after = group_cpu_s({proxy_pgid}) if proxy_pgid is not None else None
+    each_after = children_cpu_s(proxy_pgid) if workers and proxy_pgid is not None else {}
+    per_worker = tuple(each_after.get(p, 0.0) - each_before.get(p, 0.0) for p in workers or [])
     for spy in spies:
         spy.wait(timeout=60)
     if spies and profile_to is not None:
@@ -142,7 +184,8 @@ def run_wrk(
     if done.returncode != 0:
         raise BenchError(f"wrk exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     spent = None if before is None or after is None else after - before
-    return WrkRun(**dataclasses.asdict(parse_wrk(done.stdout)), proxy_cpu_s=spent)
+    return WrkRun(**dataclasses.asdict(parse_wrk(done.stdout)), proxy_cpu_s=spent,
+                  worker_cpu_s=per_worker)
 
 
 # --- profiles ----------------------------------------------------------------------------------
@@ -260,9 +303,21 @@ def tiers_json() -> str:
     return json.dumps({TIER: limits, "standard": limits, "throttled": throttled})
 
 
+def gateway_command() -> list[str]:
+    """The ``gateway`` console script beside this Python (the venv's); else, where the package
+    is only on PYTHONPATH (the accelerator machine), ``python -m gateway.cli`` with this same
+    Python, never another interpreter's script found on PATH; else whatever PATH has."""
+    beside = Path(sys.executable).parent / "gateway"
+    if beside.exists():
+        return [str(beside)]
+    if importlib.util.find_spec("gateway") is not None:
+        return [sys.executable, "-m", "gateway.cli"]
+    return [gateway_executable()]
+
+
 def gateway_cli(env: dict[str, str], *args: str) -> dict[str, object]:
     """Run ``gateway <args>``; the last JSON object line it printed."""
-    done = subprocess.run([gateway_executable(), *args], capture_output=True, text=True,
+    done = subprocess.run([*gateway_command(), *args], capture_output=True, text=True,
                           env=env, timeout=120, check=False)
     if done.returncode != 0:
         raise BenchError(f"`gateway {' '.join(args)}` exited {done.returncode}:\n"
@@ -274,11 +329,10 @@ def gateway_cli(env: dict[str, str], *args: str) -> dict[str, object]:
     return {}
 
 
-def psql(*sql: str) -> None:
+def psql(pg_dsn: str, *sql: str) -> None:
     for statement in sql:
         done = subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v",
-             "ON_ERROR_STOP=1", "-qc", statement],
+            ["psql", "-d", f"{pg_dsn}/postgres", "-v", "ON_ERROR_STOP=1", "-qc", statement],
             capture_output=True, text=True, timeout=60, check=False,
         )
         if done.returncode != 0:
@@ -290,9 +344,12 @@ class GatewaySetup:
     env: dict[str, str]
     api_key: str
     pg_database: str | None = None
+    pg_dsn: str = PG_DSN
 
 
-def prepare_gateway(setup: str, work_dir: Path) -> GatewaySetup:
+def prepare_gateway(
+    setup: str, work_dir: Path, pg_dsn: str = PG_DSN, redis_url: str = REDIS_URL
+) -> GatewaySetup:
     """Schema, an account on the bench tier and a key, through the gateway's CLI."""
     work_dir.mkdir(parents=True, exist_ok=True)
     env = {
@@ -312,16 +369,16 @@ def prepare_gateway(setup: str, work_dir: Path) -> GatewaySetup:
         if shutil.which("psql") is None:
             raise BenchError("psql not found (PostgreSQL client needed for gw-prod)")
         pg_database = f"gw_hotpath_{os.getpid()}_{secrets.token_hex(3)}"
-        psql(f"CREATE DATABASE {pg_database}")
+        psql(pg_dsn, f"CREATE DATABASE {pg_database}")
         env |= {
             "GATEWAY_MODE": "production",
-            "GATEWAY_DATABASE_URL": f"{PG_DSN}/{pg_database}",
-            "GATEWAY_REDIS_URL": REDIS_URL,
+            "GATEWAY_DATABASE_URL": f"{pg_dsn}/{pg_database}",
+            "GATEWAY_REDIS_URL": redis_url,
             "GATEWAY_ADMIN_TOKEN": secrets.token_hex(32),
             "GATEWAY_KEY_HASH_SECRET": secrets.token_hex(32),
             "GATEWAY_WATERMARK_SECRET": secrets.token_hex(32),
         }
-    result = GatewaySetup(env=env, api_key="", pg_database=pg_database)
+    result = GatewaySetup(env=env, api_key="", pg_database=pg_database, pg_dsn=pg_dsn)
     try:
         gateway_cli(env, "migrate")
         account = gateway_cli(env, "accounts", "create", "--name", f"bench-{setup}",
@@ -337,18 +394,19 @@ def prepare_gateway(setup: str, work_dir: Path) -> GatewaySetup:
 def drop_gateway(setup: GatewaySetup) -> None:
     if setup.pg_database is not None:
         try:
-            psql(f"DROP DATABASE IF EXISTS {setup.pg_database} WITH (FORCE)")
+            psql(setup.pg_dsn, f"DROP DATABASE IF EXISTS {setup.pg_database} WITH (FORCE)")
         except BenchError as exc:
             log(f"WARNING could not drop {setup.pg_database}: {exc}")
         setup.pg_database = None
 
 
 def start_gateway(
-    procs: Processes, name: str, setup: GatewaySetup, upstream_url: str, workers: int = 1
+    procs: Processes, name: str, setup: GatewaySetup, upstream_url: str, workers: int = 1,
+    cores: str = PROXY_CORE,
 ) -> tuple[Managed, str]:
     port = free_port()
     env = {**setup.env, "GATEWAY_UPSTREAM_URL": f"{upstream_url}/v1"}
-    cmd = ["taskset", "-c", PROXY_CORE, gateway_executable(), "serve", "--host", "127.0.0.1",
+    cmd = ["taskset", "-c", cores, *gateway_command(), "serve", "--host", "127.0.0.1",
            "--port", str(port), "--workers", str(workers)]
     managed = procs.start(name, cmd, env)
     url = f"http://127.0.0.1:{port}"
@@ -364,6 +422,7 @@ class Cell:
     workload: Workload
     concurrency: int
     runs: list[WrkRun] = field(default_factory=list)
+    workers: int = 1
 
     def med(self, attr: str) -> float:
         return float(statistics.median(getattr(r, attr) for r in self.runs))
@@ -374,6 +433,10 @@ class Cell:
 
     def bad(self) -> tuple[int, int]:
         return sum(r.non_2xx for r in self.runs), sum(r.socket_errors for r in self.runs)
+
+    def balance(self) -> float | None:
+        values = [v for v in (r.balance() for r in self.runs) if v is not None]
+        return float(statistics.median(values)) if values else None
 
 
 @dataclass
@@ -387,12 +450,34 @@ class Options:
     profile_dir: Path | None = None
     profile_tag: str = "profile"
     workers: int = 1
+    load_cores: list[int] = field(default_factory=lambda: parse_cores(UPSTREAM_CORE))
+    proxy_cores: list[int] = field(default_factory=lambda: parse_cores(PROXY_CORE))
+    pin_workers: bool = False
+    scaling: list[int] = field(default_factory=list)
+    pg_dsn: str = PG_DSN
+    redis_url: str = REDIS_URL
+    json_out: Path | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one launch of a proxy runs: its worker count and cores."""
+
+    workers: int
+    cores: list[int]
+    pin: bool
+
+    @property
+    def cores_text(self) -> str:
+        return core_list(self.cores)
 
 
 class Bench:
     def __init__(self, opts: Options, procs: Processes, work_dir: Path) -> None:
         self.opts, self.procs, self.work_dir = opts, procs, work_dir
         self.cells: dict[tuple[str, Workload, int], Cell] = {}
+        self.scaled: dict[tuple[str, int, Workload, int], Cell] = {}
+        """``--scaling``: (setup, workers, workload, concurrency) -> cell."""
         self.skipped: dict[str, str] = {}
         self.problems: list[str] = []
         self.gateways: dict[str, GatewaySetup] = {}
@@ -402,46 +487,87 @@ class Bench:
             path.write_bytes(request_body(w))
             self.bodies[w] = path
 
+    @property
+    def load_cores(self) -> str:
+        return core_list(self.opts.load_cores)
+
     def run(self) -> None:
-        log("starting the static nginx upstream on core 0")
-        upstream = start_upstream(self.procs)
+        log(f"starting the static nginx upstream on core(s) {self.load_cores}")
+        upstream = start_upstream(self.procs, self.load_cores)
         try:
+            if self.opts.scaling:
+                self._run_scaling(upstream)
+                return
             for setup in self.opts.setups:
-                if setup.startswith("gw-"):
-                    try:
-                        self.gateways[setup] = prepare_gateway(setup, self.work_dir / setup)
-                    except BenchError as exc:
-                        self.skipped[setup] = str(exc).splitlines()[0][:200]
-                        log(f"SKIP {setup}: {exc}")
-                        continue
+                if setup.startswith("gw-") and not self._prepare(setup):
+                    continue
                 for workload in self.opts.workloads:
-                    self._measure_setup(setup, workload, upstream)
+                    # --workers is the gateway's; the others run one worker
+                    is_gw = setup.startswith("gw-")
+                    layout = Layout(self.opts.workers if is_gw else 1, self.opts.proxy_cores,
+                                    self.opts.pin_workers and is_gw)
+                    self._measure_setup(setup, workload, upstream, layout)
         finally:
             for gw in self.gateways.values():
                 drop_gateway(gw)
 
+    def _run_scaling(self, upstream: Upstream) -> None:
+        """Worker count by worker count (all setups at 1, then all at 2, ...), so that a run
+        cut short still has every setup's smaller counts."""
+        setups = [s for s in self.opts.setups if not s.startswith("gw-") or self._prepare(s)]
+        for workload in self.opts.workloads:
+            for setup in (s for s in setups if s not in SCALED):  # upstream, nginx: once
+                self._measure_setup(setup, workload, upstream,
+                                    Layout(1, self.opts.proxy_cores[:1], False))
+            for n in self.opts.scaling:
+                for setup in (s for s in setups if s in SCALED):
+                    self._measure_setup(setup, workload, upstream,
+                                        Layout(n, self.opts.proxy_cores[:n], True))
+
+    def _prepare(self, setup: str) -> bool:
+        try:
+            self.gateways[setup] = prepare_gateway(
+                setup, self.work_dir / setup, self.opts.pg_dsn, self.opts.redis_url)
+        except BenchError as exc:
+            self.skipped[setup] = str(exc).splitlines()[0][:200]
+            log(f"SKIP {setup}: {exc}")
+            return False
+        return True
+
     def _launch(
-        self, setup: str, workload: Workload, upstream: Upstream
+        self, setup: str, workload: Workload, upstream: Upstream, layout: Layout
     ) -> tuple[Managed | None, str]:
         url = upstream.base_url(workload)
         if setup == "upstream":
             return None, url
         if setup == "nginx":
-            return start_nginx_proxy(self.procs, url, workload)
+            return start_nginx_proxy(self.procs, url, workload, layout.cores_text)
         if setup == "floor":
-            return start_passthrough(self.procs, "passthrough_aiohttp", url, workload)
-        return start_gateway(self.procs, f"{setup}-{workload}", self.gateways[setup], url,
-                             self.opts.workers)
+            return start_passthrough(self.procs, "passthrough_aiohttp", url, workload,
+                                     layout.cores_text, layout.workers)
+        return start_gateway(self.procs, f"{setup}-{workload}-w{layout.workers}",
+                             self.gateways[setup], url, layout.workers, layout.cores_text)
 
     def _key(self, setup: str) -> str:
         gw = self.gateways.get(setup)
         return gw.api_key if gw is not None else "bench-passthrough-key"
 
-    def _measure_setup(self, setup: str, workload: Workload, upstream: Upstream) -> None:
-        log(f"[{workload}] {SETUPS[setup]}")
+    def _measure_setup(
+        self, setup: str, workload: Workload, upstream: Upstream, layout: Layout
+    ) -> None:
+        scaled = bool(self.opts.scaling) and setup in SCALED
+        where = ("" if setup == "upstream" else
+                 f" - {layout.workers} worker{'s' if layout.workers > 1 else ''} on core(s) "
+                 f"{layout.cores_text}{' (one each)' if layout.pin else ''}")
+        log(f"[{workload}] {SETUPS[setup]}{where}")
         managed: Managed | None = None
         try:
-            managed, url = self._launch(setup, workload, upstream)
+            managed, url = self._launch(setup, workload, upstream, layout)
+            workers: list[int] | None = None
+            if managed is not None and setup != "nginx" and (layout.pin or layout.workers > 1):
+                workers = settle_workers(managed, layout.workers)
+                if layout.pin:
+                    pin_workers(workers, layout.cores)
             headers = {"Content-Type": "application/json",
                        "Authorization": f"Bearer {self._key(setup)}"}
             status, ctype, body = http_request(f"{url}/v1/chat/completions",
@@ -453,12 +579,16 @@ class Bench:
             log(f"    sample request: {status} {ctype}")
             pgid = managed.proc.pid if managed is not None else None
             for c in self.opts.concurrency:
-                self._measure(setup, workload, url, c, pgid)
+                cell = self._measure(setup, workload, url, c, pgid, workers)
+                if scaled:
+                    self.scaled[(setup, layout.workers, workload, c)] = cell
+                else:
+                    self.cells[(setup, workload, c)] = cell
             if managed is not None and setup.startswith("gw-"):
                 self._scan_log(setup, workload, managed)
         except BenchError as exc:
-            self.problems.append(f"{setup}/{workload}: {exc}")
-            log(f"FAIL {setup}/{workload}: {exc}")
+            self.problems.append(f"{setup}/{workload}/w{layout.workers}: {exc}")
+            log(f"FAIL {setup}/{workload}/w{layout.workers}: {exc}")
             if managed is not None:
                 log(log_tail(managed.log))
         finally:
@@ -466,28 +596,33 @@ class Bench:
                 self.procs.stop(managed, grace_s=40.0)
 
     def _measure(
-        self, setup: str, workload: Workload, url: str, c: int, pgid: int | None
-    ) -> None:
+        self, setup: str, workload: Workload, url: str, c: int, pgid: int | None,
+        workers: list[int] | None = None,
+    ) -> Cell:
         key, body = self._key(setup), self.bodies[workload]
         if self.opts.warmup_s > 0:
-            warm = run_wrk(url, c, self.opts.warmup_s, body, key, None)
+            warm = run_wrk(url, c, self.opts.warmup_s, body, key, None,
+                           load_cores=self.load_cores)
             self._flag(setup, workload, c, warm, "warm-up")
-        cell = Cell(setup, workload, c)
+        cell = Cell(setup, workload, c, workers=len(workers) if workers else 1)
         for i in range(self.opts.repeats):
             stem = None
             if self.opts.profile_dir is not None and setup != "upstream":
                 suffix = f"_r{i + 1}" if self.opts.repeats > 1 else ""
                 stem = self.opts.profile_dir / (
                     f"{self.opts.profile_tag}_{setup}_{workload}_c{c}{suffix}")
-            run = run_wrk(url, c, self.opts.duration_s, body, key, pgid, stem)
+            run = run_wrk(url, c, self.opts.duration_s, body, key, pgid, stem,
+                          load_cores=self.load_cores, workers=workers)
             self._flag(setup, workload, c, run, "run")
             cell.runs.append(run)
-        self.cells[(setup, workload, c)] = cell
         cpu = cell.cpu_us()
         non2xx, sock = cell.bad()
+        bal = cell.balance()
         log(f"    c{c:<3} {cell.med('rps'):>9,.0f} req/s  p50 {cell.med('p50_ms'):7.2f} ms"
             f"  p99 {cell.med('p99_ms'):7.2f} ms  CPU/req "
-            f"{'-' if cpu is None else f'{cpu:.0f} us'}  non-2xx {non2xx}  socket errors {sock}")
+            f"{'-' if cpu is None else f'{cpu:.0f} us'}  non-2xx {non2xx}  socket errors {sock}"
+            + ("" if bal is None else f"  worker balance {bal:.2f}"))
+        return cell
 
     def _flag(self, setup: str, workload: Workload, c: int, run: WrkRun, what: str) -> None:
         if run.non_2xx or run.socket_errors:
@@ -562,6 +697,72 @@ def detail(bench: Bench) -> str:
     return "\n".join(lines)
 
 
+def scaling_table(bench: Bench, w: Workload, conc: list[int]) -> str:
+    """req/s, its ratio to one worker (same run), per-core efficiency, CPU/req and worker
+    balance, for each scaled setup and worker count."""
+    head = ["setup", "workers", "cores"]
+    for c in conc:
+        head += [f"req/s c{c}", f"× 1 worker c{c}", f"per core c{c}", f"CPU/req c{c}",
+                 f"balance c{c}"]
+    lines = [f"### scaling, {w.upper()}", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for setup in bench.opts.setups:
+        if setup in bench.skipped:
+            lines.append(f"| {SETUPS[setup]} | skipped: {bench.skipped[setup]} |")
+            continue
+        if setup not in SCALED:
+            cells = [bench.cells.get((setup, w, c)) for c in conc]
+            if all(cell is None for cell in cells):
+                continue
+            row = [SETUPS[setup], "-" if setup == "upstream" else "1",
+                   bench.load_cores if setup == "upstream"
+                   else core_list(bench.opts.proxy_cores[:1])]
+            for cell in cells:
+                row += [_f(cell.med("rps") if cell else None, ",.0f"), "", "",
+                        _f(cell.cpu_us() if cell else None, ".0f") + " µs", ""]
+            lines.append("| " + " | ".join(row) + " |")
+            continue
+        for n in bench.opts.scaling:
+            cells = [bench.scaled.get((setup, n, w, c)) for c in conc]
+            if all(cell is None for cell in cells):
+                continue
+            row = [SETUPS[setup], str(n), core_list(bench.opts.proxy_cores[:n])]
+            for c, cell in zip(conc, cells, strict=True):
+                base = bench.scaled.get((setup, bench.opts.scaling[0], w, c))
+                rel = (cell.med("rps") / base.med("rps") * bench.opts.scaling[0]
+                       if cell and base and base.med("rps") else None)
+                row += [_f(cell.med("rps") if cell else None, ",.0f"), _f(rel, ".2f"),
+                        _f(rel / n if rel is not None else None, ".2f"),
+                        _f(cell.cpu_us() if cell else None, ".0f") + " µs",
+                        _f(cell.balance() if cell else None, ".2f")]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def results_json(bench: Bench, wall_s: float) -> dict[str, object]:
+    def cell_json(cell: Cell) -> dict[str, object]:
+        return {
+            "setup": cell.setup, "workload": cell.workload, "concurrency": cell.concurrency,
+            "workers": cell.workers, "rps": cell.med("rps"), "p50_ms": cell.med("p50_ms"),
+            "p99_ms": cell.med("p99_ms"), "cpu_per_req_us": cell.cpu_us(),
+            "worker_balance": cell.balance(), "non_2xx": cell.bad()[0],
+            "socket_errors": cell.bad()[1], "runs": [dataclasses.asdict(r) for r in cell.runs],
+        }
+
+    o = bench.opts
+    return {
+        "bench": "hotpath", "mode": "scaling" if o.scaling else "headline",
+        "cpus": os.cpu_count(), "uname": " ".join(os.uname()), "wall_s": round(wall_s, 1),
+        "python": sys.version.split()[0], "duration_s": o.duration_s, "repeats": o.repeats,
+        "warmup_s": o.warmup_s, "concurrency": o.concurrency, "workloads": o.workloads,
+        "setups": o.setups, "scaling": o.scaling, "workers": o.workers,
+        "load_cores": o.load_cores, "proxy_cores": o.proxy_cores, "pin_workers": o.pin_workers,
+        "skipped": bench.skipped, "problems": bench.problems,
+        "cells": [cell_json(c) for c in bench.cells.values()],
+        "scaled": [cell_json(c) for c in bench.scaled.values()],
+    }
+
+
 def parse_args(argv: list[str] | None = None) -> Options:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--duration", type=int, default=3, help="seconds per wrk run (3)")
@@ -574,17 +775,55 @@ def parse_args(argv: list[str] | None = None) -> Options:
                    help="py-spy each measured run; flame graphs and summaries into DIR")
     p.add_argument("--profile-tag", default="profile", help="file name prefix (profile)")
     p.add_argument("--workers", type=int, default=1,
-                   help="gateway worker processes, all on the proxy's core (1): with 2, the "
-                   "CPU per request shows what running two workers costs on top of one")
+                   help="gateway worker processes, all on the proxy's core(s) (1): with 2 on "
+                   "one core, the CPU per request shows what running two workers costs on top "
+                   "of one")
+    p.add_argument("--load-cores", default=UPSTREAM_CORE, metavar="LIST",
+                   help=f"cores for wrk and the static upstream, taskset syntax "
+                   f"({UPSTREAM_CORE})")
+    p.add_argument("--proxy-cores", default=PROXY_CORE, metavar="LIST",
+                   help=f"cores for the proxy under test ({PROXY_CORE}); with --scaling, N "
+                   "workers get the first N, one each")
+    p.add_argument("--pin-workers", action="store_true",
+                   help="pin each of the --workers to a core of its own from --proxy-cores "
+                   "(always on with --scaling)")
+    p.add_argument("--scaling", default="", metavar="N,N,...",
+                   help="scaling mode: the floor and gateway setups at each worker count "
+                   "(e.g. 1,2,4,8), N workers on N dedicated proxy cores; upstream and nginx "
+                   "once; prints req/s and its ratio to the first count, same run")
+    p.add_argument("--pg-dsn", default=PG_DSN,
+                   help=f"PostgreSQL server for gw-prod, user postgres, trust ({PG_DSN})")
+    p.add_argument("--redis-url", default=REDIS_URL,
+                   help=f"Redis database for gw-prod's limits ({REDIS_URL})")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", dest="json_out",
+                   help="also write every cell, with the run's settings, as JSON to FILE")
     a = p.parse_args(argv)
     setups = [s.strip() for s in a.only.split(",") if s.strip()]
     unknown = [s for s in setups if s not in SETUPS]
     if unknown:
         p.error(f"unknown setups {unknown}; choose from {list(SETUPS)}")
     workloads: list[Workload] = list(WORKLOADS) if a.workload == "both" else [a.workload]
+    try:
+        load_cores, proxy_cores = parse_cores(a.load_cores), parse_cores(a.proxy_cores)
+        scaling = [int(n) for n in a.scaling.split(",") if n.strip()]
+    except ValueError as exc:
+        p.error(str(exc))
+    if set(load_cores) & set(proxy_cores):
+        p.error(f"--load-cores {a.load_cores} and --proxy-cores {a.proxy_cores} overlap")
+    if any(n < 1 for n in scaling) or sorted(scaling) != scaling:
+        p.error("--scaling takes increasing worker counts >= 1")
+    if scaling and scaling[-1] > len(proxy_cores):
+        p.error(f"--scaling up to {scaling[-1]} workers needs as many --proxy-cores "
+                f"(got {len(proxy_cores)}: {a.proxy_cores})")
+    if a.pin_workers and a.workers > len(proxy_cores):
+        p.error(f"--pin-workers with {a.workers} workers needs as many --proxy-cores")
+    if scaling and a.profile is not None:
+        p.error("--profile is not supported with --scaling")
     return Options(a.duration, max(1, a.repeats), a.warmup,
                    [int(c) for c in a.concurrency.split(",")], workloads,
-                   [s for s in SETUPS if s in setups], a.profile, a.profile_tag, a.workers)
+                   [s for s in SETUPS if s in setups], a.profile, a.profile_tag, a.workers,
+                   load_cores, proxy_cores, a.pin_workers, scaling, a.pg_dsn.rstrip("/"),
+                   a.redis_url, a.json_out)
 
 
 def main() -> int:
@@ -594,25 +833,51 @@ def main() -> int:
             raise BenchError(f"{tool} not found (apt-get install -y nginx wrk util-linux)")
     if len(os.sched_getaffinity(0)) < 2:
         raise BenchError("needs at least 2 CPU cores (0 and 1)")
+    missing = [c for c in opts.load_cores + opts.proxy_cores if c >= (os.cpu_count() or 1)]
+    if missing:
+        raise BenchError(f"cores {missing} do not exist here ({os.cpu_count()} CPUs)")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="hotpath-") as tmp, Processes(Path(tmp)) as procs:
         bench = Bench(opts, procs, Path(tmp))
+        interrupted = False
         try:
             bench.run()
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (a `timeout`): report what was measured
+            interrupted = True
+            bench.problems.append("interrupted: the tables hold what was measured before")
+            log("interrupted; reporting what was measured")
         finally:
             procs.stop_all()
-    print(f"\nhot path: wrk -t1 + static nginx upstream on core 0, proxy alone on core 1 "
-          f"({opts.workers} gateway worker{'s' if opts.workers > 1 else ''}); "
-          f"{opts.repeats} x {opts.duration_s}s per cell (median), {os.cpu_count()} CPUs, "
-          f"{time.monotonic() - started:.0f}s total\n")
-    for w in opts.workloads:
-        print(headline(bench, w, opts.concurrency) + "\n")
-    print(detail(bench))
+    wall = time.monotonic() - started
+    load, proxy = core_list(opts.load_cores), core_list(opts.proxy_cores)
+    if opts.scaling:
+        print(f"\nhot path, scaling: wrk -t1 + static nginx upstream on core(s) {load}; the "
+              f"floor and the gateway with {', '.join(map(str, opts.scaling))} workers, N "
+              f"workers pinned one each to the first N of cores {proxy}; {opts.repeats} x "
+              f"{opts.duration_s}s per cell (median), {os.cpu_count()} CPUs, {wall:.0f}s "
+              f"total. × 1 worker: req/s over the {opts.scaling[0]}-worker figure of the same "
+              f"run (scaled to workers); per core: that over N; balance: least / most CPU "
+              f"of a worker during the run\n")
+        for w in opts.workloads:
+            print(scaling_table(bench, w, opts.concurrency) + "\n")
+    else:
+        each = " (one each)" if opts.pin_workers else ""
+        print(f"\nhot path: wrk -t1 + static nginx upstream on core(s) {load}, proxy alone "
+              f"on core(s) {proxy}{each} ({opts.workers} gateway worker"
+              f"{'s' if opts.workers > 1 else ''}); {opts.repeats} x {opts.duration_s}s per "
+              f"cell (median), {os.cpu_count()} CPUs, {wall:.0f}s total\n")
+        for w in opts.workloads:
+            print(headline(bench, w, opts.concurrency) + "\n")
+        print(detail(bench))
     if bench.problems:
         print("\nproblems:")
         for problem in bench.problems:
             print(f"- {problem}")
-    return 1 if bench.problems else 0
+    if opts.json_out is not None:
+        opts.json_out.parent.mkdir(parents=True, exist_ok=True)
+        opts.json_out.write_text(json.dumps(results_json(bench, wall), indent=1) + "\n")
+        log(f"wrote {opts.json_out}")
+    return 130 if interrupted else 1 if bench.problems else 0
 
 
 def _on_sigterm(signum: int, frame: object) -> None:

@@ -217,8 +217,8 @@ class Upstream:
         return f"http://127.0.0.1:{self.ports[workload]}"
 
 
-def start_upstream(procs: Processes) -> Upstream:
-    """Static nginx, one worker, pinned to core 0."""
+def start_upstream(procs: Processes, cores: str = UPSTREAM_CORE) -> Upstream:
+    """Static nginx, one worker, pinned to ``cores`` (core 0, with wrk)."""
     ports: dict[Workload, int] = {w: free_port() for w in WORKLOADS}
     models = json.dumps({"object": "list", "data": [{"id": "bench-model", "object": "model"}]})
     values = {
@@ -227,8 +227,7 @@ def start_upstream(procs: Processes) -> Upstream:
         "SSE_RETURN": nginx_return(response_body("sse"), "sse"),
         "MODELS_RETURN": nginx_return(models.encode(), "models"),
     }
-    managed = _start_nginx(procs, "upstream-nginx", "upstream.conf.template", values,
-                           UPSTREAM_CORE)
+    managed = _start_nginx(procs, "upstream-nginx", "upstream.conf.template", values, cores)
     upstream = Upstream(ports)
     for workload in WORKLOADS:
         wait_until_up(managed, f"{upstream.base_url(workload)}/v1/models")
@@ -236,30 +235,35 @@ def start_upstream(procs: Processes) -> Upstream:
 
 
 def start_nginx_proxy(
-    procs: Processes, upstream_url: str, workload: Workload
+    procs: Processes, upstream_url: str, workload: Workload, cores: str = PROXY_CORE
 ) -> tuple[Managed, str]:
-    """nginx reverse proxy (keepalive pool), one worker, pinned to core 1."""
+    """nginx reverse proxy (keepalive pool), one worker, pinned to ``cores`` (core 1)."""
     port = free_port()
     values = {"PORT": str(port), "UPSTREAM_PORT": upstream_url.rsplit(":", 1)[1]}
     managed = _start_nginx(procs, f"proxy-nginx-{workload}", "proxy.conf.template", values,
-                           PROXY_CORE)
+                           cores)
     url = f"http://127.0.0.1:{port}"
     wait_until_up(managed, f"{url}/v1/models")
     return managed, url
 
 
 def start_passthrough(
-    procs: Processes, module: str, upstream_url: str, workload: Workload
+    procs: Processes, module: str, upstream_url: str, workload: Workload,
+    cores: str = PROXY_CORE, workers: int = 1,
 ) -> tuple[Managed, str]:
-    """A minimal FastAPI pass-through under uvicorn, one worker, pinned to core 1."""
+    """A minimal FastAPI pass-through under uvicorn, ``workers`` workers, pinned to ``cores``
+    (core 1)."""
     port = free_port()
     env = {**os.environ, "BENCH_UPSTREAM_URL": f"{upstream_url}/v1"}
     cmd = [
-        "taskset", "-c", PROXY_CORE, sys.executable, "-m", "uvicorn", f"{module}:app",
+        "taskset", "-c", cores, sys.executable, "-m", "uvicorn", f"{module}:app",
         "--app-dir", str(BENCH_DIR), "--host", "127.0.0.1", "--port", str(port),
         "--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log",
     ]
-    managed = procs.start(f"{module}-{workload}", cmd, env)
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    managed = procs.start(f"{module}-{workload}" + (f"-w{workers}" if workers > 1 else ""),
+                          cmd, env)
     url = f"http://127.0.0.1:{port}"
     wait_until_up(managed, f"{url}/healthz")
     return managed, url
