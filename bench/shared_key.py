@@ -1,8 +1,9 @@
 """One key, several clients: held-out benign profiles merged into one account, replayed through
-the production engine, flagged at the artifact's threshold. The suite's benign accounts are one
-profile each; an organisation's key shared by two people, or by a chat client and a coding
-tool, is not in it, and the window classifier reads a switch of client parameters mid-window
-as the ``chat_params`` evasion (bench/adaptive_suite.md, phase 8: a known gap).
+the production engine, flagged at the artifact's threshold. Fixed pairs, so that runs and
+models compare: two people, a person and a coding tool or a translation job, a coding tool and
+a labelling job, each pair one after the other (an hour apart) and at once (starting
+together). The suite's ``shared_key`` profile draws its pairs and timing at random, and only
+two people on one key is among the pairs it trains on (bench/adaptive_suite.md, phases 8-9).
 
     python -m bench.shared_key [--model PATH] [--threshold T] [--accounts 20]
 """
@@ -12,31 +13,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-from dataclasses import replace
 from pathlib import Path
 
 from gateway.detect.offline import adaptive, corpus
 from gateway.detect.offline.engine_replay import replay
-from gateway.detect.offline.real_traffic import BENIGN_FNS, Gen, Request
+from gateway.detect.offline.real_traffic import BENIGN_FNS, Gen, shared
 from gateway.detect.offline.simulate import Session
 from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, load_scorer
 
 PAIRS = (("user", "user"), ("user", "coding_assistant"), ("user", "translation_batch"),
          ("coding_assistant", "labelling_batch"))
 REQUESTS = 60  # per client
-GAP_S = 3600.0  # between the first client's last request and the second's first (sequential)
 
 
-def shared(pool: corpus.Pool, a: str, b: str, index: int, together: bool) -> Session:
-    """Profiles ``a`` and ``b`` on one key: at once (``together``) or one after the other."""
+def pair(pool: corpus.Pool, a: str, b: str, index: int, together: bool) -> Session:
+    """Profiles ``a`` and ``b`` on one key: starting together, or ``b`` an hour after ``a``'s
+    last request."""
     g = Gen(random.Random(f"shared:{a}:{b}:{index}"), pool)
     first, second = (BENIGN_FNS[p](g, REQUESTS)[0] for p in (a, b))
-    ra = [r for r in first.requests if isinstance(r, Request)]
-    rb = [r for r in second.requests if isinstance(r, Request)]
-    offset = 0.0 if together else ra[-1].ts - ra[0].ts + GAP_S
-    reqs = ([replace(r, ts=r.ts - ra[0].ts) for r in ra]
-            + [replace(r, ts=offset + r.ts - rb[0].ts) for r in rb])
-    return Session("", "shared_key", 0, first.client_addr, sorted(reqs, key=lambda r: r.ts))
+    return shared(first, second, first.requests[0].ts, together)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             name = f"{a} + {b}, {'at once' if together else 'one after the other'}"
             prefix = adaptive.SEP.join(("heldout", name))
             sessions = [s for i in range(args.accounts) for s in adaptive._named(
-                [shared(pool, a, b, i, together)], f"{prefix}{adaptive.SEP}{i}", "heldout")]
+                [pair(pool, a, b, i, together)], f"{prefix}{adaptive.SEP}{i}", "heldout")]
             result = asyncio.run(replay(sessions, scorer, artifact, adaptive.group_of))
             flagged = sum(result.flagged_at(s.account, threshold) is not None
                           for s in sessions)

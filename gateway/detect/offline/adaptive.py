@@ -62,7 +62,7 @@ class Size:
     name: str
     limits: corpus.Limits
     users: int
-    """Benign people per population (calibration and held-out each)."""
+    """Benign people per population (calibration and held-out each); half as many shared keys."""
     automation: int
     """Accounts per automation profile (organisations for ``org_nat``) per population."""
     benign_requests: tuple[int, int]
@@ -169,7 +169,7 @@ def benign_population(pool: corpus.Pool, size: Size, seed: int) -> list[Session]
     """People and every kind of automation, from ``pool``'s texts."""
     out: list[Session] = []
     for profile, fn in BENIGN_FNS.items():
-        count = size.users if profile == "user" else size.automation
+        count = {"user": size.users, "shared_key": size.users // 2}.get(profile, size.automation)
         for i in range(count):
             g = Gen(random.Random(f"{seed}:{pool.split}:{profile}:{i}"), pool)
             prefix = f"{pool.split}{SEP}{profile}{SEP}{i}"
@@ -409,8 +409,8 @@ def _benign_lines(report: AdaptiveReport) -> list[str]:
              + "campaign".rjust(10) + "peak".rjust(8)]
     for r in report.benign:
         base = r.profile.removesuffix(UNDECLARED_SUFFIX)
-        kind = " (people)" if base not in AUTOMATION else \
-            " (automation, declared)" if r.profile in DECLARED_PROFILES else " (automation)"
+        kind = " (people)" if base == "user" else " (people and tools)" if base not in AUTOMATION \
+            else " (automation, declared)" if r.profile in DECLARED_PROFILES else " (automation)"
         lines.append(f"{r.profile + kind:<42}{r.accounts:>7}{_pct(r.flagged):>9}"
                      f"{_pct(r.flagged_shipped):>9}{_pct(r.campaign):>10}{r.median_peak:>8.3f}")
     return lines

@@ -11,7 +11,8 @@ ShareGPT conversations, with the full history in every prompt as chat clients se
 reading and typing), and automation that looks like extraction to a naive detector — a CI smoke
 test repeating one prompt, an evaluation harness re-running a benchmark with chain-of-thought
 prompts, a coding assistant whose long fixed system prompt heads every request, translation and
-labelling batches, and an organisation whose accounts share one template behind one NAT.
+labelling batches, an organisation whose accounts share one template behind one NAT, and one
+key shared by two clients (two people, or a person and a tool).
 
 Attack generators (``ATTACKS``, in :mod:`gateway.detect.offline.real_attacks`) harvest at scale from
 the same kinds of text. Phrasings, templates and system prompts come in two halves, one for
@@ -34,8 +35,9 @@ from gateway.records import RequestRecord
 CHAT: Final = "/v1/chat/completions"
 COMPLETIONS: Final = "/v1/completions"
 BENIGN: Final = ("user", "ci_smoke", "eval_harness", "coding_assistant", "translation_batch",
-                 "labelling_batch", "org_nat")
-AUTOMATION: Final = BENIGN[1:]
+                 "labelling_batch", "org_nat", "shared_key")
+AUTOMATION: Final = BENIGN[1:-1]
+"""Benign profiles that are programs (``shared_key`` is a person and a second client)."""
 ATTACKS: Final = ("distill", "distill_cot", "self_instruct", "logit_steal", "prada", "low_slow",
                   "sybil")
 DAY: Final = 86400.0
@@ -438,8 +440,50 @@ def org_nat(g: Gen, n: int) -> list[Session]:
     return out
 
 
+SHARED_CLIENTS: Final = (
+    ("user", "user"), ("user", "user"),
+    ("user", "labelling_batch"), ("user", "coding_assistant"),
+    ("coding_assistant", "translation_batch"), ("user", "translation_batch"),
+    ("translation_batch", "labelling_batch"), ("coding_assistant", "labelling_batch"),
+    ("ci_smoke", "user"), ("ci_smoke", "coding_assistant"),
+)
+"""Which two clients share a key. :meth:`Gen.variant` gives the ``train`` split the even pairs
+and the held-out splits the odd ones: every client is seen in training, but of the pairs
+``bench/shared_key.py`` measures only two people on one key is."""
+SEQUENTIAL_GAP_S: Final = 3600.0
+
+
+def shared(first: Session, second: Session, start: float, together: bool) -> Session:
+    """``second``'s requests moved onto ``first``'s key: starting at ``start`` (``together``:
+    within ``first``'s span, so the two interleave) and merged in time order; ``first``'s
+    address."""
+    ra = [r for r in first.requests if isinstance(r, Request)]
+    rb = [r for r in second.requests if isinstance(r, Request)]
+    if not together:
+        start = max(start, ra[-1].ts + SEQUENTIAL_GAP_S)
+    moved = [replace(r, ts=start + r.ts - rb[0].ts) for r in rb]
+    return Session("", "shared_key", 0, first.client_addr,
+                   sorted([*ra, *moved], key=lambda r: r.ts))
+
+
+def shared_key(g: Gen, n: int) -> list[Session]:
+    """One key, two clients: two people of a team, or a person and the team's tool (a coding
+    assistant, a batch job, a CI job), at once or one after the other. Each client is a benign
+    profile; the switch between them — of prompt shape, parameters and pace — is what a window
+    straddling it sees (bench/adaptive_suite.md, phase 8). At once, the second client starts with
+    the first (two people starting their day) or part way through its requests."""
+    a, b = g.variant(SHARED_CLIENTS)
+    first = BENIGN_FNS[a](g, max(4, n // 2))[0]
+    second = BENIGN_FNS[b](g, max(4, n - n // 2))[0]
+    span = (first.requests[0].ts, first.requests[-1].ts)
+    together = g.rng.random() < 0.5
+    start = (g.rng.choice((span[0], g.rng.uniform(*span))) if together
+             else span[1] + g.lognormal(SEQUENTIAL_GAP_S, 1.0))
+    return [shared(first, second, start, together)]
+
+
 BENIGN_FNS: Final[dict[str, Callable[[Gen, int], list[Session]]]] = {
     "user": user, "ci_smoke": ci_smoke, "eval_harness": eval_harness,
     "coding_assistant": coding_assistant, "translation_batch": translation_batch,
-    "labelling_batch": labelling_batch, "org_nat": org_nat,
+    "labelling_batch": labelling_batch, "org_nat": org_nat, "shared_key": shared_key,
 }

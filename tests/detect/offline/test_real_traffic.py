@@ -15,8 +15,11 @@ from gateway.detect.offline.real_traffic import (
     BENIGN,
     BENIGN_FNS,
     COMPLETIONS,
+    SEQUENTIAL_GAP_S,
+    SHARED_CLIENTS,
     Gen,
     Request,
+    shared,
     to_record,
 )
 from gateway.detect.offline.simulate import Session
@@ -72,6 +75,30 @@ def test_an_organisation_shares_one_address_and_one_template(pool: corpus.Pool) 
     assert len(accounts) >= 3
     assert len({s.client_addr for s in accounts}) == 1
     assert len({r.prompt[:40] for s in accounts for r in s.requests}) == 1
+
+
+def test_a_shared_key_carries_two_clients_one_after_the_other_or_interleaved(
+        pool: corpus.Pool) -> None:
+    g = _gen(pool, "shared")
+    first = BENIGN_FNS["user"](g, 20)[0]
+    second = BENIGN_FNS["labelling_batch"](g, 20)[0]
+    start = first.requests[0].ts
+    after = shared(first, second, start, together=False)
+    assert after.client_addr == first.client_addr and len(after.requests) == 40
+    assert [r.prompt for r in after.requests[:20]] == [r.prompt for r in first.requests]
+    assert after.requests[20].ts >= first.requests[-1].ts + SEQUENTIAL_GAP_S
+    together = shared(first, second, start, together=True)
+    sources = ["first" if r in first.requests else "second" for r in together.requests]
+    assert sum(a != b for a, b in pairwise(sources)) > 1, "the two clients interleave"
+    assert all(a.ts <= b.ts for a, b in pairwise(together.requests))
+
+
+def test_shared_keys_held_out_pair_clients_differently_from_training() -> None:
+    train, other = set(SHARED_CLIENTS[0::2]), set(SHARED_CLIENTS[1::2])
+    assert other - train, "held-out shared keys include pairs never trained on"
+    clients = {c for pair in SHARED_CLIENTS for c in pair}
+    assert clients <= set(BENIGN_FNS) - {"shared_key", "eval_harness", "org_nat"}
+    assert clients == {c for pair in train for c in pair}, "every client is seen in training"
 
 
 def test_paraphrased_cues_escape_the_reasoning_keywords_the_standard_ones_hit() -> None:

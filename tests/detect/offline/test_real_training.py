@@ -9,13 +9,13 @@ import numpy as np
 
 from gateway.detect.offline import adaptive, dataset, evasions, real_training, simulate
 from gateway.detect.offline.real_attacks import ATTACK_FNS
-from gateway.detect.offline.real_traffic import AUTOMATION, to_record
+from gateway.detect.offline.real_traffic import BENIGN, to_record
 
 
-def test_training_traffic_covers_every_automation_profile_and_every_evasion() -> None:
+def test_training_traffic_covers_every_benign_profile_and_every_evasion() -> None:
     sessions = real_training.training_sessions(real_training.SCALES["small"], seed=5)
     negatives = Counter(s.profile for s in sessions if s.label == 0)
-    assert set(AUTOMATION) <= set(negatives)
+    assert set(BENIGN) <= set(negatives)
     groups = {adaptive.group_of(s.account) for s in sessions if s.label == 1}
     combos = {g.split(adaptive.SEP)[1] for g in groups}
     singles = set(evasions.SINGLE) - {"sybil_split"} - evasions.ACCOUNT_ONLY
