@@ -8,6 +8,8 @@ fetches the windows of the accounts due for scoring in one store round trip, the
 scores the windows in a worker thread (ONNX Runtime releases the GIL).
 
 An account is due every ``score_every`` requests (and at most once per ``min_score_interval_s``).
+A window holding the requests of a few clients of one key (people and tools sharing it) is
+scored per client, and the account gets the highest score (:mod:`gateway.detect.clients`).
 Each scoring also tells the risk policy whether the account sent anything it had not sent
 before (:mod:`gateway.detect.coverage`): re-asking its own requests raises no risk.
 Before it has ``min_requests`` requests it cannot be scored, but it is sketched for campaign
@@ -35,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import Counter
 
-from gateway.detect import behaviour, campaign, coverage, features, risk, window
+from gateway.detect import behaviour, campaign, clients, coverage, features, risk, window
 from gateway.detect.features import RequestFeatures
 from gateway.detect.risk import RiskState
 from gateway.detect.scoring import Artifact, Scorer
@@ -78,7 +80,10 @@ class Scored:
     previous: RiskState
     state: RiskState
     window: WindowArrays
+    """What gave the score: the account's window, or one client's part of it
+    (:func:`gateway.detect.clients.parts`)."""
     request_ids: list[str]
+    """The requests of :attr:`window`, oldest first."""
 
 
 WindowArrays = window.WindowArrays
@@ -302,20 +307,30 @@ class DetectionEngine:
         ready = [(a, items) for a, items in ready if len(items) >= cfg.min_requests]
         if not ready:
             return []
-        windows = window.build_batch([items for _, items in ready], cfg.window)
-        built = [(a, w, items) for (a, items), w in zip(ready, windows, strict=True)]
+        whole = window.build_batch([items for _, items in ready], cfg.window)
+        split = [clients.parts(items[-cfg.window:], cfg.min_requests,
+                               w.seq[:min(len(items), cfg.window), :features.N_FEATURES])
+                 for (_, items), w in zip(ready, whole, strict=True)]
+        mixed = iter(window.build_batch(
+            [p for parts in split if len(parts) > 1 for p in parts], cfg.window))
+        flat = [part for parts in split for part in parts]
+        windows = [w if len(parts) == 1 else next(mixed)
+                   for w, parts in zip(whole, split, strict=True) for _ in parts]
+        scores = np.concatenate([
+            self.scorer.score(*window.stack(windows[start:start + cfg.max_batch]))
+            for start in range(0, len(windows), cfg.max_batch)])
         results: list[Scored] = []
-        for start in range(0, len(built), cfg.max_batch):
-            chunk = built[start:start + cfg.max_batch]
-            seq, mask, stats = window.stack([w for _, w, _ in chunk])
-            scores = self.scorer.score(seq, mask, stats)
-            for (account, arrays, items), p in zip(chunk, scores, strict=True):
-                before = fetched.risks.get(account, RiskState())
-                novel, covered = coverage.cover(before.coverage, _newly_covered(items, before))
-                after = risk.update(before, float(p), items[-1].ts, cfg.half_life_s,
-                                    novel=novel, coverage=covered)
-                results.append(Scored(account, float(p), before, after, arrays,
-                                      [it.request_id for it in items]))
+        first = 0
+        for (account, items), parts in zip(ready, split, strict=True):
+            best = first + int(np.argmax(scores[first:first + len(parts)]))
+            first += len(parts)
+            p = float(scores[best])
+            before = fetched.risks.get(account, RiskState())
+            novel, covered = coverage.cover(before.coverage, _newly_covered(items, before))
+            after = risk.update(before, p, items[-1].ts, cfg.half_life_s,
+                                novel=novel, coverage=covered)
+            results.append(Scored(account, p, before, after, windows[best],
+                                  [it.request_id for it in flat[best]]))
         return results
 
     # --- campaigns -----------------------------------------------------------------------------

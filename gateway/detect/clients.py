@@ -1,0 +1,91 @@
+"""The clients inside one account's window: which requests came from which caller of a key.
+
+Stdlib + numpy. A key is often shared — two people of a team, a person's chat client and the
+team's coding tool, a nightly batch — and each caller sends its own sampling parameters from its
+own network. A window straddling a switch of caller mixes two benign shapes into one that the
+classifier has learnt to read as an evasion (benign dilution, parameters changed mid-harvest),
+and one key used by two clients was flagged in up to all of its accounts
+(bench/adaptive_suite.md, phase 8). So a window is scored per client (:func:`parts`): each
+client's requests as a window of their own, and the account's score is the highest of them. A
+harvest run beside a benign client is then scored on its own, undiluted.
+
+What an attacker could do with it, and what stops it:
+
+- draw parameters per request, so that every request is a "client" of its own: a window with
+  more than :data:`MAX_CLIENTS` clients is scored whole, as before (that spread is itself what
+  the ``chat_params`` evasion looks like);
+- keep a harvesting client under ``min_requests`` per window beside a large benign one: clients
+  too small to score alone are scored together, and if even those are too few, the whole window
+  is scored as well — no request goes unscored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.detect.behaviour import PARAMS, TOLERANCE
+from gateway.detect.features import F32, FEATURE_NAMES, RequestFeatures
+
+MAX_CLIENTS: Final = 3
+_COLUMNS: Final = [FEATURE_NAMES.index(n) for n in PARAMS]
+_BIAS: Final = PARAMS.index("logit_bias_log")
+_STEP: Final = TOLERANCE[:len(PARAMS)]
+_MIX: Final = np.array([(0x9E3779B97F4A7C15 ^ (i * 0xBF58476D1CE4E5B9) | 1) % 2**64
+                        for i in range(1 + len(PARAMS))], dtype=np.uint64)
+
+
+def client_keys(items: Sequence[RequestFeatures], vectors: F32 | None = None
+                ) -> npt.NDArray[np.int32]:
+    """One row per request: its network and its sampling parameters, rounded as behavioural
+    profiles round them (a ``logit_bias``: used or not, since a logit sweep varies its size per
+    request). The prompt and the answer are not part of it: a client is how a caller calls, not
+    what it asks. ``vectors``: the items' feature vectors already stacked (the engine has them
+    from building the window), else stacked here."""
+    if vectors is None:
+        vectors = np.stack([it.vector for it in items]) if items else np.zeros(
+            (0, len(FEATURE_NAMES)), dtype=np.float32)
+    params = vectors[:, _COLUMNS]
+    keys = np.round(params / _STEP).astype(np.int32)
+    keys[:, _BIAS] = params[:, _BIAS] > 0
+    networks = np.array([it.network for it in items], dtype=np.uint32).view(np.int32)
+    out: npt.NDArray[np.int32] = np.concatenate([networks[:, None], keys], axis=1)
+    return out
+
+
+def client_key(item: RequestFeatures) -> bytes:
+    """:func:`client_keys` of one request, hashable."""
+    return bytes(client_keys([item])[0].tobytes())
+
+
+def parts(items: Sequence[RequestFeatures], min_requests: int, vectors: F32 | None = None
+          ) -> list[Sequence[RequestFeatures]]:
+    """The windows to score for ``items`` (one account's window, oldest first): ``[items]`` for
+    one client or more than :data:`MAX_CLIENTS`; else each client of at least ``min_requests``
+    requests, then the smaller clients' requests together if they are that many, else (when
+    there are any) the whole window. Order within a part is kept, and a single part is always
+    the whole window. One client — nearly every account — costs one comparison of the keys;
+    ``vectors`` as for :func:`client_keys`."""
+    keys = client_keys(items, vectors)
+    if len(keys) == 0 or bool((keys == keys[0]).all()):
+        return [items]
+    # One 64-bit number per key (a wrapping dot product with odd constants): a 1-D unique is
+    # several times cheaper than ``np.unique(axis=0)``; a collision would only merge two clients.
+    _, client = np.unique(keys.astype(np.uint64) @ _MIX, return_inverse=True)
+    client = client.reshape(-1)
+    count = np.bincount(client)
+    if len(count) > MAX_CLIENTS:
+        return [items]
+    out: list[Sequence[RequestFeatures]] = [
+        [it for it, c in zip(items, client, strict=True) if c == k]
+        for k in sorted(np.flatnonzero(count >= min_requests), key=lambda k: int(
+            np.argmax(client == k)))]
+    rest = [it for it, c in zip(items, client, strict=True) if count[c] < min_requests]
+    if len(rest) >= min_requests:
+        out.append(rest)
+    elif rest:
+        out.append(items)
+    return out

@@ -1,0 +1,114 @@
+"""Clients inside one account's window: a key shared by callers with their own parameters is
+scored per caller, and nothing an attacker sends makes a request go unscored."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from gateway.detect import features
+from gateway.detect.clients import MAX_CLIENTS, client_key, parts
+from gateway.detect.features import RequestFeatures
+from gateway.detect.runtime import DetectionEngine, DetectionEngineConfig
+from gateway.detect.scoring import Artifact
+from gateway.detect.window import SEQ_NAMES
+from gateway.detect.window_store import MemoryWindowStore
+from gateway.metrics import Metrics
+from tests.detect.conftest import record
+from tests.detect.test_runtime import Recorder
+
+MIN = 8
+
+
+def _item(i: int, *, temperature: float = 0.7, max_tokens: int | None = None,
+          logprobs: bool = False, logit_bias: int = 0, addr: str = "10.0.0.5",
+          ts: float | None = None) -> RequestFeatures:
+    rec, prompt = record(f"question number {i} about topic {i % 7}", rid=f"r{i}",
+                         ts=1e9 + (i if ts is None else ts), temperature=temperature,
+                         max_tokens=max_tokens, logprobs=logprobs, logit_bias_size=logit_bias,
+                         client_addr=addr)
+    return features.extract(rec, prompt)
+
+
+def _ids(window: Sequence[RequestFeatures]) -> list[str]:
+    return [it.request_id for it in window]
+
+
+def test_one_client_is_scored_as_the_whole_window() -> None:
+    items = [_item(i) for i in range(20)]
+    assert [_ids(p) for p in parts(items, MIN)] == [_ids(items)]
+
+
+def test_two_clients_of_one_key_are_scored_each_on_its_own() -> None:
+    chat = [_item(i, ts=2 * i) for i in range(12)]
+    batch = [_item(100 + i, temperature=0.0, max_tokens=1, ts=2 * i + 1) for i in range(10)]
+    items = sorted(chat + batch, key=lambda it: it.ts)
+    assert [_ids(p) for p in parts(items, MIN)] == [_ids(chat), _ids(batch)]
+
+
+def test_a_client_too_small_to_score_alone_still_gets_scored_with_the_whole_window() -> None:
+    cover = [_item(i) for i in range(30)]
+    harvest = [_item(100 + i, temperature=0.0, ts=30 + i) for i in range(MIN - 1)]
+    items = cover + harvest
+    assert [_ids(p) for p in parts(items, MIN)] == [_ids(cover), _ids(items)]
+
+
+def test_small_clients_together_are_scored_together() -> None:
+    cover = [_item(i) for i in range(20)]
+    a = [_item(100 + i, temperature=0.0, ts=20 + 2 * i) for i in range(5)]
+    b = [_item(200 + i, temperature=1.0, max_tokens=64, ts=21 + 2 * i) for i in range(5)]
+    small = sorted(a + b, key=lambda it: it.ts)
+    assert [_ids(p) for p in parts(cover + small, MIN)] == [_ids(cover), _ids(small)]
+
+
+def test_parameters_drawn_per_request_are_not_clients_but_one_window() -> None:
+    items = [_item(i, temperature=round(0.1 * (i % (MAX_CLIENTS + 1)), 1)) for i in range(24)]
+    assert len({client_key(it) for it in items}) == MAX_CLIENTS + 1
+    assert [_ids(p) for p in parts(items, MIN)] == [_ids(items)]
+
+
+def test_a_logit_sweep_varying_its_bias_size_is_one_client() -> None:
+    items = [_item(i, max_tokens=1, logit_bias=1 + 37 * i) for i in range(12)]
+    assert len({client_key(it) for it in items}) == 1
+
+
+def test_another_network_is_another_client() -> None:
+    assert client_key(_item(1)) != client_key(_item(1, addr="192.0.2.7"))
+    assert client_key(_item(1)) == client_key(_item(2, addr="10.0.0.99"))  # same /24
+
+
+class LogprobShare:
+    """Pure-logic scorer: the share of a window's requests that ask for logprobs."""
+
+    column = SEQ_NAMES.index("logprobs")
+
+    def score(self, seq: np.ndarray, mask: np.ndarray, stats: np.ndarray) -> np.ndarray:
+        used = (seq[:, :, self.column] * mask).sum(axis=1)
+        return (used / np.maximum(mask.sum(axis=1), 1)).astype(np.float32)
+
+
+async def test_a_harvest_beside_a_benign_client_is_scored_undiluted(tiny_artifact: Path
+                                                                    ) -> None:
+    artifact = Artifact.load(tiny_artifact)
+    policy = Recorder()
+    config = DetectionEngineConfig(window=64, min_requests=MIN, score_every=4,
+                                   max_wait_s=0.001, min_score_interval_s=0.0,
+                                   campaign_interval_s=3600.0)
+    engine = DetectionEngine(config, LogprobShare(), artifact, MemoryWindowStore(64), policy,
+                             metrics=Metrics(CollectorRegistry()))
+    await engine.start()
+    try:
+        for i in range(48):
+            harvest = i % 4 == 3
+            engine.observe(*record(f"prompt {i}", rid=f"r{i}", ts=1e9 + i,
+                                   temperature=0.0 if harvest else 0.7,
+                                   max_tokens=1 if harvest else None, logprobs=harvest))
+        await engine.drain()
+    finally:
+        await engine.stop()
+    last = policy.scored[-1]
+    assert last.score == 1.0, "the harvesting client's own window, not a quarter of the whole"
+    assert last.request_ids == [f"r{i}" for i in range(48) if i % 4 == 3]
