@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 F32 = npt.NDArray[np.float32]
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
-DEFAULT_ARTIFACT = ARTIFACTS_DIR / "window-v6.json"
+DEFAULT_ARTIFACT = ARTIFACTS_DIR / "window-v7.json"
 log = logging.getLogger(__name__)
 
 

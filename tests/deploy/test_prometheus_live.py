@@ -214,9 +214,9 @@ def _drive_traffic(live: Live, pg: ThreadedTcpProxy, redis: ThreadedTcpProxy) ->
     admin = live.admin
     _wait_scraped(live, 'up{job="gateway"} == 1')
     ops = _operator(live)
-    # One account per client: one key shared by a chat client and a coding tool (parameters
-    # switching mid-window) reads as chat-parameter evasion to window-v2 and window-v6 alike
-    # (bench/adaptive_suite.md, phase 8), and the throttle here is at 0.6.
+    # One account per client: the throttle here (0.6) is below the model's flag threshold; one
+    # key shared by a chat client and a coding tool is tested at the shipped thresholds in
+    # tests/e2e/test_detection.py (bench/adaptive_suite.md, phases 8 and 9).
     for session in simulate.generate(3, "heldout", 1, (30, 30), ("chat", "coding")):
         _, benign_key = _account(admin, f"benign-{session.profile}")
         assert replay(session, live.gateway, benign_key, limit=30, lengths=LENGTHS)["ok"] >= 20

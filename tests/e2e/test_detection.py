@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from itertools import chain, zip_longest
 from typing import Any
 
 import httpx
@@ -99,3 +101,24 @@ def test_campaign_accounts_get_one_cluster_flag(make_stack: StackFactory) -> Non
             for account_id in accounts:
                 ids = [f["id"] for f in _flags(admin, kind="campaign", account_id=account_id)]
                 assert ids == [campaign[0]["id"]]
+
+
+def test_one_key_shared_by_a_chat_client_and_a_coding_tool_is_not_flagged(
+        make_stack: StackFactory) -> None:
+    chat, coding = simulate.generate(3, "heldout", 1, (40, 40), ("chat", "coding"))
+    # The two clients at once, request by request, on one key: every window mixes them.
+    together = [r for r in chain.from_iterable(zip_longest(chat.requests, coding.requests))
+                if r is not None]
+    shared = replace(chat, requests=together)
+    with make_stack(**DETECTION) as stack:
+        team_id, team_key = stack.new_account("team")
+        assert replay(shared, stack.base, team_key, lengths=LENGTHS)["ok"] == len(together)
+        # The engine scores in arrival order: once the later distiller is flagged, every window
+        # of the shared key has been scored.
+        distiller_id, distiller_key = stack.new_account("distiller")
+        distill = simulate.generate(21, "heldout", 1, (80, 80), ("distill",))[0]
+        replay(distill, stack.base, distiller_key, limit=80, lengths=LENGTHS)
+        with stack.admin() as admin:
+            _wait_for(lambda: _flags(admin, account_id=distiller_id))
+            assert _flags(admin, account_id=team_id) == []
+            assert admin.get(f"/admin/v1/accounts/{team_id}").json()["status"] == "active"
