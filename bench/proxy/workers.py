@@ -12,6 +12,7 @@ from bench.proxy.overhead_servers import BenchError, Managed, log, log_tail
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
+
 def parse_cores(text: str) -> list[int]:
     """``"4-7,9"`` -> ``[4, 5, 6, 7, 9]`` (taskset's list syntax), order kept, no repeats."""
     cores: list[int] = []
@@ -98,8 +99,10 @@ def settle_workers(managed: Managed, workers: int, timeout_s: float = 30.0) -> l
 
 def pin_workers(pids: list[int], cores: list[int]) -> None:
     """Each worker (and its threads) onto a core of its own, in order."""
-    for i, pid in enumerate(pids):
-        core = {cores[i % len(cores)]}
+    if len(pids) > len(cores):
+        raise BenchError(f"{len(pids)} workers for {len(cores)} cores: not one core each")
+    for pid, core_id in zip(pids, cores, strict=False):
+        core = {core_id}
         try:
             tasks = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
             for task in tasks:

@@ -87,12 +87,18 @@ def _padded_median(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return out
 
 
+def param_keys(params: F32) -> npt.NDArray[np.int32]:
+    """Rows of :data:`PARAMS` values, rounded to their tolerance (a ``logit_bias``: used or not,
+    since a logit sweep varies its size per request): equal rows are the same parameters."""
+    keys = np.round(params / TOLERANCE[:len(PARAMS)]).astype(np.int32)
+    keys[..., _BIAS] = params[..., _BIAS] > 0
+    return keys
+
+
 def params_key(profile_: F32) -> bytes:
-    """The parameters, rounded (a ``logit_bias``: used or not): accounts can only be alike
-    within the same key."""
-    key = np.round(profile_[:len(PARAMS)] / TOLERANCE[:len(PARAMS)]).astype(np.int32)
-    key[_BIAS] = int(profile_[_BIAS] > 0)
-    return key.tobytes()
+    """The parameters, rounded (:func:`param_keys`): accounts can only be alike within the same
+    key."""
+    return param_keys(profile_[:len(PARAMS)]).tobytes()
 
 
 def alike(a: F32, b: F32) -> bool:

@@ -27,13 +27,11 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from gateway.detect.behaviour import PARAMS, TOLERANCE
+from gateway.detect.behaviour import PARAMS, param_keys
 from gateway.detect.features import F32, FEATURE_NAMES, RequestFeatures
 
 MAX_CLIENTS: Final = 3
 _COLUMNS: Final = [FEATURE_NAMES.index(n) for n in PARAMS]
-_BIAS: Final = PARAMS.index("logit_bias_log")
-_STEP: Final = TOLERANCE[:len(PARAMS)]
 _MIX: Final = np.array([(0x9E3779B97F4A7C15 ^ (i * 0xBF58476D1CE4E5B9) | 1) % 2**64
                         for i in range(1 + len(PARAMS))], dtype=np.uint64)
 
@@ -41,24 +39,17 @@ _MIX: Final = np.array([(0x9E3779B97F4A7C15 ^ (i * 0xBF58476D1CE4E5B9) | 1) % 2*
 def client_keys(items: Sequence[RequestFeatures], vectors: F32 | None = None
                 ) -> npt.NDArray[np.int32]:
     """One row per request: its network and its sampling parameters, rounded as behavioural
-    profiles round them (a ``logit_bias``: used or not, since a logit sweep varies its size per
-    request). The prompt and the answer are not part of it: a client is how a caller calls, not
-    what it asks. ``vectors``: the items' feature vectors already stacked (the engine has them
-    from building the window), else stacked here."""
+    profiles round them (:func:`gateway.detect.behaviour.param_keys`). The prompt and the
+    answer are not part of it: a client is how a caller calls, not what it asks. ``vectors``:
+    the items' feature vectors already stacked (the engine has them from building the window),
+    else stacked here."""
     if vectors is None:
         vectors = np.stack([it.vector for it in items]) if items else np.zeros(
             (0, len(FEATURE_NAMES)), dtype=np.float32)
-    params = vectors[:, _COLUMNS]
-    keys = np.round(params / _STEP).astype(np.int32)
-    keys[:, _BIAS] = params[:, _BIAS] > 0
     networks = np.array([it.network for it in items], dtype=np.uint32).view(np.int32)
-    out: npt.NDArray[np.int32] = np.concatenate([networks[:, None], keys], axis=1)
+    out: npt.NDArray[np.int32] = np.concatenate(
+        [networks[:, None], param_keys(vectors[:, _COLUMNS])], axis=1)
     return out
-
-
-def client_key(item: RequestFeatures) -> bytes:
-    """:func:`client_keys` of one request, hashable."""
-    return bytes(client_keys([item])[0].tobytes())
 
 
 def parts(items: Sequence[RequestFeatures], min_requests: int, vectors: F32 | None = None

@@ -84,6 +84,9 @@ class Scored:
     (:func:`gateway.detect.clients.parts`)."""
     request_ids: list[str]
     """The requests of :attr:`window`, oldest first."""
+    whole: WindowArrays | None = None
+    """The account's whole window when :attr:`window` is one client's part of it: campaign
+    sketches read the account (its template, its network), not the client that scored."""
 
 
 WindowArrays = window.WindowArrays
@@ -321,7 +324,7 @@ class DetectionEngine:
             for start in range(0, len(windows), cfg.max_batch)])
         results: list[Scored] = []
         first = 0
-        for (account, items), parts in zip(ready, split, strict=True):
+        for index, ((account, items), parts) in enumerate(zip(ready, split, strict=True)):
             best = first + int(np.argmax(scores[first:first + len(parts)]))
             first += len(parts)
             p = float(scores[best])
@@ -330,7 +333,7 @@ class DetectionEngine:
             after = risk.update(before, p, items[-1].ts, cfg.half_life_s,
                                 novel=novel, coverage=covered)
             results.append(Scored(account, p, before, after, windows[best],
-                                  [it.request_id for it in flat[best]]))
+                                  [it.request_id for it in flat[best]], whole[index]))
         return results
 
     # --- campaigns -----------------------------------------------------------------------------
@@ -465,7 +468,7 @@ class _Budget:
 
 def _sketch_scored(result: Scored, items: Sequence[RequestFeatures],
                    profile: npt.NDArray[np.float32], now: float) -> Sketch:
-    w = result.window
+    w = result.whole or result.window
     return Sketch(w.signature, w.signature_strength, w.network, result.score, now,
                   behaviour=profile if items else None, born=items[0].ts if items else 0.0)
 

@@ -10,7 +10,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from gateway.detect import features
-from gateway.detect.clients import MAX_CLIENTS, client_key, parts
+from gateway.detect.clients import MAX_CLIENTS, client_keys, parts
 from gateway.detect.features import RequestFeatures
 from gateway.detect.runtime import DetectionEngine, DetectionEngineConfig
 from gateway.detect.scoring import Artifact
@@ -31,6 +31,10 @@ def _item(i: int, *, temperature: float = 0.7, max_tokens: int | None = None,
                          max_tokens=max_tokens, logprobs=logprobs, logit_bias_size=logit_bias,
                          client_addr=addr)
     return features.extract(rec, prompt)
+
+
+def client_key(item: RequestFeatures) -> bytes:
+    return bytes(client_keys([item])[0].tobytes())
 
 
 def _ids(window: Sequence[RequestFeatures]) -> list[str]:
@@ -65,7 +69,9 @@ def test_small_clients_together_are_scored_together() -> None:
 
 
 def test_parameters_drawn_per_request_are_not_clients_but_one_window() -> None:
-    items = [_item(i, temperature=round(0.1 * (i % (MAX_CLIENTS + 1)), 1)) for i in range(24)]
+    # each of the MAX_CLIENTS + 1 parameter sets big enough to be a part of its own
+    items = [_item(i, temperature=round(0.1 * (i % (MAX_CLIENTS + 1)), 1))
+             for i in range(MIN * (MAX_CLIENTS + 1))]
     assert len({client_key(it) for it in items}) == MAX_CLIENTS + 1
     assert [_ids(p) for p in parts(items, MIN)] == [_ids(items)]
 
@@ -112,3 +118,5 @@ async def test_a_harvest_beside_a_benign_client_is_scored_undiluted(tiny_artifac
     last = policy.scored[-1]
     assert last.score == 1.0, "the harvesting client's own window, not a quarter of the whole"
     assert last.request_ids == [f"r{i}" for i in range(48) if i % 4 == 3]
+    assert last.window.mask.sum() == 12
+    assert last.whole is not None and last.whole.mask.sum() == 48, "sketched as the account"

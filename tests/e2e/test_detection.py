@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.detect.offline import simulate
+from gateway.detect import clients
+from gateway.detect.offline import dataset, simulate
 from gateway.detect.offline.http_replay import replay
 from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact
 from gateway.modelserver.echo import create_echo_app
@@ -103,13 +104,16 @@ def test_campaign_accounts_get_one_cluster_flag(make_stack: StackFactory) -> Non
                 assert ids == [campaign[0]["id"]]
 
 
-def test_one_key_shared_by_a_chat_client_and_a_coding_tool_is_not_flagged(
+def test_one_key_shared_by_a_support_bot_and_a_labelling_job_is_not_flagged(
         make_stack: StackFactory) -> None:
-    chat, coding = simulate.generate(3, "heldout", 1, (40, 40), ("chat", "coding"))
-    # The two clients at once, request by request, on one key: every window mixes them.
-    together = [r for r in chain.from_iterable(zip_longest(chat.requests, coding.requests))
+    support, labelling = simulate.generate(3, "heldout", 1, (40, 40), ("support", "classify"))
+    # The two clients at once, request by request, on one key: every window holds both, each
+    # with its own parameters, and the engine scores them as two clients.
+    together = [r for r in chain.from_iterable(zip_longest(support.requests,
+                                                           labelling.requests))
                 if r is not None]
-    shared = replace(chat, requests=together)
+    shared = replace(support, requests=together)
+    assert len(clients.parts(dataset.session_features(shared)[-64:], 8)) == 2
     with make_stack(**DETECTION) as stack:
         team_id, team_key = stack.new_account("team")
         assert replay(shared, stack.base, team_key, lengths=LENGTHS)["ok"] == len(together)

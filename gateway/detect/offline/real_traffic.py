@@ -36,7 +36,8 @@ CHAT: Final = "/v1/chat/completions"
 COMPLETIONS: Final = "/v1/completions"
 BENIGN: Final = ("user", "ci_smoke", "eval_harness", "coding_assistant", "translation_batch",
                  "labelling_batch", "org_nat", "shared_key")
-AUTOMATION: Final = BENIGN[1:-1]
+AUTOMATION: Final = ("ci_smoke", "eval_harness", "coding_assistant", "translation_batch",
+                     "labelling_batch", "org_nat")
 """Benign profiles that are programs (``shared_key`` is a person and a second client)."""
 ATTACKS: Final = ("distill", "distill_cot", "self_instruct", "logit_steal", "prada", "low_slow",
                   "sybil")
@@ -454,9 +455,9 @@ SEQUENTIAL_GAP_S: Final = 3600.0
 
 
 def shared(first: Session, second: Session, start: float, together: bool) -> Session:
-    """``second``'s requests moved onto ``first``'s key: starting at ``start`` (``together``:
-    within ``first``'s span, so the two interleave) and merged in time order; ``first``'s
-    address."""
+    """``second``'s requests moved onto ``first``'s key, starting at ``start`` and merged in time
+    order, from ``first``'s address. Not ``together``: at least :data:`SEQUENTIAL_GAP_S` after
+    ``first``'s last request (a later ``start`` is kept)."""
     ra = [r for r in first.requests if isinstance(r, Request)]
     rb = [r for r in second.requests if isinstance(r, Request)]
     if not together:
