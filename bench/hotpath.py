@@ -657,16 +657,23 @@ def ratio(bench: Bench, setup: str, ref: str, w: Workload, c: int) -> float | No
     return cell.med("rps") / base.med("rps")
 
 
+def _table_start(title: str, head: list[str]) -> list[str]:
+    return [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+
+def _skipped_row(bench: Bench, setup: str) -> str:
+    return f"| {SETUPS[setup]} | skipped: {bench.skipped[setup]} |"
+
+
 def headline(bench: Bench, w: Workload, conc: list[int]) -> str:
     mid = 16 if 16 in conc else conc[len(conc) // 2]
     low = conc[0]
     head = ["in front of the upstream", *(f"req/s c{c}" for c in conc), f"p50 c{low}",
             f"CPU/req c{mid}", f"× floor c{mid}", f"× nginx c{mid}"]
-    lines = [f"### {w.upper()}", "", "| " + " | ".join(head) + " |",
-             "|" + "---|" * len(head)]
+    lines = _table_start(f"### {w.upper()}", head)
     for setup in bench.opts.setups:
         if setup in bench.skipped:
-            lines.append(f"| {SETUPS[setup]} | skipped: {bench.skipped[setup]} |")
+            lines.append(_skipped_row(bench, setup))
             continue
         cells = [bench.cells.get((setup, w, c)) for c in conc]
         if all(cell is None for cell in cells):
@@ -704,11 +711,10 @@ def scaling_table(bench: Bench, w: Workload, conc: list[int]) -> str:
     for c in conc:
         head += [f"req/s c{c}", f"× 1 worker c{c}", f"per core c{c}", f"CPU/req c{c}",
                  f"balance c{c}"]
-    lines = [f"### scaling, {w.upper()}", "", "| " + " | ".join(head) + " |",
-             "|" + "---|" * len(head)]
+    lines = _table_start(f"### scaling, {w.upper()}", head)
     for setup in bench.opts.setups:
         if setup in bench.skipped:
-            lines.append(f"| {SETUPS[setup]} | skipped: {bench.skipped[setup]} |")
+            lines.append(_skipped_row(bench, setup))
             continue
         if setup not in SCALED:
             cells = [bench.cells.get((setup, w, c)) for c in conc]
