@@ -72,6 +72,17 @@ async def test_observed_requests_are_scored_in_batches(tiny_artifact: Path) -> N
     assert last.state.updated == pytest.approx(1e9 + 19)
 
 
+async def test_rate_limited_requests_are_not_observed(tiny_artifact: Path) -> None:
+    """A 429 got no answer: our own limits must not fill a benign batch's window."""
+    engine, _ = _engine(tiny_artifact)
+    refused, prompt = record("x", rid="refused")
+    refused.status_code = 429
+    engine.observe(refused, prompt)
+    assert engine.backlog == 0
+    engine.observe(*record("x", rid="answered"))
+    assert engine.backlog == 1
+
+
 async def test_observe_ignores_anonymous_and_never_raises(tiny_artifact: Path) -> None:
     engine, _ = _engine(tiny_artifact)
     rec, prompt = record("x")
