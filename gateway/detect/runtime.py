@@ -316,15 +316,12 @@ class DetectionEngine:
         ready = [(a, items) for a, items in ready if len(items) >= cfg.min_requests]
         if not ready:
             return []
-        whole = window.build_batch([items for _, items in ready], cfg.window)
-        split = [clients.parts(items[-cfg.window:], cfg.min_requests,
-                               w.seq[:min(len(items), cfg.window), :features.N_FEATURES])
-                 for (_, items), w in zip(ready, whole, strict=True)]
-        mixed = iter(window.build_batch(
-            [p for parts in split if len(parts) > 1 for p in parts], cfg.window))
+        recent = [items[-cfg.window:] for _, items in ready]
+        whole = window.build_batch(recent, cfg.window)
+        split = [clients.parts(r, cfg.min_requests, w.seq[:len(r), :features.N_FEATURES])
+                 for r, w in zip(recent, whole, strict=True)]
         flat = [part for parts in split for part in parts]
-        windows = [w if len(parts) == 1 else next(mixed)
-                   for w, parts in zip(whole, split, strict=True) for _ in parts]
+        windows = _part_windows(recent, whole, split, cfg.window)
         scores = np.concatenate([
             self.scorer.score(*window.stack(windows[start:start + cfg.max_batch]))
             for start in range(0, len(windows), cfg.max_batch)])
@@ -470,6 +467,17 @@ class _Budget:
             return False
         self.left -= 1
         return True
+
+
+def _part_windows(recent: Sequence[Sequence[RequestFeatures]], whole: Sequence[WindowArrays],
+                  split: Sequence[Sequence[Sequence[RequestFeatures]]], size: int
+                  ) -> list[WindowArrays]:
+    """One window per part, in order: an account's own window where the part is all of it
+    (already built), the clients' parts built together in one batch."""
+    new = [p for r, parts in zip(recent, split, strict=True) for p in parts if p is not r]
+    built = iter(window.build_batch(new, size) if new else [])
+    return [w if p is r else next(built)
+            for r, w, parts in zip(recent, whole, split, strict=True) for p in parts]
 
 
 def _sketch_scored(result: Scored, items: Sequence[RequestFeatures],
