@@ -9,6 +9,11 @@ Workload: ``--accounts`` accounts send ``--requests`` requests each, interleaved
 ``--batch`` (what the micro-batcher forms); half the accounts are new (their first requests are
 in the run), half old (they already hold a full window). Prints microseconds per request for
 the cycles and for one sweep.
+
+``--source simulator`` (default): the simulator's held-out profiles, short prompts.
+``--source real``: the held-out real-text benign population of the adaptive suite (people,
+shared keys and every automation profile, prompts from corpora nobody here wrote); longer
+prompts, so text features cost more per request. Needs the corpora (``gateway`` installs them).
 """
 
 from __future__ import annotations
@@ -17,17 +22,21 @@ import argparse
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from gateway.detect.campaign import Campaign
-from gateway.detect.offline.simulate import generate, to_record
+from gateway.detect.offline import corpus, real_traffic, simulate
+from gateway.detect.offline.adaptive import SIZES, benign_population
+from gateway.detect.offline.simulate import Session, generate
 from gateway.detect.runtime import DetectionEngine, DetectionEngineConfig, Scored
 from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, load_scorer
 from gateway.detect.window_store import MemoryWindowStore
 from gateway.metrics import Metrics
+from gateway.records import RequestRecord
 
 
 class Quiet:
@@ -44,7 +53,23 @@ class Quiet:
         return None
 
 
-async def measure(model: Path, accounts: int, requests: int, batch: int) -> dict[str, float]:
+Recorder = Callable[[Session, int], tuple[RequestRecord, str]]
+
+
+def workload(source: str, accounts: int, requests: int) -> tuple[list[Session], Recorder]:
+    """``accounts`` sessions of at least ``requests`` requests each, and their record maker."""
+    if source == "simulator":
+        sessions = generate(3, "heldout", max(1, accounts // 12), (requests, requests))
+        return sessions[:accounts], simulate.to_record
+    size = replace(SIZES["small"], users=accounts, automation=max(1, accounts // 10),
+                   benign_requests=(requests, requests))
+    people = [s for s in benign_population(corpus.pool("heldout", size.limits), size, 3)
+              if len(s.requests) >= requests]
+    return people[:accounts], real_traffic.to_record
+
+
+async def measure(model: Path, accounts: int, requests: int, batch: int,
+                  source: str = "simulator") -> dict[str, float]:
     artifact = Artifact.load(model)
     config = DetectionEngineConfig(window=artifact.window, min_requests=artifact.min_requests,
                           score_every=artifact.score_every, max_batch=batch,
@@ -52,15 +77,15 @@ async def measure(model: Path, accounts: int, requests: int, batch: int) -> dict
     engine = DetectionEngine(config, load_scorer(artifact, "cpu"), artifact,
                     MemoryWindowStore(artifact.window), Quiet(),
                     metrics=Metrics(CollectorRegistry()))
-    sessions = generate(3, "heldout", max(1, accounts // 12), (2 * requests, 2 * requests))
-    sessions = sessions[:accounts]
+    sessions, to_record = workload(source, accounts, 2 * requests)
     old = sessions[: len(sessions) // 2]
     for s in old:  # history before the measured run
         for i in range(requests):
             engine.observe(*to_record(s, i))
     while engine.backlog:
         await engine.cycle()
-    offset = {s.account: (requests if s in old else 0) for s in sessions}
+    had = {s.account for s in old}
+    offset = {s.account: (requests if s.account in had else 0) for s in sessions}
     records = [to_record(s, offset[s.account] + i) for i in range(requests) for s in sessions]
     started = time.perf_counter()
     for k in range(0, len(records), batch):
@@ -82,11 +107,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--model", type=Path, default=DEFAULT_ARTIFACT, help="artifact JSON")
+    parser.add_argument("--source", choices=("simulator", "real"), default="simulator")
     args = parser.parse_args()
-    runs = [asyncio.run(measure(args.model, args.accounts, args.requests, args.batch))
-            for _ in range(args.repeat)]
+    runs = [asyncio.run(measure(args.model, args.accounts, args.requests, args.batch,
+                                args.source)) for _ in range(args.repeat)]
     best = min(runs, key=lambda r: r["us_per_request"])
-    print(json.dumps({"artifact": Artifact.load(args.model).version, **best}))
+    print(json.dumps({"artifact": Artifact.load(args.model).version, "source": args.source,
+                      **best}))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.detect.behaviour import PARAMS, param_keys
-from gateway.detect.features import F32, FEATURE_NAMES, RequestFeatures
+from gateway.detect.features import FEATURE_NAMES, RequestFeatures
 
 MAX_CLIENTS: Final = 3
 _COLUMNS: Final = [FEATURE_NAMES.index(n) for n in PARAMS]
@@ -36,44 +36,55 @@ _MIX: Final = np.array([(0x9E3779B97F4A7C15 ^ (i * 0xBF58476D1CE4E5B9) | 1) % 2*
                         for i in range(1 + len(PARAMS))], dtype=np.uint64)
 
 
-def client_keys(items: Sequence[RequestFeatures], vectors: F32 | None = None
-                ) -> npt.NDArray[np.int32]:
+def client_keys(items: Sequence[RequestFeatures]) -> npt.NDArray[np.int32]:
     """One row per request: its network and its sampling parameters, rounded as behavioural
     profiles round them (:func:`gateway.detect.behaviour.param_keys`). The prompt and the
-    answer are not part of it: a client is how a caller calls, not what it asks. ``vectors``:
-    the items' feature vectors already stacked (the engine has them from building the window),
-    else stacked here."""
-    if vectors is None:
-        vectors = np.stack([it.vector for it in items]) if items else np.zeros(
-            (0, len(FEATURE_NAMES)), dtype=np.float32)
+    answer are not part of it: a client is how a caller calls, not what it asks."""
+    vectors = np.concatenate([it.vector for it in items]).reshape(-1, len(FEATURE_NAMES)) \
+        if items else np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
     networks = np.array([it.network for it in items], dtype=np.uint32).view(np.int32)
     out: npt.NDArray[np.int32] = np.concatenate(
         [networks[:, None], param_keys(vectors[:, _COLUMNS])], axis=1)
     return out
 
 
-def parts(items: Sequence[RequestFeatures], min_requests: int, vectors: F32 | None = None
+def parts_batch(windows: Sequence[Sequence[RequestFeatures]], min_requests: int
+                ) -> list[list[Sequence[RequestFeatures]]]:
+    """:func:`parts` of many windows, their client keys computed in one pass."""
+    keys = client_keys([it for items in windows for it in items])
+    out: list[list[Sequence[RequestFeatures]]] = []
+    start = 0
+    for items in windows:
+        out.append(_split(items, keys[start:start + len(items)], min_requests))
+        start += len(items)
+    return out
+
+
+def parts(items: Sequence[RequestFeatures], min_requests: int
           ) -> list[Sequence[RequestFeatures]]:
     """The windows to score for ``items`` (one account's window, oldest first): ``[items]`` for
     one client or more than :data:`MAX_CLIENTS`; else each client of at least ``min_requests``
     requests, then the smaller clients' requests together if they are that many, else (when
     there are any) the whole window. Order within a part is kept, and a single part is always
-    the whole window. One client — nearly every account — costs one comparison of the keys;
-    ``vectors`` as for :func:`client_keys`."""
-    keys = client_keys(items, vectors)
+    the whole window. One client — nearly every account — costs one comparison of the keys."""
+    return _split(items, client_keys(items), min_requests)
+
+
+def _split(items: Sequence[RequestFeatures], keys: npt.NDArray[np.int32], min_requests: int
+           ) -> list[Sequence[RequestFeatures]]:
     if len(keys) == 0 or bool((keys == keys[0]).all()):
         return [items]
     # One 64-bit number per key (a wrapping dot product with odd constants): a 1-D unique is
     # several times cheaper than ``np.unique(axis=0)``; a collision would only merge two clients.
-    _, client = np.unique(keys.astype(np.uint64) @ _MIX, return_inverse=True)
-    client = client.reshape(-1)
-    count = np.bincount(client)
+    _, inverse = np.unique(keys.astype(np.uint64) @ _MIX, return_inverse=True)
+    count = np.bincount(inverse.reshape(-1)).tolist()
     if len(count) > MAX_CLIENTS:
         return [items]
+    client: list[int] = inverse.reshape(-1).tolist()
     out: list[Sequence[RequestFeatures]] = [
         [it for it, c in zip(items, client, strict=True) if c == k]
-        for k in sorted(np.flatnonzero(count >= min_requests), key=lambda k: int(
-            np.argmax(client == k)))]
+        for k in sorted((k for k, n in enumerate(count) if n >= min_requests),
+                        key=client.index)]
     rest = [it for it, c in zip(items, client, strict=True) if count[c] < min_requests]
     if len(rest) >= min_requests:
         out.append(rest)

@@ -84,12 +84,13 @@ class Scored:
     (:func:`gateway.detect.clients.parts`)."""
     request_ids: list[str]
     """The requests of :attr:`window`, oldest first."""
-    whole: WindowArrays | None = None
-    """The account's whole window when :attr:`window` is one client's part of it: campaign
+    template: Template | None = None
+    """The account's template sketch when :attr:`window` is one client's part of it: campaign
     sketches read the account (its template, its network), not the client that scored."""
 
 
 WindowArrays = window.WindowArrays
+Template = window.Template
 
 
 class PolicySink(Protocol):
@@ -317,11 +318,11 @@ class DetectionEngine:
         if not ready:
             return []
         recent = [items[-cfg.window:] for _, items in ready]
-        whole = window.build_batch(recent, cfg.window)
-        split = [clients.parts(r, cfg.min_requests, w.seq[:len(r), :features.N_FEATURES])
-                 for r, w in zip(recent, whole, strict=True)]
+        split = clients.parts_batch(recent, cfg.min_requests)
         flat = [part for parts in split for part in parts]
-        windows = _part_windows(recent, whole, split, cfg.window)
+        # Only what is scored is built: an account of several clients gets its parts' windows
+        # and, for its campaign sketch, the template of its whole window (a fraction of one).
+        windows = window.build_batch(flat, cfg.window)
         scores = np.concatenate([
             self.scorer.score(*window.stack(windows[start:start + cfg.max_batch]))
             for start in range(0, len(windows), cfg.max_batch)])
@@ -335,8 +336,9 @@ class DetectionEngine:
             novel, covered = coverage.cover(before.coverage, _newly_covered(items, before))
             after = risk.update(before, p, items[-1].ts, cfg.half_life_s,
                                 novel=novel, coverage=covered)
+            template = None if parts[0] is recent[index] else window.sketch(recent[index])
             results.append(Scored(account, p, before, after, windows[best],
-                                  [it.request_id for it in flat[best]], whole[index]))
+                                  [it.request_id for it in flat[best]], template))
         return results
 
     # --- campaigns -----------------------------------------------------------------------------
@@ -469,21 +471,12 @@ class _Budget:
         return True
 
 
-def _part_windows(recent: Sequence[Sequence[RequestFeatures]], whole: Sequence[WindowArrays],
-                  split: Sequence[Sequence[Sequence[RequestFeatures]]], size: int
-                  ) -> list[WindowArrays]:
-    """One window per part, in order: an account's own window where the part is all of it
-    (already built), the clients' parts built together in one batch."""
-    new = [p for r, parts in zip(recent, split, strict=True) for p in parts if p is not r]
-    built = iter(window.build_batch(new, size) if new else [])
-    return [w if p is r else next(built)
-            for r, w, parts in zip(recent, whole, split, strict=True) for p in parts]
-
-
 def _sketch_scored(result: Scored, items: Sequence[RequestFeatures],
                    profile: npt.NDArray[np.float32], now: float) -> Sketch:
-    w = result.whole or result.window
-    return Sketch(w.signature, w.signature_strength, w.network, result.score, now,
+    w = result.window
+    signature, strength, network = result.template or (w.signature, w.signature_strength,
+                                                       w.network)
+    return Sketch(signature, strength, network, result.score, now,
                   behaviour=profile if items else None, born=items[0].ts if items else 0.0)
 
 

@@ -150,21 +150,39 @@ def _normality(real: npt.NDArray[np.float64], counts: npt.NDArray[np.int64]
     return out
 
 
+def _pair_mean(bits: npt.NDArray[np.uint8], pairs: npt.NDArray[np.bool_]
+               ) -> npt.NDArray[np.float64]:
+    """Mean SimHash distance (bits / 64) over each window's pairs of requests; 0.5 without
+    pairs. Summed as integers: exactly the float mean of the distances, at a fraction of it."""
+    count = pairs.sum(axis=(1, 2))
+    total = np.where(pairs, bits, np.uint8(0)).sum(axis=(1, 2), dtype=np.int64) / 64
+    out: npt.NDArray[np.float64] = np.where(count > 0, total / np.maximum(count, 1), 0.5)
+    return out
+
+
 def _slot_counts(mh: npt.NDArray[np.uint32], mask: npt.NDArray[np.bool_]
                  ) -> npt.NDArray[np.int64]:
     """For every real request and MinHash slot, how many requests of the same window share its
-    value in that slot. One sort over (window, slot, value) keys for the whole batch rather than
-    a quadratic comparison per window."""
-    b, _, k = mh.shape
-    keys = (np.arange(b, dtype=np.uint64)[:, None, None] << np.uint64(36)) \
-        | (np.arange(k, dtype=np.uint64)[None, None, :] << np.uint64(32)) \
-        | mh.astype(np.uint64)
-    real = np.broadcast_to(mask[:, :, None], keys.shape)
-    counts = np.zeros(keys.shape, dtype=np.int64)
-    if real.any():
-        _, inverse, freq = np.unique(keys[real], return_inverse=True, return_counts=True)
-        counts[real] = freq[inverse]
-    return counts
+    value in that slot (0 for padding). Each (window, slot) column is sorted on its own (64
+    values: faster than one sort of the whole batch), equal values form runs, and each request
+    gets the length of its run. Padding takes the largest value, which a real request can take
+    too (an empty prompt's slots), so that run is shortened by the window's padding."""
+    size = mh.shape[1]
+    top = np.uint32(0xFFFFFFFF)
+    keys = np.where(mask[:, None, :], mh.transpose(0, 2, 1), top)
+    order = np.argsort(keys, axis=2)
+    ordered = np.take_along_axis(keys, order, axis=2)
+    starts = np.ones(ordered.shape, dtype=bool)
+    starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
+    run = np.cumsum(starts.ravel()) - 1
+    lengths = np.bincount(run)[run].reshape(ordered.shape) if run.size else run.reshape(
+        ordered.shape)
+    padding = (size - mask.sum(axis=1))[:, None, None]
+    lengths = lengths - np.where(ordered == top, padding, 0)
+    counts = np.empty(ordered.shape, dtype=np.int64)
+    np.put_along_axis(counts, order, lengths, axis=2)
+    out: npt.NDArray[np.int64] = counts.transpose(0, 2, 1) * mask[:, :, None]
+    return out
 
 
 def build_batch(batch: Sequence[Sequence[RequestFeatures]], size: int) -> list[WindowArrays]:
@@ -173,30 +191,29 @@ def build_batch(batch: Sequence[Sequence[RequestFeatures]], size: int) -> list[W
     lists = [list(items[-size:]) for items in batch]
     b = len(lists)
     ns = np.array([len(x) for x in lists], dtype=np.int64)
+    idx = np.arange(size)
+    mask = idx[None, :] < ns[:, None]
     vec = np.zeros((b, size, N_FEATURES), dtype=np.float32)
     ts = np.zeros((b, size))
     sims = np.zeros((b, size), dtype=np.uint64)
     mh = np.zeros((b, size, MINHASH_K), dtype=np.uint32)
-    for i, items in enumerate(lists):
-        n = len(items)
-        if n:
-            vec[i, :n] = [it.vector for it in items]
-            ts[i, :n] = [it.ts for it in items]
-            sims[i, :n] = [it.simhash for it in items]
-            mh[i, :n] = [it.minhash for it in items]
-    idx = np.arange(size)
-    mask = idx[None, :] < ns[:, None]
+    every = [it for items in lists for it in items]  # in the row-major order of ``mask``
+    if every:
+        vec[mask] = np.concatenate([it.vector for it in every]).reshape(-1, N_FEATURES)
+        ts[mask] = [it.ts for it in every]
+        sims[mask] = np.array([it.simhash for it in every], dtype=np.uint64)
+        mh[mask] = np.concatenate([it.minhash for it in every]).reshape(-1, MINHASH_K)
     nf = np.maximum(ns, 1).astype(np.float64)
 
     gaps = np.diff(ts, axis=1).clip(min=0.0)
     gap_ok = mask[:, 1:]
     log_gaps = np.log1p(gaps)
     gap_log = np.concatenate([np.zeros((b, 1)), log_gaps], axis=1) / 10
-    dist = np.bitwise_count(sims[:, :, None] ^ sims[:, None, :]).astype(np.float64) / 64
+    # Hamming distances as bit counts (one byte each); divided by 64 only where averaged.
+    bits = np.bitwise_count(sims[:, :, None] ^ sims[:, None, :])
     earlier = np.tril(np.ones((size, size), dtype=bool), k=-1)[None] & mask[:, None, :]
-    dmin = np.where(earlier, dist, np.inf).min(axis=2)
+    dmin = np.where(earlier, bits, np.uint8(64)).min(axis=2) / 64
     dmin[:, 0] = 0.5
-    dmin = np.minimum(dmin, 1.0)
     near = (dmin * 64 <= NEAR_DUPLICATE_BITS) & (idx[None, :] > 0) & mask
     counts = _slot_counts(mh, mask)  # (b, size, K): how often each value recurs in its slot
     need = np.maximum(2.0, TEMPLATE_SHARE * ns)[:, None, None]
@@ -233,7 +250,7 @@ def build_batch(batch: Sequence[Sequence[RequestFeatures]], size: int) -> list[W
         _masked_std(real, real_ok[:, 1:], 1),
         _normality(real, ns - 1),
         _masked_mean(near[:, 1:].astype(np.float64), real_ok[:, 1:], 1, 0.0),
-        _masked_mean(dist, pairs, (1, 2), 0.5) if b else np.zeros(0),
+        _pair_mean(bits, pairs),
         _masked_mean(shared, mask, 1, 0.0),
         np.array([len(set(mh[i, :n, 0].tolist())) for i, n in enumerate(ns)]) / nf,
     ], axis=1)
@@ -254,7 +271,11 @@ def build_batch(batch: Sequence[Sequence[RequestFeatures]], size: int) -> list[W
     return out
 
 
-def sketch(items: Sequence[RequestFeatures]) -> tuple[npt.NDArray[np.uint32], float, int]:
+Template = tuple[npt.NDArray[np.uint32], float, int]
+"""(signature, signature_strength, network): a window's campaign sketch (:func:`sketch`)."""
+
+
+def sketch(items: Sequence[RequestFeatures]) -> Template:
     """(signature, signature_strength, network) of a window, exactly as :func:`build_batch`
     computes them, without the model inputs: what a young account's campaign sketch needs on
     every request, at a fraction of a window's cost."""

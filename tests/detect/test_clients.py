@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from gateway.detect import features
+from gateway.detect import clients, features
 from gateway.detect.clients import MAX_CLIENTS, client_keys, parts
 from gateway.detect.features import RequestFeatures
 from gateway.detect.runtime import DetectionEngine, DetectionEngineConfig
 from gateway.detect.scoring import Artifact
-from gateway.detect.window import SEQ_NAMES
+from gateway.detect.window import SEQ_NAMES, sketch
 from gateway.detect.window_store import MemoryWindowStore
 from gateway.metrics import Metrics
 from tests.detect.conftest import record
@@ -106,12 +106,13 @@ async def test_a_harvest_beside_a_benign_client_is_scored_undiluted(tiny_artifac
     engine = DetectionEngine(config, LogprobShare(), artifact, MemoryWindowStore(64), policy,
                              metrics=Metrics(CollectorRegistry()))
     await engine.start()
+    sent = [record(f"prompt {i}", rid=f"r{i}", ts=1e9 + i,
+                   temperature=0.0 if i % 4 == 3 else 0.7,
+                   max_tokens=1 if i % 4 == 3 else None, logprobs=i % 4 == 3)
+            for i in range(48)]
     try:
-        for i in range(48):
-            harvest = i % 4 == 3
-            engine.observe(*record(f"prompt {i}", rid=f"r{i}", ts=1e9 + i,
-                                   temperature=0.0 if harvest else 0.7,
-                                   max_tokens=1 if harvest else None, logprobs=harvest))
+        for rec in sent:
+            engine.observe(*rec)
         await engine.drain()
     finally:
         await engine.stop()
@@ -119,4 +120,16 @@ async def test_a_harvest_beside_a_benign_client_is_scored_undiluted(tiny_artifac
     assert last.score == 1.0, "the harvesting client's own window, not a quarter of the whole"
     assert last.request_ids == [f"r{i}" for i in range(48) if i % 4 == 3]
     assert last.window.mask.sum() == 12
-    assert last.whole is not None and last.whole.mask.sum() == 48, "sketched as the account"
+    assert last.template is not None, "sketched as the account, not as its client"
+    signature, strength, network = sketch([features.extract(*rec) for rec in sent])
+    assert last.template[0].tolist() == signature.tolist()
+    assert last.template[1:] == (strength, network)
+
+
+def test_parts_of_many_windows_at_once_are_the_parts_of_each() -> None:
+    one = [_item(i) for i in range(20)]
+    two = [_item(i, temperature=0.0 if i % 2 else 0.7) for i in range(24)]
+    many = [_item(i, temperature=0.1 * (i % 6)) for i in range(30)]
+    windows = [one, two, many, []]
+    assert [[_ids(p) for p in split] for split in clients.parts_batch(windows, MIN)] == [
+        [_ids(p) for p in parts(w, MIN)] for w in windows]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import zlib
 
 import numpy as np
+import pytest
 
 from gateway.detect import features
 from tests.detect.conftest import record
@@ -66,3 +69,44 @@ def test_extract_survives_missing_and_odd_values() -> None:
     assert np.all(np.isfinite(item.vector))
     assert item.vector[features.FEATURE_NAMES.index("rate_limited")] == 1.0
     assert features.network_of(None) == 0
+
+
+HOSTILE = [
+    "", "   ", "Hello, World! 42 times", "ÉCOLE naïve café", "\u212a is a Kelvin sign",
+    "İstanbul", "lone \ud800 surrogate", "nul\x00byte\x7fdel\x80c1", "日本語 text 日本",
+    "a" * 3000, "x-y_z.w/v", "step-by step show your reason</ ### {{ }} def return (;=[<",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_words_are_the_ascii_alphanumeric_runs_of_the_lowercased_text(text: str) -> None:
+    expected = [w.encode() for w in re.findall(r"[a-z0-9]+", features.bounded(text).lower())]
+    assert features._words(text) == expected
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_text_signals_count_what_the_cue_patterns_match(text: str) -> None:
+    """The counting shortcuts (one ``str.count`` per needle) agree with plain regexes."""
+    low = text.lower() if len(text) <= features.MAX_SIGNAL_CHARS else (
+        f"{text[:750]}\n{text[-750:]}".lower())
+    reasoning, templating, _, code, words = features.prompt_signals(text)
+    cues = r"step[- ]by[- ]step|reason|think|thought|explain|justif|deriv|show your|show all" \
+        r"|walk (?:me )?through|rationale|proof|prove|why |work out|logic|deduc|infer" \
+        r"|first principles"
+    assert reasoning == min(1.0, len(re.findall(cues, low)) / 3.0)
+    code_count = len(re.findall(r"def |return |import |function ", low)) + len(
+        re.findall(r"[{}(;=]", low))
+    assert code == min(1.0, code_count / max(8.0, words / 4))
+    labels = sum(1 for line in low.split("\n") if ":" in line[:26])
+    markup = len(re.findall(r"###|---|\{\{|\}\}|</", low)) + len(re.findall(r"[\[<]", low))
+    assert templating == min(1.0, (labels + markup) / 6)
+
+
+def test_word_memo_stays_bounded_whatever_is_sent() -> None:
+    """Ever-new words (an attacker's random tokens) cannot grow the memo past its bound, and a
+    remembered hash is the hash itself."""
+    flood = [f"w{i}x".encode() for i in range(3 * features.WORD_MEMO)]
+    hashes = features._hash_words(flood)
+    assert len(features._word_memo) <= features.WORD_MEMO
+    assert hashes == [zlib.crc32(w, 0x5BD1E995) << 32 | zlib.crc32(w) for w in flood]
+    assert features._hash_words(flood[-5:]) == hashes[-5:]

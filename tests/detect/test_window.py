@@ -91,3 +91,31 @@ def test_accounts_taken_in_turn_keep_their_own_pace_and_share_the_window() -> No
     # An equal share of the window each: the latest requests of every account.
     assert [it.request_id for it in in_turn([slow, fast], 4)] == ["slow3", "slow4", "fast3",
                                                                   "fast4"]
+
+
+def test_slot_counts_match_counting_by_hand_padding_and_all_ones_values_included() -> None:
+    """Per request and MinHash slot, how many requests of its window share the value; an
+    empty prompt's all-ones slots (the padding's value too) are counted among real requests
+    only."""
+    rng = np.random.default_rng(3)
+    mh = rng.integers(0, 4, (6, 16, features.MINHASH_K)).astype(np.uint32)
+    mh[rng.random(mh.shape) < 0.2] = 0xFFFFFFFF
+    ns = np.array([0, 1, 5, 9, 16, 16])
+    mask = np.arange(16)[None, :] < ns[:, None]
+    counts = window._slot_counts(mh, mask)
+    for b, n in enumerate(ns):
+        for i in range(16):
+            for k in range(features.MINHASH_K):
+                expected = int((mh[b, :n, k] == mh[b, i, k]).sum()) if i < n else 0
+                assert counts[b, i, k] == expected
+
+
+def test_pair_mean_is_the_mean_distance_over_pairs() -> None:
+    rng = np.random.default_rng(4)
+    bits = rng.integers(0, 65, (3, 8, 8)).astype(np.uint8)
+    pairs = np.triu(np.ones((8, 8), dtype=bool), k=1)[None] & (rng.random((3, 8, 8)) < 0.5)
+    pairs[2] = False
+    out = window._pair_mean(bits, pairs)
+    for b in range(2):
+        assert out[b] == (bits[b][pairs[b]] / 64).mean()
+    assert out[2] == 0.5, "no pairs: the neutral value"
