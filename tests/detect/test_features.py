@@ -74,7 +74,8 @@ def test_extract_survives_missing_and_odd_values() -> None:
 HOSTILE = [
     "", "   ", "Hello, World! 42 times", "ÉCOLE naïve café", "\u212a is a Kelvin sign",
     "İstanbul", "lone \ud800 surrogate", "nul\x00byte\x7fdel\x80c1", "日本語 text 日本",
-    "a" * 3000, "\u0130" * 3000, "x-y_z.w/v", "step-by step show your reason</ ### {{ }} def return (;=[<",
+    "a" * 3000, "\u0130" * 3000, "x-y_z.w/v",
+    "step-by step show your reason</ ### {{ }} def return (;=[<",
 ]
 
 
