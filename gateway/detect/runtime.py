@@ -414,6 +414,7 @@ class DetectionEngine:
         groups = await asyncio.to_thread(campaign.cohorts, sketches,
                                          min_accounts=cfg.cohort_min_accounts,
                                          birth_span_s=cfg.cohort_birth_span_s)
+        taken = listed | {a for accounts in groups for a in accounts}
         out: list[campaign.Campaign] = []
         for accounts in groups:
             if sum(a in listed for a in accounts) * 2 > len(accounts):
@@ -424,8 +425,21 @@ class DetectionEngine:
             judged = campaign.judge_cohort(accounts, merged, self.artifact.threshold,
                                            cfg.cohort_birth_span_s)
             if judged is not None:
-                out.append(judged)
+                out.append(await self._with_stragglers(judged, sketches, taken, budget))
         return out
+
+    async def _with_stragglers(self, found: campaign.Campaign, sketches: Mapping[str, Sketch],
+                               taken: set[str], budget: _Budget) -> campaign.Campaign:
+        """``found`` (a cohort judged a campaign) with the accounts its star left out that
+        behave like its members, when their own requests taken together score at the flag
+        threshold (:func:`gateway.detect.campaign.stragglers`); ``taken`` grows by them."""
+        extra = await asyncio.to_thread(campaign.stragglers, found.accounts, sketches, taken,
+                                        self.config.cohort_birth_span_s)
+        merged = await self._merged(extra, sketches, budget) if extra else None
+        if merged is None or merged < self.artifact.threshold:
+            return found
+        taken.update(extra)
+        return campaign.joined(found, extra, merged)
 
     async def _merged(self, accounts: Sequence[str], sketches: Mapping[str, Sketch],
                       budget: _Budget) -> float | None:

@@ -38,15 +38,15 @@ def _engine(tiny_artifact: Path, score: float) -> DetectionEngine:
 
 
 def _paraphrased_sybils(engine: DetectionEngine, accounts: int = 10, requests: int = 6,
-                        start: float = 1e9, born_every_s: float = 20.0, **params: Any
-                        ) -> list[str]:
+                        start: float = 1e9, born_every_s: float = 20.0, pause_s: float = 300.0,
+                        **params: Any) -> list[str]:
     """One script's accounts: every prompt worded anew, a /24 each, same parameters and pace."""
     names = [f"s{start:.0f}-{k}" for k in range(accounts)]
     for i in range(requests):
         for k, name in enumerate(names):
             prompt = f"{FRAMES[(i + k) % 5]}{_question(k * requests + i)}\n\n{CUES[(i * k) % 3]}"
             rec, text = record(prompt, account=name, rid=f"{name}-{i}",
-                               ts=start + born_every_s * k + 300.0 * i,
+                               ts=start + born_every_s * k + pause_s * i,
                                client_addr=f"10.{k}.{i % 5}.{9 + k}", max_tokens=4096,
                                temperature=0.8, completion_tokens=900, prompt_tokens=40,
                                **params)
@@ -101,6 +101,47 @@ async def test_accounts_with_their_own_parameters_are_no_cohort(tiny_artifact: P
     for k in range(6):
         _paraphrased_sybils(engine, accounts=1, start=1e9 + k, n=k + 1)
     assert await _cohorts(engine) == []
+
+
+async def test_accounts_the_cohort_left_out_are_listed_when_they_harvest_together(
+        tiny_artifact: Path) -> None:
+    """A star is alike to its seed; one script's accounts vary around it. Those alike to a
+    member but not to the seed, born with the cohort, join its campaign when their own requests
+    taken together score as extraction; one such account alone is too few to judge."""
+    engine = _engine(tiny_artifact, 0.99)
+    seed = _paraphrased_sybils(engine, accounts=5, pause_s=300.0)
+    near = _paraphrased_sybils(engine, accounts=3, start=1e9 + 5, pause_s=450.0)
+    left_out = _paraphrased_sybils(engine, accounts=3, start=1e9 + 7, pause_s=667.0)
+    found = await _cohorts(engine)
+    assert [sorted(c.accounts) for c in found] == [sorted([*seed, *near, *left_out])]
+    assert any("more accounts that appeared with them" in r for r in found[0].reasons)
+
+    alone = _engine(tiny_artifact, 0.99)
+    seed = _paraphrased_sybils(alone, accounts=5, pause_s=300.0)
+    near = _paraphrased_sybils(alone, accounts=3, start=1e9 + 5, pause_s=450.0)
+    _paraphrased_sybils(alone, accounts=1, start=1e9 + 7, pause_s=667.0)
+    assert [sorted(c.accounts) for c in await _cohorts(alone)] == [sorted([*seed, *near])]
+
+
+def test_stragglers_are_one_hop_from_a_member_with_its_parameters_and_born_with_it() -> None:
+    base = behaviour.profile(_items(6, 60.0))
+    gap = behaviour.NAMES.index("gap_log")
+
+    def paced(pause_log: float, **changes: float) -> np.ndarray:
+        out = base.copy()
+        out[gap] = pause_log
+        for name, value in changes.items():
+            out[behaviour.NAMES.index(name)] = value
+        return out
+
+    sketches = {"seed": _sketch(paced(1.0), 1e9), "member": _sketch(paced(1.4), 1e9 + 10),
+                "straggler": _sketch(paced(1.8), 1e9 + 20),
+                "chained": _sketch(paced(2.2), 1e9 + 30),
+                "late": _sketch(paced(1.8), 1e9 + 3 * 3600.0),
+                "taken": _sketch(paced(1.8), 1e9 + 40),
+                "other_params": _sketch(paced(1.8, temperature=0.1), 1e9 + 50)}
+    assert campaign.stragglers(["seed", "member"], sketches, {"taken"}, 3600.0) == ["straggler"]
+    assert campaign.stragglers([], sketches, set(), 3600.0) == []
 
 
 def _items(n: int, gap: float, **fields: Any) -> list[features.RequestFeatures]:
