@@ -218,32 +218,42 @@ def judge_cohort(accounts: Sequence[str], merged: float, threshold: float,
     ])
 
 
+STRAGGLER_PEERS: Final = 64
+"""Members of a cohort a straggler is compared with, at most (bounded cost per sweep)."""
+
+
 def stragglers(cohort: Sequence[str], sketches: Mapping[str, Sketch], taken: Collection[str],
                birth_span_s: float) -> list[str]:
     """Accounts a cohort's star left out though they behave like it: not ``taken``, the same
     sampling parameters, alike to at least one member (one hop from the cohort, never chained
-    on from each other), and first seen within ``birth_span_s`` of the cohort's own births.
+    on from each other; the first :data:`STRAGGLER_PEERS` members by birth), and first seen
+    within ``birth_span_s`` of the cohort's own births.
 
     A star is alike to its seed, and a script's accounts drawn from real prompts vary around
-    it: of a distillation split into 23 accounts of 7 requests, 2-6 fell outside the star of
+    it: of a distillation split into 23 accounts of 7 requests, 1-6 fell outside the star in
     every operation (bench/adaptive_suite.md, phase 10). They are judged on their own requests
     taken together (:func:`judge_cohort`), never on the cohort's: a person alike to one member
     of an operation is not listed with it for that."""
-    members = [sketches[a] for a in cohort if a in sketches]
-    profiles = [m.behaviour for m in members if m.behaviour is not None]
-    if not profiles:
+    members = sorted((sketches[a] for a in cohort if a in sketches
+                      and sketches[a].behaviour is not None), key=lambda m: m.born)
+    if not members:
         return []
-    key = behaviour.params_key(profiles[0])
-    stacked = np.stack(profiles)
-    first = min(m.born for m in members) - birth_span_s
-    last = max(m.born for m in members) + birth_span_s
+    first = members[0].born - birth_span_s
+    last = members[-1].born + birth_span_s
     inside = set(cohort)
-    return sorted(
-        account for account, sketch in sketches.items()
-        if account not in inside and account not in taken and sketch.behaviour is not None
-        and first <= sketch.born <= last and not np.isnan(sketch.behaviour).any()
-        and behaviour.params_key(sketch.behaviour) == key
-        and bool(behaviour.alike_many(sketch.behaviour, stacked).any()))
+    found = [(a, sk.behaviour) for a, sk in sketches.items()
+             if first <= sk.born <= last and a not in inside and a not in taken
+             and sk.behaviour is not None]
+    if not found:
+        return []
+    profiles = np.stack([p for _, p in found])
+    key = behaviour.param_keys(members[0].behaviour[None, :len(behaviour.PARAMS)])  # type: ignore[index]
+    near = ~np.isnan(profiles).any(axis=1) & (
+        behaviour.param_keys(profiles[:, :len(behaviour.PARAMS)]) == key).all(axis=1)
+    alike = np.zeros(len(found), dtype=bool)
+    for member in members[:STRAGGLER_PEERS]:
+        alike |= behaviour.alike_many(member.behaviour, profiles)  # type: ignore[arg-type]
+    return sorted(a for (a, _), ok in zip(found, near & alike, strict=True) if ok)
 
 
 def joined(found: Campaign, extra: Sequence[str], merged: float) -> Campaign:
