@@ -234,12 +234,12 @@ def stragglers(cohort: Sequence[str], sketches: Mapping[str, Sketch], taken: Col
     every operation (bench/adaptive_suite.md, phase 10). They are judged on their own requests
     taken together (:func:`judge_cohort`), never on the cohort's: a person alike to one member
     of an operation is not listed with it for that."""
-    members = sorted((sketches[a] for a in cohort if a in sketches
-                      and sketches[a].behaviour is not None), key=lambda m: m.born)
+    members = sorted(((m.born, m.behaviour) for a in cohort
+                      if (m := sketches.get(a)) is not None and m.behaviour is not None),
+                     key=lambda m: m[0])
     if not members:
         return []
-    first = members[0].born - birth_span_s
-    last = members[-1].born + birth_span_s
+    first, last = members[0][0] - birth_span_s, members[-1][0] + birth_span_s
     inside = set(cohort)
     found = [(a, sk.behaviour) for a, sk in sketches.items()
              if first <= sk.born <= last and a not in inside and a not in taken
@@ -247,12 +247,13 @@ def stragglers(cohort: Sequence[str], sketches: Mapping[str, Sketch], taken: Col
     if not found:
         return []
     profiles = np.stack([p for _, p in found])
-    key = behaviour.param_keys(members[0].behaviour[None, :len(behaviour.PARAMS)])  # type: ignore[index]
-    near = ~np.isnan(profiles).any(axis=1) & (
-        behaviour.param_keys(profiles[:, :len(behaviour.PARAMS)]) == key).all(axis=1)
+    n_params = len(behaviour.PARAMS)
+    near = ~np.isnan(profiles).any(axis=1) & (behaviour.param_keys(profiles[:, :n_params])
+                                              == behaviour.param_keys(members[0][1][:n_params])
+                                              ).all(axis=1)
     alike = np.zeros(len(found), dtype=bool)
-    for member in members[:STRAGGLER_PEERS]:
-        alike |= behaviour.alike_many(member.behaviour, profiles)  # type: ignore[arg-type]
+    for _, member in members[:STRAGGLER_PEERS]:
+        alike |= behaviour.alike_many(member, profiles)
     return sorted(a for (a, _), ok in zip(found, near & alike, strict=True) if ok)
 
 

@@ -336,7 +336,7 @@ class DetectionEngine:
             novel, covered = coverage.cover(before.coverage, _newly_covered(items, before))
             after = risk.update(before, p, items[-1].ts, cfg.half_life_s,
                                 novel=novel, coverage=covered)
-            template = None if parts[0] is recent[index] else window.sketch(recent[index])
+            template = window.sketch(recent[index]) if len(parts) > 1 else None
             results.append(Scored(account, p, before, after, windows[best],
                                   [it.request_id for it in flat[best]], template))
         return results

@@ -135,12 +135,14 @@ def test_stragglers_are_one_hop_from_a_member_with_its_parameters_and_born_with_
         return out
 
     sketches = {"seed": _sketch(paced(1.0), 1e9), "member": _sketch(paced(1.4), 1e9 + 10),
+                "twin": _sketch(paced(1.0), 1e9),  # born with the seed, to the second
                 "straggler": _sketch(paced(1.8), 1e9 + 20),
                 "chained": _sketch(paced(2.2), 1e9 + 30),
                 "late": _sketch(paced(1.8), 1e9 + 3 * 3600.0),
                 "taken": _sketch(paced(1.8), 1e9 + 40),
                 "other_params": _sketch(paced(1.8, temperature=0.1), 1e9 + 50)}
-    assert campaign.stragglers(["seed", "member"], sketches, {"taken"}, 3600.0) == ["straggler"]
+    assert campaign.stragglers(["seed", "twin", "member"], sketches, {"taken"}, 3600.0) \
+        == ["straggler"]
     assert campaign.stragglers([], sketches, set(), 3600.0) == []
 
 
