@@ -24,12 +24,14 @@ that read many accounts read a fixed set of hash-tagged shards (see
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
+import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
+from redis.asyncio.connection import Connection
+from redis.exceptions import DataError, RedisClusterException, RedisError
 
 #: Either client; both have the commands, pipelines and scripts the gateway uses.
 RedisClient: TypeAlias = Redis | RedisCluster
@@ -40,6 +42,23 @@ RedisClient: TypeAlias = Redis | RedisCluster
 REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+class PackedConnection(Connection):
+    """A TCP connection whose commands are encoded by hiredis's C packer, as redis-py's own
+    synchronous client does, instead of redis-py's Python encoder (its asyncio client has no
+    such option): ~3x cheaper per command, the same bytes on the wire. The gateway's commands
+    carry only str, bytes, int and float arguments. Measured in bench/hotpath_results.md."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str):
+            args = (*args[0].encode().split(), *args[1:])
+        elif b" " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError as exc:  # redis-py raises DataError for what it cannot encode
+            raise DataError(str(exc)) from exc
 
 
 def is_cluster_url(url: str) -> bool:
@@ -81,11 +100,13 @@ def connect(url: str, *, timeout_s: float = 1.0, connect_timeout_s: float | None
             first, socket_timeout=timeout_s, socket_connect_timeout=connect_timeout,
             startup_nodes=[ClusterNode(host, port) for host, port in others] or None,
         )
-    if retry_on_timeout is None:
-        return Redis.from_url(url, socket_timeout=timeout_s,
-                              socket_connect_timeout=connect_timeout)
-    return Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=connect_timeout,
-                          retry_on_timeout=retry_on_timeout)
+    options: dict[str, Any] = {"socket_timeout": timeout_s,
+                               "socket_connect_timeout": connect_timeout}
+    if retry_on_timeout is not None:
+        options["retry_on_timeout"] = retry_on_timeout
+    if urlsplit(url).scheme.lower() == "redis":  # rediss:// and unix:// keep their own classes
+        options["connection_class"] = PackedConnection
+    return Redis.from_url(url, **options)
 
 
 async def ping(client: RedisClient) -> bool:
