@@ -14,7 +14,6 @@ import traceback
 from time import perf_counter
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 
 from gateway.auth.cache import KeyCache
@@ -29,6 +28,7 @@ from gateway.proxy.asgi import Receive, Scope, Send
 from gateway.proxy.body import ClientDisconnected, parse_json_object, prompt_hash, read_body
 from gateway.proxy.exchange import Exchange
 from gateway.proxy.headers import downstream_headers, header, upstream_headers
+from gateway.proxy.http1 import UpstreamResponse
 from gateway.proxy.paths import RouteRules, canonical_v1_path, route_label
 from gateway.proxy.streaming import (
     DONE,
@@ -290,7 +290,7 @@ class ProxyApp:
         self, ex: Exchange, path: str, body: bytes, strip_usage: bool
     ) -> Usage | None:
         scope = ex.scope
-        url = self._upstream.url_for(path, scope.get("query_string", b""))
+        target = self._upstream.url_for(path, scope.get("query_string", b""))
         record = ex.record
         client_addr = record.client_addr if record is not None else None
         headers = upstream_headers(
@@ -298,21 +298,20 @@ class ProxyApp:
         )
         if ex.watermark_identity:
             signed = self._signer.headers(
-                ex.watermark_identity, ex.request_id, scope["method"], url.raw_path_qs, body
-            )
-            for name, value in signed:
-                headers[name] = value
+                ex.watermark_identity, ex.request_id, scope["method"], target, body
+            )  # x-gateway-* names, which no client header can carry (upstream_headers)
+            headers += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in signed]
         sent = perf_counter()
         try:
-            async with self._upstream.request(scope["method"], url, headers, body) as response:
-                if response.headers.get("content-type", "").startswith("text/event-stream"):
+            async with self._upstream.request(scope["method"], target, headers, body) as response:
+                if response.content_type == "text/event-stream":
                     return await self._relay_stream(ex, response, strip_usage)
                 return await self._relay_body(ex, path, response)
         finally:
             ex.upstream_seconds = perf_counter() - sent
 
     async def _relay_body(
-        self, ex: Exchange, path: str, response: aiohttp.ClientResponse
+        self, ex: Exchange, path: str, response: UpstreamResponse
     ) -> Usage | None:
         data = await response.read()
         usage = None
@@ -329,13 +328,13 @@ class ProxyApp:
         return usage
 
     async def _relay_stream(
-        self, ex: Exchange, response: aiohttp.ClientResponse, strip_usage: bool
+        self, ex: Exchange, response: UpstreamResponse, strip_usage: bool
     ) -> Usage | None:
         ex.streaming = True
         await self._start(ex, response.status, downstream_headers(response.raw_headers))
         splitter = EventSplitter()
         usage: Usage | None = None
-        async for chunk in response.content.iter_any():
+        async for chunk in response.chunks():
             out: list[bytes] = []
             for event in splitter.feed(chunk):
                 kept, found = self._inspect_event(ex, event, strip_usage)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from multidict import CIMultiDict
-
 Headers = list[tuple[bytes, bytes]]
 
 HOP_BY_HOP = frozenset(
@@ -38,21 +36,22 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
 def upstream_headers(
     client_headers: Iterable[tuple[bytes, bytes]], upstream_auth: str | None, request_id: str,
     client_addr: str | None = None,
-) -> CIMultiDict[str]:
+) -> Headers:
+    """What the upstream is sent: the client's end-to-end headers (names lower-case, as the
+    server parsed them), then the gateway's own; ``host`` and the length are the connection's."""
     client_headers = list(client_headers)
     named = connection_tokens(client_headers)
-    headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in client_headers:
-        if (name in _DROP_UPSTREAM or name in named
-                or name.startswith(GATEWAY_HEADER_PREFIX)):
-            continue
-        headers.add(name.decode("latin-1"), value.decode("latin-1"))
-    headers["Accept-Encoding"] = "identity"
-    headers["X-Request-Id"] = request_id
+    headers: Headers = [
+        (name, value) for name, value in client_headers
+        if name not in _DROP_UPSTREAM and name not in named
+        and not name.startswith(GATEWAY_HEADER_PREFIX)
+    ]
+    headers.append((b"accept-encoding", b"identity"))
+    headers.append((b"x-request-id", request_id.encode("latin-1")))
     if client_addr:
-        headers["X-Forwarded-For"] = client_addr
+        headers.append((b"x-forwarded-for", client_addr.encode("latin-1")))
     if upstream_auth:
-        headers["Authorization"] = f"Bearer {upstream_auth}"
+        headers.append((b"authorization", b"Bearer " + upstream_auth.encode("latin-1")))
     return headers
 
 

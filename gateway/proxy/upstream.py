@@ -1,8 +1,8 @@
-"""The one pooled upstream HTTP client.
+"""The one pooled upstream client: URLs under the upstream's base, and failures as errors.
 
-aiohttp, chosen by measurement: as a proxy's upstream client its connection pool was 3–5× faster
-than httpx's on this hardware (``bench/proxy/proxy_overhead.py`` reproduces the comparison).
-Failures become OpenAI-shaped errors: connect failures 502, timeouts 504, broken responses 502.
+The connections are :mod:`gateway.proxy.http1`'s (a keep-alive pool parsed by httptools; it
+replaced aiohttp here, which cost ~30% of the proxy's CPU under load). Failures become
+OpenAI-shaped errors: connect failures 502, timeouts 504, broken responses 502.
 """
 
 from __future__ import annotations
@@ -11,12 +11,16 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import aiohttp
-from multidict import CIMultiDict
-from yarl import URL
-
 from gateway.errors import GatewayError, upstream_failed, upstream_timeout, upstream_unreachable
 from gateway.metrics import Metrics
+from gateway.proxy.http1 import (
+    ConnectFailed,
+    ConnectionPool,
+    Origin,
+    StaleConnection,
+    UpstreamResponse,
+    encode_request,
+)
 
 FAILURE_KINDS = ("connect", "timeout", "protocol")
 
@@ -26,62 +30,62 @@ class UpstreamClient:
         self, base_url: str, *, connect_timeout_s: float, read_timeout_s: float,
         max_connections: int, metrics: Metrics,
     ) -> None:
-        self._base = base_url.rstrip("/")
+        self._origin = Origin.parse(base_url)
         self._errors = {kind: metrics.upstream_errors.labels(kind) for kind in FAILURE_KINDS}
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
+        self._pool = ConnectionPool(
+            self._origin, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
+            max_connections=max_connections,
         )
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections, ttl_dns_cache=300, enable_cleanup_closed=True
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, auto_decompress=False,
-            skip_auto_headers=("User-Agent",),
-        )
+        """Connections open on first use; kept for the lifespan's symmetry."""
 
     async def stop(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        self._pool.close()
 
-    def url_for(self, v1_path: str, query: bytes) -> URL:
-        """``/v1/x`` under the upstream's own ``/v1`` base; the path is already canonical."""
-        target = self._base + v1_path[3:]
+    def url_for(self, v1_path: str, query: bytes) -> str:
+        """The request target: ``/v1/x`` under the upstream's own ``/v1`` base (the path is
+        already canonical; the query string passes as the client percent-encoded it)."""
+        target = self._origin.base_path + v1_path[3:]
         if query:
             target += "?" + query.decode("latin-1")
-        return URL(target, encoded=True)
+        return target
 
     @asynccontextmanager
     async def request(
-        self, method: str, url: URL, headers: CIMultiDict[str], body: bytes
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """An open upstream response; errors before and while reading map to gateway errors."""
-        assert self._session is not None, "UpstreamClient.start() was not awaited"
+        self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> AsyncIterator[UpstreamResponse]:
+        """An open upstream response; errors before and while reading map to gateway errors.
+        A reused connection found closed before it answered is retried once on a new one."""
+        request = encode_request(method, target, self._origin.host_header, headers, body)
+        conn = None
         try:
-            async with self._session.request(
-                method, url, headers=headers, data=body or None, allow_redirects=False
-            ) as response:
-                yield response
-        except GatewayError:
-            raise
-        except Exception as exc:  # every failure of the upstream exchange
-            kind, error = classify_failure(exc)
+            conn = await self._pool.acquire()
+            try:
+                response = await conn.exchange(request, head=method == "HEAD")
+            except StaleConnection:
+                self._pool.release(conn)
+                conn = None
+                conn = await self._pool.acquire(fresh=True)
+                response = await conn.exchange(request, head=method == "HEAD")
+            yield response
+        except (OSError, TimeoutError) as exc:  # the upstream's failures (http1's included);
+            kind, error = classify_failure(exc)  # a bug in the relay stays a 500 of its own
             self._errors[kind].inc()
             raise error from exc
+        finally:
+            if conn is not None:
+                self._pool.release(conn)
 
     async def probe(self, timeout_s: float = 2.0) -> bool:
         """Readiness: the upstream answers ``GET /v1/models`` with any non-5xx status."""
-        assert self._session is not None
         try:
-            async with self._session.get(
-                self._base + "/models", timeout=aiohttp.ClientTimeout(total=timeout_s)
+            async with asyncio.timeout(timeout_s), self.request(
+                "GET", self._origin.base_path + "/models", [], b""
             ) as response:
+                await response.read()
                 return response.status < 500
-        except (aiohttp.ClientError, TimeoutError):
+        except (GatewayError, TimeoutError):
             return False
 
 
@@ -89,8 +93,8 @@ def classify_failure(exc: BaseException) -> tuple[str, GatewayError]:
     """The failure's kind (the ``gateway_upstream_errors_total`` label) and the client's error."""
     if isinstance(exc, asyncio.CancelledError):
         raise exc
-    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+    if isinstance(exc, TimeoutError):
         return "timeout", upstream_timeout()
-    if isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError):
+    if isinstance(exc, ConnectFailed | ConnectionRefusedError):
         return "connect", upstream_unreachable()
     return "protocol", upstream_failed()

@@ -3,7 +3,11 @@ the proxy in either direction, and a client's forwarding headers never reach the
 
 from __future__ import annotations
 
-from gateway.proxy.headers import downstream_headers, upstream_headers
+from gateway.proxy.headers import Headers, downstream_headers, upstream_headers
+
+
+def values(headers: Headers, name: bytes) -> list[bytes]:
+    return [value for key, value in headers if key == name]
 
 
 def test_headers_named_by_the_clients_connection_header_are_not_forwarded() -> None:
@@ -11,8 +15,9 @@ def test_headers_named_by_the_clients_connection_header_are_not_forwarded() -> N
         (b"connection", b"keep-alive, X-Secret-Hop , x-other"), (b"x-secret-hop", b"1"),
         (b"x-other", b"2"), (b"x-kept", b"3"),
     ], None, "req_1")
-    assert "x-secret-hop" not in sent and "x-other" not in sent and "connection" not in sent
-    assert sent["x-kept"] == "3"
+    names = {name for name, _ in sent}
+    assert not names & {b"x-secret-hop", b"x-other", b"connection"}
+    assert values(sent, b"x-kept") == [b"3"]
 
 
 def test_headers_named_by_the_upstreams_connection_header_are_not_returned() -> None:
@@ -27,9 +32,9 @@ def test_client_forwarding_headers_are_replaced_by_the_address_the_gateway_saw()
         (b"x-forwarded-for", b"6.6.6.6"), (b"forwarded", b"for=6.6.6.6"),
         (b"x-real-ip", b"6.6.6.6"), (b"x-forwarded-host", b"evil"), (b"via", b"1.1 evil"),
     ], None, "req_1", client_addr="10.1.2.3")
-    assert sent.getall("x-forwarded-for") == ["10.1.2.3"]
-    for name in ("forwarded", "x-real-ip", "x-forwarded-host", "via"):
-        assert name not in sent
+    assert values(sent, b"x-forwarded-for") == [b"10.1.2.3"]
+    for name in (b"forwarded", b"x-real-ip", b"x-forwarded-host", b"via"):
+        assert values(sent, name) == []
 
 
 def test_credentials_and_gateway_headers_are_the_gateways_own() -> None:
@@ -37,6 +42,6 @@ def test_credentials_and_gateway_headers_are_the_gateways_own() -> None:
         (b"authorization", b"Bearer sk-gw-client"), (b"x-gateway-account", b"acct_victim"),
         (b"connection", b"authorization"), (b"x-request-id", b"spoofed"),
     ], "upstream-cred", "req_1")
-    assert sent.getall("authorization") == ["Bearer upstream-cred"]
-    assert sent.getall("x-request-id") == ["req_1"]
-    assert "x-gateway-account" not in sent
+    assert values(sent, b"authorization") == [b"Bearer upstream-cred"]
+    assert values(sent, b"x-request-id") == [b"req_1"]
+    assert values(sent, b"x-gateway-account") == []
