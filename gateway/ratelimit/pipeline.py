@@ -10,6 +10,10 @@
   settlement is always applied before any admission made after it. (Scripts are loaded before
   their first use so that this holds; only a batch that meets a Redis restart, which empties the
   script cache, may see a settlement retried after an admission.)
+- On one Redis, a batch goes out as *one* call of a combining script (``Combined``) that runs
+  each call's script body in order and returns every reply: redis-py's pipeline costs ~10 µs of
+  client CPU per command, the combined call a fraction of that. The batch is atomic as a whole,
+  which only strengthens what each call's own atomicity promised.
 - On a Redis Cluster each call's keys share the account's hash tag, so a call runs on one node;
   the cluster client splits a batch into one pipeline per node, sent concurrently, and keeps
   the order of the calls within each node (an account's calls all go to the same node, so its
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from gateway.metrics import Metrics
 from gateway.redis_client import RedisClient
@@ -45,6 +49,17 @@ def as_outage(exc: Exception) -> Exception:
     return exc
 
 
+@dataclass(frozen=True, slots=True)
+class Combined:
+    """A script that runs many calls in one: ``tags`` names each combinable script's sha by
+    the tag that precedes its arguments in the combined call's ARGV (keys: each call's, in
+    order). Its reply is the list of the calls' replies."""
+
+    script: str
+    sha: str
+    tags: dict[str, str]
+
+
 @dataclass(slots=True)
 class _Call:
     script: str
@@ -55,8 +70,12 @@ class _Call:
 
 
 class ScriptPipeline:
-    def __init__(self, redis: RedisClient, *, metrics: Metrics, defer_s: float = 0.005) -> None:
+    def __init__(
+        self, redis: RedisClient, *, metrics: Metrics, defer_s: float = 0.005,
+        combined: Combined | None = None,
+    ) -> None:
         self._redis = redis
+        self._combined = combined
         self._backend_errors = metrics.ratelimit_backend_errors
         self._defer_s = defer_s
         self._pending: list[_Call] = []
@@ -144,19 +163,54 @@ class ScriptPipeline:
                 call.future.set_result(result)
 
     async def _execute_retrying(self, batch: list[_Call]) -> list[Any]:
-        for script in {c.script for c in batch if c.sha not in self._loaded}:
-            await self._load(script)
+        for script, sha in self._scripts(batch):
+            if sha not in self._loaded:
+                await self._load(script)
         results = await self._execute(batch)
         missing = [c for c, r in zip(batch, results, strict=True) if isinstance(r, NoScriptError)]
         if not missing:
             return results
         self._loaded.clear()
-        for script in {c.script for c in missing}:  # the script cache was flushed
+        for script, _ in self._scripts(missing):  # the script cache was flushed
             await self._load(script)
         retried = dict(zip(map(id, missing), await self._execute(missing), strict=True))
         return [retried.get(id(c), r) for c, r in zip(batch, results, strict=True)]
 
+    def _combinable(self, batch: list[_Call]) -> Combined | None:
+        combined = self._combined
+        if combined is None or len(batch) < 2:
+            return None
+        return combined if all(c.sha in combined.tags for c in batch) else None
+
+    def _scripts(self, batch: list[_Call]) -> set[tuple[str, str]]:
+        """The scripts ``batch`` will run (the combining one, when it applies)."""
+        combined = self._combinable(batch)
+        if combined is not None:
+            return {(combined.script, combined.sha)}
+        return {(c.script, c.sha) for c in batch}
+
     async def _execute(self, batch: list[_Call]) -> list[Any]:
+        combined = self._combinable(batch)
+        if combined is not None:
+            return await self._execute_combined(combined, batch)
+        return await self._execute_pipelined(batch)
+
+    async def _execute_combined(self, combined: Combined, batch: list[_Call]) -> list[Any]:
+        """One EVALSHA for the batch; a reply error (a flushed script cache) is every call's."""
+        keys: list[Any] = []
+        args: list[Any] = []
+        for call in batch:
+            keys += call.keys
+            args.append(combined.tags[call.sha])
+            args += call.args
+        try:
+            replies = await self._redis.execute_command(
+                "EVALSHA", combined.sha, len(keys), *keys, *args)
+        except ResponseError as exc:
+            return [exc] * len(batch)
+        return list(replies)
+
+    async def _execute_pipelined(self, batch: list[_Call]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for call in batch:
                 # execute_command, not pipe.evalsha: a cluster pipeline refuses the latter by

@@ -11,14 +11,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.domain.limits import TierLimits
 from gateway.metrics import Metrics
 from gateway.ratelimit.backend import AdmitRequest, settle_delta
 from gateway.ratelimit.decision import KIND_CODES, Decision
-from gateway.ratelimit.pipeline import ScriptPipeline
-from gateway.ratelimit.redis_scripts import ADMIT, SETTLE
+from gateway.ratelimit.pipeline import Combined, ScriptPipeline
+from gateway.ratelimit.redis_scripts import ADMIT, BATCH, SETTLE
 from gateway.redis_client import RedisClient, ping
 
 
@@ -26,14 +27,16 @@ def _sha(script: str) -> str:
     return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
 
-ADMIT_SHA, SETTLE_SHA = _sha(ADMIT), _sha(SETTLE)
+ADMIT_SHA, SETTLE_SHA, BATCH_SHA = _sha(ADMIT), _sha(SETTLE), _sha(BATCH)
 
 
 class RedisBackend:
     def __init__(self, redis: RedisClient, *, metrics: Metrics, prefix: str = "gw:rl") -> None:
         self._redis = redis
         self._prefix = prefix
-        self._pipeline = ScriptPipeline(redis, metrics=metrics)
+        combined = None if isinstance(redis, RedisCluster) else Combined(
+            BATCH, BATCH_SHA, {ADMIT_SHA: "a", SETTLE_SHA: "s"})  # one node: one call a batch
+        self._pipeline = ScriptPipeline(redis, metrics=metrics, combined=combined)
 
     def _keys(self, account_id: str) -> tuple[str, str]:
         tag = f"{self._prefix}:{{{account_id}}}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from redis.asyncio.cluster import RedisCluster
+
 from gateway.domain.limits import TierLimits
 from gateway.metrics import Metrics
 from gateway.ratelimit.backend import AdmitRequest
@@ -120,3 +122,31 @@ async def test_a_transport_closed_under_the_client_is_an_outage_not_a_crash(
         assert call.future is not None
         error = call.future.exception()
         assert isinstance(error, RedisConnectionError) and isinstance(error, BACKEND_ERRORS)
+
+
+async def _evalsha_calls(redis: RedisClient) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_on_one_redis_a_batch_is_one_script_call_and_each_keeps_its_decision(
+    redis: RedisClient, redis_backend: RedisBackend,
+) -> None:
+    """Calls that queue behind one in flight go out as one combined call, not one EVALSHA each,
+    and each still gets its own decision in call order (settlements first, as deferred)."""
+    assert (await redis_backend.admit(_request("e0", "warm"))).allowed  # scripts loaded
+    await redis_backend.settle("e0", LIMITS, "warm", 0, 0, now_us=T0)  # deferred: rides along
+    before = await _evalsha_calls(redis)
+    decisions = await asyncio.gather(*(
+        redis_backend.admit(_request(f"e{i % 3}", f"s{i}")) for i in range(30)))
+    if isinstance(redis, RedisCluster):  # calls of a batch go to their nodes, pipelined
+        assert redis_backend._pipeline._combined is None
+    else:
+        calls = await _evalsha_calls(redis) - before
+        assert calls <= 3, calls  # the first alone (maybe), then one call per batch
+    for account in range(3):
+        mine = decisions[account::3]
+        expected_allowed = 9 if account == 0 else 10  # e0 already spent one of its ten
+        assert [d.allowed for d in mine] == [True] * expected_allowed + [False] * (
+            10 - expected_allowed)
+    assert await redis.zcard(redis_backend._keys("e0")[1]) == 9  # the settled slot is gone
