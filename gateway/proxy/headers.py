@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from gateway.errors import invalid_request
+
 Headers = list[tuple[bytes, bytes]]
 
 HOP_BY_HOP = frozenset(
@@ -46,6 +48,9 @@ def upstream_headers(
         if name not in _DROP_UPSTREAM and name not in named
         and not name.startswith(GATEWAY_HEADER_PREFIX)
     ]
+    for name, value in headers:  # the server's parser refuses these; never trusted to have
+        if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name or b":" in name:
+            raise invalid_request("A header holds a line break.", param="headers")
     headers.append((b"accept-encoding", b"identity"))
     headers.append((b"x-request-id", request_id.encode("latin-1")))
     if client_addr:

@@ -8,10 +8,17 @@ OpenAI-shaped errors: connect failures 502, timeouts 504, broken responses 502.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from gateway.errors import GatewayError, upstream_failed, upstream_timeout, upstream_unreachable
+from gateway.errors import (
+    GatewayError,
+    invalid_request,
+    upstream_failed,
+    upstream_timeout,
+    upstream_unreachable,
+)
 from gateway.metrics import Metrics
 from gateway.proxy.http1 import (
     ConnectFailed,
@@ -23,6 +30,7 @@ from gateway.proxy.http1 import (
 )
 
 FAILURE_KINDS = ("connect", "timeout", "protocol")
+_UNSAFE_IN_TARGET = re.compile(rb"[\x00-\x20\x7f]")
 
 
 class UpstreamClient:
@@ -48,6 +56,9 @@ class UpstreamClient:
         already canonical; the query string passes as the client percent-encoded it)."""
         target = self._origin.base_path + v1_path[3:]
         if query:
+            if _UNSAFE_IN_TARGET.search(query):  # a space or control byte would end the line
+                raise invalid_request("The query string holds a space or control character.",
+                                      param="query")
             target += "?" + query.decode("latin-1")
         return target
 

@@ -3,7 +3,12 @@ the proxy in either direction, and a client's forwarding headers never reach the
 
 from __future__ import annotations
 
+import pytest
+
+from gateway.errors import GatewayError
 from gateway.proxy.headers import Headers, downstream_headers, upstream_headers
+
+pytestmark = pytest.mark.unit
 
 
 def values(headers: Headers, name: bytes) -> list[bytes]:
@@ -45,3 +50,17 @@ def test_credentials_and_gateway_headers_are_the_gateways_own() -> None:
     assert values(sent, b"authorization") == [b"Bearer upstream-cred"]
     assert values(sent, b"x-request-id") == [b"req_1"]
     assert values(sent, b"x-gateway-account") == []
+
+
+@pytest.mark.parametrize("hostile", [
+    (b"x-note", b"a\r\nx-gateway-account: acct_victim"), (b"x-note", b"a\nb"),
+    (b"x-no\r\nte", b"1"), (b"x-a: b", b"1"),
+], ids=["crlf-value", "lf-value", "crlf-name", "colon-name"])
+def test_a_header_that_would_split_the_upstream_request_is_refused(
+    hostile: tuple[bytes, bytes],
+) -> None:
+    """The server's parser never hands these on; should another front end do so, the request is
+    refused (400), never written upstream where it would add headers of the client's choosing."""
+    with pytest.raises(GatewayError) as refused:
+        upstream_headers([hostile], None, "req_1")
+    assert (refused.value.status, refused.value.param) == (400, "headers")

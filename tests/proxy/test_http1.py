@@ -540,11 +540,15 @@ async def test_a_cancelled_exchange_closes_its_connection_and_frees_its_slot(
     assert up.accepted == 2 and counted(metrics) == NONE_COUNTED
 
 
+def one_connection_pool(up: Upstream) -> ConnectionPool:
+    return ConnectionPool(Origin.parse(f"http://127.0.0.1:{up.port}"),
+                          connect_timeout_s=DEADLINE_S, read_timeout_s=DEADLINE_S,
+                          max_connections=1)
+
+
 async def test_a_waiter_cancelled_after_being_woken_passes_the_free_slot_on() -> None:
     async with upstream(answering(response())) as up:
-        pool = ConnectionPool(Origin.parse(f"http://127.0.0.1:{up.port}"),
-                              connect_timeout_s=DEADLINE_S, read_timeout_s=DEADLINE_S,
-                              max_connections=1)
+        pool = one_connection_pool(up)
         held = await pool.acquire()
         woken, next_in_line = (asyncio.create_task(pool.acquire()) for _ in range(2))
         await asyncio.sleep(0.01)  # both are waiting for the one slot
@@ -557,9 +561,7 @@ async def test_a_waiter_cancelled_after_being_woken_passes_the_free_slot_on() ->
 
 async def test_a_connection_released_after_the_pool_closed_is_closed_not_kept() -> None:
     async with upstream(answering(response())) as up:
-        pool = ConnectionPool(Origin.parse(f"http://127.0.0.1:{up.port}"),
-                              connect_timeout_s=DEADLINE_S, read_timeout_s=DEADLINE_S,
-                              max_connections=1)
+        pool = one_connection_pool(up)
         conn = await pool.acquire()
         answer = await conn.exchange(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", head=False)
         assert await answer.read() == b"ok" and conn.reusable
@@ -580,3 +582,14 @@ async def test_an_error_of_the_relay_itself_is_not_counted_as_the_upstreams(
         assert (await fetch(client))[1] == b"ok"  # the pool is still usable
     assert counted(metrics) == NONE_COUNTED
 
+
+
+@pytest.mark.parametrize("query", [b"a=1 HTTP/1.1\r\nx-injected: 1", b"a=1\nb", b"a=\x00", b"a b"])
+def test_a_query_that_would_split_the_request_line_is_refused(
+        query: bytes, metrics: Metrics) -> None:
+    client = UpstreamClient("http://127.0.0.1:1/v1", connect_timeout_s=1, read_timeout_s=1,
+                            max_connections=1, metrics=metrics)
+    with pytest.raises(GatewayError) as refused:
+        client.url_for("/v1/models", query)
+    assert (refused.value.status, refused.value.param) == (400, "query")
+    assert client.url_for("/v1/models", b"a=1&b=%20") == "/v1/models?a=1&b=%20"
