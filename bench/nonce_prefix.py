@@ -1,4 +1,8 @@
-"""An evasion the adaptive suite does not apply yet: a random token in front of every prompt.
+"""A random token in front of every prompt, before and after, for one or two models.
+
+The suite itself now applies it as the probe ``nonce_prefix`` (and ``nonce_prefix+greedy``;
+gateway/detect/offline/evasions.py). This script keeps the phase-12 comparison: each cell plain
+and with the tokens, in one run.
 
 A detector that finds the head an account's prompts share as a *prefix* (the measured, not
 shipped window-v9 of bench/adaptive_suite.md, phase 12) compares a fixed system prompt's

@@ -22,6 +22,13 @@ over fresh accounts on distinct networks with at most seven requests each, one u
 scoring at eight (``sybil_split``). One changes no request: ``declared`` is an attacker who
 obtained an evaluation declaration from the operator (:mod:`gateway.domain.workloads`); the
 suite gives its accounts the allowance an honest harness gets.
+
+:data:`PROBES` are evasions the suite measures but training does not teach (yet): the suite
+reports what they cost the shipped model; teaching them is a new model's work, measured on the
+full suite before it ships. ``nonce_prefix`` puts a random token in front of every prompt
+(after any camouflage), so that no two of an account's prompts share a first word: what an
+attacker sends against a detector that finds the head an account's prompts share as a prefix
+(bench/adaptive_suite.md, phase 12).
 """
 
 from __future__ import annotations
@@ -55,10 +62,12 @@ PAIRS: Final = ("stream+chat_params", "stream+paraphrase", "chat_params+paraphra
                 "head_camouflage+stream", "head_camouflage+paraphrase",
                 "dilute50+human_timing", "human_timing+chat_params", "completions+chat_params",
                 "sybil_split+paraphrase", "sybil_split+human_timing", "declared+greedy")
-DEFAULT: Final = ("none", *SINGLE, *PAIRS)
+PROBES: Final = ("nonce_prefix", "nonce_prefix+greedy")
+DEFAULT: Final = ("none", *SINGLE, *PAIRS, *PROBES)
 ORDER: Final = ("dilute25", "dilute50", "dilute75", "human_timing", "chat_params", "greedy",
                 "short_answers", "short_fast", "refused_padding", "stream", "head_camouflage",
-                "sybil_split")
+                "nonce_prefix", "sybil_split")
+KNOWN: Final = frozenset({*SINGLE, "nonce_prefix"})
 ACCOUNT_ONLY: Final = frozenset({"declared"})
 """Evasions of the account, not of its traffic (nothing to teach a window classifier)."""
 REFUSED_PER_REQUEST: Final = 3
@@ -79,7 +88,7 @@ CAMOUFLAGE_CHARS: Final = 2500
 def parse(combo: str) -> tuple[str, ...]:
     """The evasions of a combination; ``"none"`` is the empty one."""
     names = tuple(n for n in combo.split("+") if n and n != "none")
-    unknown = [n for n in names if n not in SINGLE]
+    unknown = [n for n in names if n not in KNOWN]
     if unknown:
         raise ValueError(f"unknown evasion(s): {', '.join(unknown)}")
     return names
@@ -159,6 +168,14 @@ def _head_camouflage(g: Gen, s: Session) -> list[Request]:
     return [replace(r, prompt=f"{g.passage(CAMOUFLAGE_CHARS)}\n\n{r.prompt}") for r in _reqs(s)]
 
 
+NONCE_WORDS: Final = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
+
+
+def _nonce_prefix(g: Gen, s: Session) -> list[Request]:
+    return [replace(r, prompt=f"[{g.rng.choice(NONCE_WORDS)}-{g.rng.randrange(10**6)}] "
+                              f"{r.prompt}") for r in _reqs(s)]
+
+
 def _human_timing(g: Gen, s: Session) -> list[Request]:
     reqs = _reqs(s)
     new, left = [], 0
@@ -219,5 +236,6 @@ TRANSFORMS: Final[dict[str, Callable[[Gen, list[Session]], list[Session]]]] = {
     "refused_padding": _each(_refused_padding),
     "head_camouflage": _each(_head_camouflage), "human_timing": _each(_human_timing),
     "dilute25": _each(_dilute(0.25)), "dilute50": _each(_dilute(0.5)),
-    "dilute75": _each(_dilute(0.75)), "sybil_split": _sybil_split,
+    "dilute75": _each(_dilute(0.75)), "nonce_prefix": _each(_nonce_prefix),
+    "sybil_split": _sybil_split,
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from itertools import pairwise
 
 import pytest
@@ -148,6 +149,24 @@ def test_head_camouflage_pushes_the_instruction_past_what_features_read(pool: co
     for a, b in zip(plain[0].requests, hidden[0].requests, strict=True):
         assert b.prompt.endswith(a.prompt)
         assert len(b.prompt) - len(a.prompt) > features.MAX_PROMPT_CHARS
+
+
+def test_nonce_prefix_leaves_no_two_prompts_a_shared_first_word(pool: corpus.Pool) -> None:
+    """The token goes in front of everything, a camouflage passage included."""
+    plain = adaptive.operation(pool, "distill", "none", 0, 30, seed=4)
+    tokened = evasions.apply(_gen(pool, "nonce"), plain, "head_camouflage+nonce_prefix")
+    firsts = [r.prompt.split(" ", 1)[0] for r in _requests(tokened[0])]
+    assert len(set(firsts)) == len(firsts)
+    for a, b in zip(_requests(plain[0]), _requests(tokened[0]), strict=True):
+        assert re.match(r"\[[a-z]+-\d+\] ", b.prompt) and b.prompt.endswith(a.prompt)
+        assert len(b.prompt) - len(a.prompt) > features.MAX_PROMPT_CHARS
+
+
+def test_probes_are_measured_by_the_suite_but_never_taught() -> None:
+    from gateway.detect.offline import real_training
+    assert set(evasions.PROBES) <= set(evasions.DEFAULT)
+    taught = {n for combo in real_training.TRAIN_COMBOS for n in evasions.parse(combo)}
+    assert "nonce_prefix" not in taught
 
 
 def test_chat_params_and_stream_look_like_a_chat_client(pool: corpus.Pool) -> None:
