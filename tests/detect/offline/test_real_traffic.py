@@ -162,11 +162,21 @@ def test_nonce_prefix_leaves_no_two_prompts_a_shared_first_word(pool: corpus.Poo
         assert len(b.prompt) - len(a.prompt) > features.MAX_PROMPT_CHARS
 
 
+def test_markup_header_raises_the_templating_signal_of_every_prompt(pool: corpus.Pool
+                                                                      ) -> None:
+    plain = adaptive.operation(pool, "prada", "none", 0, 20, seed=4)
+    marked = evasions.apply(_gen(pool, "markup"), plain, "markup_header")
+    for a, b in zip(_requests(plain[0]), _requests(marked[0]), strict=True):
+        assert b.prompt.startswith("### [") and b.prompt.endswith(a.prompt)
+        assert features.prompt_signals(b.prompt)[1] > features.prompt_signals(a.prompt)[1]
+    assert len({r.prompt.split("\n", 1)[0] for r in _requests(marked[0])}) > 1  # not a template
+
+
 def test_probes_are_measured_by_the_suite_but_never_taught() -> None:
     from gateway.detect.offline import real_training
     assert set(evasions.PROBES) <= set(evasions.DEFAULT)
     taught = {n for combo in real_training.TRAIN_COMBOS for n in evasions.parse(combo)}
-    assert "nonce_prefix" not in taught
+    assert not taught & {"nonce_prefix", "markup_header"}
 
 
 def test_chat_params_and_stream_look_like_a_chat_client(pool: corpus.Pool) -> None:
