@@ -59,10 +59,10 @@ class Origin:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("the upstream URL must be http:// or https:// with a host")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        default = port == (443 if parts.scheme == "https" else 80)
+        default_port = 443 if parts.scheme == "https" else 80
+        port = parts.port or default_port
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        host_header = host if default else f"{host}:{port}"
+        host_header = host if port == default_port else f"{host}:{port}"
         return cls(parts.scheme, parts.hostname, port, host_header.encode("idna"),
                    parts.path.rstrip("/"))
 

@@ -163,34 +163,29 @@ class ScriptPipeline:
                 call.future.set_result(result)
 
     async def _execute_retrying(self, batch: list[_Call]) -> list[Any]:
-        for script, sha in self._scripts(batch):
+        combined = self._combinable(batch)
+        for script, sha in _scripts(batch, combined):
             if sha not in self._loaded:
                 await self._load(script)
-        results = await self._execute(batch)
+        results = await self._execute(batch, combined)
         missing = [c for c, r in zip(batch, results, strict=True) if isinstance(r, NoScriptError)]
         if not missing:
             return results
         self._loaded.clear()
-        for script, _ in self._scripts(missing):  # the script cache was flushed
+        combined = self._combinable(missing)
+        for script, _ in _scripts(missing, combined):  # the script cache was flushed
             await self._load(script)
-        retried = dict(zip(map(id, missing), await self._execute(missing), strict=True))
+        retried = dict(zip(map(id, missing), await self._execute(missing, combined), strict=True))
         return [retried.get(id(c), r) for c, r in zip(batch, results, strict=True)]
 
     def _combinable(self, batch: list[_Call]) -> Combined | None:
+        """The combining script, when it can carry ``batch`` (two calls or more, all its own)."""
         combined = self._combined
         if combined is None or len(batch) < 2:
             return None
         return combined if all(c.sha in combined.tags for c in batch) else None
 
-    def _scripts(self, batch: list[_Call]) -> set[tuple[str, str]]:
-        """The scripts ``batch`` will run (the combining one, when it applies)."""
-        combined = self._combinable(batch)
-        if combined is not None:
-            return {(combined.script, combined.sha)}
-        return {(c.script, c.sha) for c in batch}
-
-    async def _execute(self, batch: list[_Call]) -> list[Any]:
-        combined = self._combinable(batch)
+    async def _execute(self, batch: list[_Call], combined: Combined | None) -> list[Any]:
         if combined is not None:
             return await self._execute_combined(combined, batch)
         return await self._execute_pipelined(batch)
@@ -218,3 +213,10 @@ class ScriptPipeline:
                 # per node.
                 pipe.execute_command("EVALSHA", call.sha, len(call.keys), *call.keys, *call.args)
             return list(await pipe.execute(raise_on_error=False))
+
+
+def _scripts(batch: list[_Call], combined: Combined | None) -> set[tuple[str, str]]:
+    """The scripts ``batch`` runs: the combining one, or each call's own."""
+    if combined is not None:
+        return {(combined.script, combined.sha)}
+    return {(c.script, c.sha) for c in batch}
