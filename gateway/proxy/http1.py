@@ -28,6 +28,11 @@ import httptools
 
 PAUSE_ABOVE = 1 << 18
 """Buffered body bytes at which reading from the upstream pauses until the relay catches up."""
+MAX_WHOLE_BODY = 256 << 20
+"""Largest answer :meth:`UpstreamResponse.read` takes whole (a non-streamed completion, with
+every logprob the gateway lets through, is far smaller): a runaway or hostile upstream is
+refused as :class:`ProtocolFailed` (502) instead of buffered without bound."""
+TOO_LARGE = "the upstream's answer is larger than the gateway reads whole"
 
 
 class ConnectFailed(ConnectionError):
@@ -36,6 +41,11 @@ class ConnectFailed(ConnectionError):
 
 class ReadTimeout(TimeoutError):
     """The upstream sent nothing for longer than the read timeout."""
+
+
+class PoolTimeout(TimeoutError):
+    """Every connection of the pool stayed busy for longer than the connect timeout: the
+    upstream is saturated, and a request queued here would only wait for the client to leave."""
 
 
 class ProtocolFailed(ConnectionError):
@@ -110,6 +120,9 @@ class UpstreamResponse:
             await self._wait()
         if self._error is not None:
             raise self._error
+        if self._buffered > self._conn.max_whole_body:  # all of it came before read() did
+            self._conn.close()
+            raise ProtocolFailed(TOO_LARGE)
         body = b"".join(self._chunks)
         self._chunks.clear()
         return body
@@ -164,9 +177,11 @@ class UpstreamResponse:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; one exchange at a time."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, read_timeout_s: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, read_timeout_s: float,
+                 max_whole_body: int = MAX_WHOLE_BODY) -> None:
         self._loop = loop
         self._read_timeout_s = read_timeout_s
+        self.max_whole_body = max_whole_body
         self._transport: asyncio.Transport | None = None
         self._parser: httptools.HttpResponseParser | None = None
         self._response: UpstreamResponse | None = None
@@ -191,8 +206,10 @@ class _Connection(asyncio.Protocol):
         response._received = True
         try:
             self._parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            self._fail(ProtocolFailed("the upstream's answer is not valid HTTP/1.1"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            refused = exc.__context__  # what a callback of ours raised, if it was that
+            self._fail(refused if isinstance(refused, ProtocolFailed)
+                       else ProtocolFailed("the upstream's answer is not valid HTTP/1.1"))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -238,8 +255,11 @@ class _Connection(asyncio.Protocol):
             self._headers_ready.set_result(None)
 
     def on_body(self, body: bytes) -> None:
-        assert self._response is not None
-        self._response.body(body)
+        response = self._response
+        assert response is not None
+        response.body(body)
+        if response._whole and response._buffered > self.max_whole_body:
+            raise ProtocolFailed(TOO_LARGE)
 
     def on_message_complete(self) -> None:
         assert self._response is not None and self._parser is not None
@@ -342,13 +362,15 @@ def encode_request(
 
 
 class ConnectionPool:
-    """At most ``max_connections`` connections to one origin, reused most-recent-first."""
+    """At most ``max_connections`` connections to one origin, reused most-recent-first; a
+    request waits for a free one at most the connect timeout (:class:`PoolTimeout`)."""
 
     def __init__(
         self, origin: Origin, *, connect_timeout_s: float, read_timeout_s: float,
-        max_connections: int,
+        max_connections: int, max_whole_body: int = MAX_WHOLE_BODY,
     ) -> None:
         self.origin = origin
+        self._max_whole_body = max_whole_body
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
         self._max = max_connections
@@ -370,7 +392,12 @@ class ConnectionPool:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
+                try:
+                    async with asyncio.timeout(self._connect_timeout_s):
+                        await waiter
+                except TimeoutError:
+                    raise PoolTimeout("no upstream connection came free within the connect "
+                                      "timeout") from None
             except BaseException:
                 if waiter.done() and not waiter.cancelled():
                     self._wake_one()  # woken, then cancelled: the wake-up is the next one's
@@ -392,7 +419,8 @@ class ConnectionPool:
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(loop, self._read_timeout_s), origin.host, origin.port,
+                    lambda: _Connection(loop, self._read_timeout_s, self._max_whole_body),
+                    origin.host, origin.port,
                     ssl=self._ssl, server_hostname=origin.host if self._ssl else None,
                 )
         except TimeoutError:

@@ -33,6 +33,7 @@ from gateway.proxy.http1 import (
     ConnectFailed,
     ConnectionPool,
     Origin,
+    PoolTimeout,
     ProtocolFailed,
     ReadTimeout,
     UpstreamResponse,
@@ -143,9 +144,10 @@ def answer_then_close(data: bytes) -> Handler:
 
 @asynccontextmanager
 async def client_of(up: Upstream | int, metrics: Metrics, *, read_timeout_s: float = DEADLINE_S,
-                    max_connections: int = 4) -> AsyncIterator[UpstreamClient]:
+                    max_connections: int = 4, connect_timeout_s: float = DEADLINE_S
+                    ) -> AsyncIterator[UpstreamClient]:
     port = up if isinstance(up, int) else up.port
-    client = UpstreamClient(f"http://127.0.0.1:{port}/v1", connect_timeout_s=DEADLINE_S,
+    client = UpstreamClient(f"http://127.0.0.1:{port}/v1", connect_timeout_s=connect_timeout_s,
                             read_timeout_s=read_timeout_s, max_connections=max_connections,
                             metrics=metrics)
     try:
@@ -517,6 +519,31 @@ async def test_the_pool_never_opens_more_than_max_connections(metrics: Metrics) 
     assert up.most_open == 2 and len(up.requests) == 4
 
 
+async def test_a_request_finding_every_connection_busy_waits_at_most_the_connect_timeout(
+        metrics: Metrics) -> None:
+    """A saturated upstream answers the queued request 504 instead of holding it until the
+    client leaves; the busy exchange is not disturbed, and the slot serves again once free."""
+    release = asyncio.Event()
+
+    async def handle(up: Upstream, reader: Reader, writer: Writer) -> None:
+        while await read_request(up, reader) is not None:
+            await release.wait()
+            writer.write(response(b"done"))
+
+    async with upstream(handle) as up, \
+            client_of(up, metrics, max_connections=1, connect_timeout_s=0.2) as c:
+        busy = asyncio.create_task(fetch(c))
+        await until(lambda: len(up.requests) == 1)
+        failed = await failing(c)
+        assert (failed.value.status, failed.value.code) == MAPPED["timeout"][:2]
+        assert isinstance(failed.value.__cause__, PoolTimeout)
+        assert counted(metrics) == {**NONE_COUNTED, "timeout": 1.0}
+        release.set()
+        assert (await busy)[1] == b"done"
+        assert (await fetch(c))[1] == b"done"
+    assert up.most_open == 1
+
+
 async def test_a_cancelled_exchange_closes_its_connection_and_frees_its_slot(
         metrics: Metrics) -> None:
     abandoned = asyncio.Event()
@@ -557,6 +584,41 @@ async def test_a_waiter_cancelled_after_being_woken_passes_the_free_slot_on() ->
         got = await asyncio.wait_for(next_in_line, DEADLINE_S)
         pool.release(got)
         pool.close()
+
+
+async def slowly(up: Upstream, reader: Reader, writer: Writer) -> None:
+    """Answers each request with :func:`response` of 5000 bytes, the body after a pause."""
+    while await read_request(up, reader) is not None:
+        whole = response(b"x" * 5000)
+        writer.write(whole[:-5000])
+        await asyncio.sleep(0.1)  # read() is waiting by now
+        writer.write(whole[-5000:])
+
+
+@pytest.mark.parametrize("handler", [answering(response(b"x" * 5000)), slowly],
+                         ids=["before-read", "while-reading"])
+async def test_an_answer_larger_than_the_whole_body_limit_is_refused_not_buffered(
+        handler: Handler) -> None:
+    """A runaway upstream cannot make read() buffer without bound: past the limit the answer is
+    a protocol failure and its connection is closed; the same body streamed is relayed."""
+    big = b"x" * 5000
+    async with upstream(handler) as up:
+        pool = ConnectionPool(Origin.parse(f"http://127.0.0.1:{up.port}"),
+                              connect_timeout_s=DEADLINE_S, read_timeout_s=DEADLINE_S,
+                              max_connections=1, max_whole_body=4096)
+        request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
+        conn = await pool.acquire()
+        answer = await conn.exchange(request, head=False)
+        with pytest.raises(ProtocolFailed, match="larger than"):
+            await asyncio.wait_for(answer.read(), DEADLINE_S)
+        assert not conn.reusable
+        pool.release(conn)
+        conn = await pool.acquire()
+        streamed = b"".join([c async for c in (await conn.exchange(request, head=False)).chunks()])
+        assert streamed == big
+        pool.release(conn)
+        pool.close()
+    assert up.accepted == 2
 
 
 async def test_a_connection_released_after_the_pool_closed_is_closed_not_kept() -> None:
