@@ -56,6 +56,12 @@ FEATURE_NAMES: Final = (
     "rate_limited",
 )
 N_FEATURES: Final = len(FEATURE_NAMES)
+FORGEABLE: Final = ("templating", "question", "code")
+"""Cues a client raises for free by decorating its prompts (a line of markup, a label, a
+question mark, a brace), whatever it asks: read from listed strings, they can only ever be
+evidence that the prompt *was* decorated. Training can raise them at random in windows of both
+classes (``TrainConfig.forged_cues``), so that decoration cannot move a score: what a header of
+markup does to PRADA-style probing (bench/adaptive_suite.md, phases 13 and 14)."""
 
 U64 = npt.NDArray[np.uint64]
 F32 = npt.NDArray[np.float32]

@@ -41,6 +41,10 @@ def register(commands: Any) -> None:
                        "calibrate the threshold on real benign calibration traffic (none: the "
                        "simulator alone, threshold from its training accounts); the defaults "
                        "reproduce window-v7, the shipped model (bench/adaptive_suite.md)")
+    train.add_argument("--forged-cues", type=float, default=0.0,
+                       help="share of training windows whose forgeable cues and prompt sizes are "
+                       "raised as a decorating client raises them (window-v10: 0.4; measured, "
+                       "not shipped: bench/adaptive_suite.md, phase 14)")
     train.set_defaults(handler=_train)
 
     cal = commands.add_parser("calibrate", help="fix an artifact's flag threshold on real benign "
@@ -98,7 +102,7 @@ def _train(args: argparse.Namespace) -> int:
     from gateway.detect.offline.train import TrainConfig, train
 
     config = TrainConfig(seed=args.seed, accounts_per_profile=args.accounts,
-                         epochs=args.epochs, name=args.name,
+                         epochs=args.epochs, name=args.name, forged_cues=args.forged_cues,
                          real=None if args.real == "none" else args.real)
     train(Path(args.out), config, log=lambda m: print(m, flush=True))
     return 0

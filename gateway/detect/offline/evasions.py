@@ -30,7 +30,10 @@ full suite before it ships. ``nonce_prefix`` puts a random token in front of eve
 attacker sends against a detector that finds the head an account's prompts share as a prefix
 (bench/adaptive_suite.md, phase 12). ``markup_header`` puts a line of markup that varies per
 request (``### [kilo] <123456> [id] <q> ---``) in front of every prompt: the templating signal
-counts markup, and templated automation is benign in training (phase 13).
+counts markup, and templated automation is benign in training (phase 13). ``label_header``
+does the same with labelled lines (``Ref: kilo-123456`` / ``Task: q`` / ``Format: plain``),
+which the templating signal counts too: decoration of another kind than the one measured
+when the defence against decoration was built (phase 14).
 """
 
 from __future__ import annotations
@@ -64,12 +67,12 @@ PAIRS: Final = ("stream+chat_params", "stream+paraphrase", "chat_params+paraphra
                 "head_camouflage+stream", "head_camouflage+paraphrase",
                 "dilute50+human_timing", "human_timing+chat_params", "completions+chat_params",
                 "sybil_split+paraphrase", "sybil_split+human_timing", "declared+greedy")
-PROBES: Final = ("nonce_prefix", "nonce_prefix+greedy", "markup_header")
+PROBES: Final = ("nonce_prefix", "nonce_prefix+greedy", "markup_header", "label_header")
 DEFAULT: Final = ("none", *SINGLE, *PAIRS, *PROBES)
 ORDER: Final = ("dilute25", "dilute50", "dilute75", "human_timing", "chat_params", "greedy",
                 "short_answers", "short_fast", "refused_padding", "stream", "head_camouflage",
-                "markup_header", "nonce_prefix", "sybil_split")
-KNOWN: Final = frozenset({*SINGLE, "nonce_prefix", "markup_header"})
+                "markup_header", "label_header", "nonce_prefix", "sybil_split")
+KNOWN: Final = frozenset({*SINGLE, "nonce_prefix", "markup_header", "label_header"})
 ACCOUNT_ONLY: Final = frozenset({"declared"})
 """Evasions of the account, not of its traffic (nothing to teach a window classifier)."""
 REFUSED_PER_REQUEST: Final = 3
@@ -183,6 +186,11 @@ def _markup_header(g: Gen, s: Session) -> list[Request]:
                               f"[id] <q> ---\n{r.prompt}") for r in _reqs(s)]
 
 
+def _label_header(g: Gen, s: Session) -> list[Request]:
+    return [replace(r, prompt=f"Ref: {g.rng.choice(NONCE_WORDS)}-{g.rng.randrange(10**6)}\n"
+                              f"Task: q\nFormat: plain\n{r.prompt}") for r in _reqs(s)]
+
+
 def _human_timing(g: Gen, s: Session) -> list[Request]:
     reqs = _reqs(s)
     new, left = [], 0
@@ -244,6 +252,6 @@ TRANSFORMS: Final[dict[str, Callable[[Gen, list[Session]], list[Session]]]] = {
     "head_camouflage": _each(_head_camouflage), "human_timing": _each(_human_timing),
     "dilute25": _each(_dilute(0.25)), "dilute50": _each(_dilute(0.5)),
     "dilute75": _each(_dilute(0.75)), "nonce_prefix": _each(_nonce_prefix),
-    "markup_header": _each(_markup_header),
+    "markup_header": _each(_markup_header), "label_header": _each(_label_header),
     "sybil_split": _sybil_split,
 }

@@ -27,8 +27,10 @@ def test_simulate_writes_labelled_jsonl(tmp_path: Path) -> None:
 def test_train_export_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                tiny_artifact: Path) -> None:
     assert main(["train", "--accounts", "1", "--epochs", "1", "--out", str(tmp_path),
-                 "--name", "cli", "--real", "none"]) == 0
+                 "--name", "cli", "--real", "none", "--forged-cues", "0.5"]) == 0
     assert (tmp_path / "cli.onnx").exists() and (tmp_path / "cli.json").exists()
+    meta = json.loads((tmp_path / "cli.json").read_text())
+    assert meta["summary"]["config"]["forged_cues"] == 0.5  # trained with decoration forged
     onnx = tmp_path / "again.onnx"
     assert main(["export", "--weights", str(tmp_path / "cli.pt"), "--out", str(onnx)]) == 0
     session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])

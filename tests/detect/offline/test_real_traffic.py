@@ -172,11 +172,26 @@ def test_markup_header_raises_the_templating_signal_of_every_prompt(pool: corpus
     assert len({r.prompt.split("\n", 1)[0] for r in _requests(marked[0])}) > 1  # not a template
 
 
+def test_label_header_raises_the_templating_signal_with_labels_not_markup(pool: corpus.Pool
+                                                                          ) -> None:
+    plain = adaptive.operation(pool, "prada", "none", 0, 20, seed=4)
+    labelled = evasions.apply(_gen(pool, "labels"), plain, "label_header")
+    for a, b in zip(_requests(plain[0]), _requests(labelled[0]), strict=True):
+        assert re.match(r"Ref: [a-z]+-\d+\nTask: q\nFormat: plain\n", b.prompt)
+        assert b.prompt.endswith(a.prompt)
+        assert features.prompt_signals(b.prompt)[1] >= features.prompt_signals(a.prompt)[1] + 0.5
+        header = b.prompt[:len(b.prompt) - len(a.prompt)]
+        assert not any(m in header for m in ("###", "---", "{{", "}}", "</", "[", "<"))
+    assert len({r.prompt.split("\n", 1)[0] for r in _requests(labelled[0])}) > 1
+
+
 def test_probes_are_measured_by_the_suite_but_never_taught() -> None:
     from gateway.detect.offline import real_training
     assert set(evasions.PROBES) <= set(evasions.DEFAULT)
     taught = {n for combo in real_training.TRAIN_COMBOS for n in evasions.parse(combo)}
-    assert not taught & {"nonce_prefix", "markup_header"}
+    probed = {n for combo in evasions.PROBES for n in evasions.parse(combo)} - {"greedy"}
+    assert probed == {"nonce_prefix", "markup_header", "label_header"}
+    assert not taught & probed
 
 
 def test_chat_params_and_stream_look_like_a_chat_client(pool: corpus.Pool) -> None:
