@@ -114,15 +114,20 @@ class UpstreamResponse:
         return value.split(b";", 1)[0].strip().lower().decode("latin-1")
 
     async def read(self) -> bytes:
+        """The whole body; :class:`ProtocolFailed` past the connection's ``max_whole_body``
+        (the answer is then failed, its bytes dropped and its connection closed)."""
         self._whole = True
-        self._conn.resume()
+        if self._buffered > self._conn.max_whole_body:  # it came before read() did
+            self._done, self._error = True, ProtocolFailed(TOO_LARGE)
+            self._chunks.clear()
+            self._buffered = 0
+            self._conn.close()
+        else:
+            self._conn.resume()
         while not self._done:
             await self._wait()
         if self._error is not None:
             raise self._error
-        if self._buffered > self._conn.max_whole_body:  # all of it came before read() did
-            self._conn.close()
-            raise ProtocolFailed(TOO_LARGE)
         body = b"".join(self._chunks)
         self._chunks.clear()
         return body
@@ -171,6 +176,9 @@ class UpstreamResponse:
         if not self._done:
             self._done = True
             self._error = error
+            if self._whole:  # read() returns all of an answer or nothing
+                self._chunks.clear()
+                self._buffered = 0
             self._wake()
 
 
@@ -381,6 +389,7 @@ class ConnectionPool:
         self._ssl = ssl.create_default_context() if origin.scheme == "https" else None
 
     async def acquire(self, *, fresh: bool = False) -> _Connection:
+        deadline: float | None = None  # one for the whole wait, however many wake-ups lost
         while True:
             while self._idle and not fresh:
                 conn = self._idle.pop()
@@ -389,11 +398,14 @@ class ConnectionPool:
                 self._open -= 1
             if self._open < self._max:
                 break
-            waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()
             self._waiters.append(waiter)
+            if deadline is None:
+                deadline = loop.time() + self._connect_timeout_s
             try:
                 try:
-                    async with asyncio.timeout(self._connect_timeout_s):
+                    async with asyncio.timeout_at(deadline):
                         await waiter
                 except TimeoutError:
                     raise PoolTimeout("no upstream connection came free within the connect "

@@ -29,9 +29,9 @@ full suite before it ships. ``nonce_prefix`` puts a random token in front of eve
 (after any camouflage), so that no two of an account's prompts share a first word: what an
 attacker sends against a detector that finds the head an account's prompts share as a prefix
 (bench/adaptive_suite.md, phase 12). ``markup_header`` puts a line of markup that varies per
-request (``### [kilo] <123456> [id] <q> ---``) in front of every prompt: the templating signal
+request (``### [golf] <123456> [id] <q> ---``) in front of every prompt: the templating signal
 counts markup, and templated automation is benign in training (phase 13). ``label_header``
-does the same with labelled lines (``Ref: kilo-123456`` / ``Task: q`` / ``Format: plain``),
+does the same with labelled lines (``Ref: golf-123456`` / ``Task: q`` / ``Format: plain``),
 which the templating signal counts too: decoration of another kind than the one measured
 when the defence against decoration was built (phase 14).
 """

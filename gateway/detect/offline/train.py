@@ -119,7 +119,9 @@ def forge_cues(seq: torch.Tensor, mask: torch.Tensor, stats: torch.Tensor, p: fl
       own amount (its square root of a uniform draw: decoration tends to saturate a cue) plus a
       per-request jitter, capped at 1;
     - with even chance, every prompt grows by the window's own factor (up to :data:`PADDING`):
-      its size features go up and its output/input ratio down, as the features compute them.
+      its size features go up and its output/input ratio down by that factor (an approximation:
+      the word count is read from at most 1,500 characters, and the code density, a share of
+      the words, is left as it was).
 
     The ``mean_*``/``std_*`` statistics of a forged window are recomputed from its requests as
     :func:`gateway.detect.window.build_batch` computes them. Never lowers a cue or a size;
@@ -144,7 +146,8 @@ def forge_cues(seq: torch.Tensor, mask: torch.Tensor, stats: torch.Tensor, p: fl
                                     seq[:, :, _RATIO])
     n = mask.sum(dim=1, keepdim=True).clamp(min=1.0)
     vec = seq[:, :, :N_FEATURES].double()
-    mean = (vec * m).sum(dim=1) / n
+    # the mean as stored (float32): build_batch takes the std around the stored mean
+    mean = ((vec * m).sum(dim=1) / n).float().double()
     std = ((((vec - mean[:, None, :]) ** 2) * m).sum(dim=1) / n).sqrt()
     stats[forged, _STATS:_STATS + N_FEATURES] = mean[forged].float()
     stats[forged, _STATS + N_FEATURES:_STATS + 2 * N_FEATURES] = std[forged].float()
