@@ -117,10 +117,9 @@ class UpstreamResponse:
         """The whole body; :class:`ProtocolFailed` past the connection's ``max_whole_body``
         (the answer is then failed, its bytes dropped and its connection closed)."""
         self._whole = True
-        if self._buffered > self._conn.max_whole_body:  # it came before read() did
+        if self.too_large:  # it came before read() did
             self._done, self._error = True, ProtocolFailed(TOO_LARGE)
-            self._chunks.clear()
-            self._buffered = 0
+            self._drop()
             self._conn.close()
         else:
             self._conn.resume()
@@ -177,9 +176,17 @@ class UpstreamResponse:
             self._done = True
             self._error = error
             if self._whole:  # read() returns all of an answer or nothing
-                self._chunks.clear()
-                self._buffered = 0
+                self._drop()
             self._wake()
+
+    def _drop(self) -> None:
+        self._chunks.clear()
+        self._buffered = 0
+
+    @property
+    def too_large(self) -> bool:
+        """Buffered for :meth:`read` past the connection's ``max_whole_body``."""
+        return self._whole and self._buffered > self._conn.max_whole_body
 
 
 class _Connection(asyncio.Protocol):
@@ -266,7 +273,7 @@ class _Connection(asyncio.Protocol):
         response = self._response
         assert response is not None
         response.body(body)
-        if response._whole and response._buffered > self.max_whole_body:
+        if response.too_large:
             raise ProtocolFailed(TOO_LARGE)
 
     def on_message_complete(self) -> None:

@@ -176,19 +176,23 @@ def _head_camouflage(g: Gen, s: Session) -> list[Request]:
 NONCE_WORDS: Final = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
 
 
-def _nonce_prefix(g: Gen, s: Session) -> list[Request]:
-    return [replace(r, prompt=f"[{g.rng.choice(NONCE_WORDS)}-{g.rng.randrange(10**6)}] "
-                              f"{r.prompt}") for r in _reqs(s)]
+def _prefixed(header: Callable[[Gen], str]) -> Callable[[Gen, Session], list[Request]]:
+    """Every prompt of the account after a header of its own, drawn per request."""
+    def run(g: Gen, s: Session) -> list[Request]:
+        return [replace(r, prompt=f"{header(g)}{r.prompt}") for r in _reqs(s)]
+    return run
 
 
-def _markup_header(g: Gen, s: Session) -> list[Request]:
-    return [replace(r, prompt=f"### [{g.rng.choice(NONCE_WORDS)}] <{g.rng.randrange(10**6)}> "
-                              f"[id] <q> ---\n{r.prompt}") for r in _reqs(s)]
+def _nonce(g: Gen) -> str:
+    return f"[{g.rng.choice(NONCE_WORDS)}-{g.rng.randrange(10**6)}] "
 
 
-def _label_header(g: Gen, s: Session) -> list[Request]:
-    return [replace(r, prompt=f"Ref: {g.rng.choice(NONCE_WORDS)}-{g.rng.randrange(10**6)}\n"
-                              f"Task: q\nFormat: plain\n{r.prompt}") for r in _reqs(s)]
+def _markup(g: Gen) -> str:
+    return f"### [{g.rng.choice(NONCE_WORDS)}] <{g.rng.randrange(10**6)}> [id] <q> ---\n"
+
+
+def _labels(g: Gen) -> str:
+    return f"Ref: {g.rng.choice(NONCE_WORDS)}-{g.rng.randrange(10**6)}\nTask: q\nFormat: plain\n"
 
 
 def _human_timing(g: Gen, s: Session) -> list[Request]:
@@ -251,7 +255,7 @@ TRANSFORMS: Final[dict[str, Callable[[Gen, list[Session]], list[Session]]]] = {
     "refused_padding": _each(_refused_padding),
     "head_camouflage": _each(_head_camouflage), "human_timing": _each(_human_timing),
     "dilute25": _each(_dilute(0.25)), "dilute50": _each(_dilute(0.5)),
-    "dilute75": _each(_dilute(0.75)), "nonce_prefix": _each(_nonce_prefix),
-    "markup_header": _each(_markup_header), "label_header": _each(_label_header),
+    "dilute75": _each(_dilute(0.75)), "nonce_prefix": _each(_prefixed(_nonce)),
+    "markup_header": _each(_prefixed(_markup)), "label_header": _each(_prefixed(_labels)),
     "sybil_split": _sybil_split,
 }
