@@ -155,6 +155,20 @@ BIRTH_PAUSES: Final = 3.0
 (or within the birth span, whichever is longer)."""
 
 
+def uncleared(sketches: Mapping[str, Sketch], min_score: float) -> dict[str, Sketch]:
+    """The accounts that their own windows have not cleared: too young to be scored, or scored
+    ``min_score`` or more. Behavioural cohorts are formed among these alone.
+
+    Merging a cohort's requests into one window is how an operation split into accounts too
+    small to score is seen whole. An account old enough to be scored has its own window as
+    evidence, and merging people who each scored benign makes a window no one sent: many
+    people's unrelated topics in one stream reads as harvesting. Measured: a model trained not
+    to lean on free decoration (window-v10) listed 13 of 723 held-out benign accounts in two
+    such cohorts (people and shared keys, every member scored 0.00-0.10 on its own, the merge
+    0.94-0.96; bench/adaptive_suite.md, phase 15)."""
+    return {a: s for a, s in sketches.items() if s.young or s.score >= min_score}
+
+
 def cohorts(sketches: Mapping[str, Sketch], *, min_accounts: int = 5,
             birth_span_s: float = 3600.0, max_neighbours: int = 2000) -> list[list[str]]:
     """Groups of at least ``min_accounts`` accounts that behave alike

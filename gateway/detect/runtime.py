@@ -411,6 +411,7 @@ class DetectionEngine:
         budget every sweep, and no new cohort would ever be judged."""
         cfg = self.config
         listed = {a for c in found for a in c.accounts}
+        sketches = campaign.uncleared(sketches, cfg.campaign_min_score)
         groups = await asyncio.to_thread(campaign.cohorts, sketches,
                                          min_accounts=cfg.cohort_min_accounts,
                                          birth_span_s=cfg.cohort_birth_span_s)

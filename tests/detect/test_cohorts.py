@@ -13,9 +13,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.detect import behaviour, campaign, features
+from gateway.detect.features import F32
 from gateway.detect.redis_window_store import _decode_sketch, _encode_sketch
 from gateway.detect.runtime import DetectionEngine, DetectionEngineConfig
-from gateway.detect.scoring import Artifact
+from gateway.detect.scoring import Artifact, Scorer
 from gateway.detect.window_store import MemoryWindowStore, Sketch
 from gateway.metrics import Metrics
 from tests.detect.conftest import record
@@ -28,11 +29,12 @@ CUES = ("Lay out each intermediate stage on its own numbered line.",
         "Narrate the full path from the question to the answer.")
 
 
-def _engine(tiny_artifact: Path, score: float) -> DetectionEngine:
+def _engine(tiny_artifact: Path, score: float, scorer: Scorer | None = None
+            ) -> DetectionEngine:
     artifact = replace(Artifact.load(tiny_artifact), threshold=0.9)
     config = DetectionEngineConfig(window=artifact.window, min_requests=8, score_every=4,
                           min_score_interval_s=0.0, cohort_min_accounts=5)
-    return DetectionEngine(config, ConstantScorer(score), artifact,
+    return DetectionEngine(config, scorer or ConstantScorer(score), artifact,
                            MemoryWindowStore(artifact.window), Recorder(),
                            metrics=Metrics(CollectorRegistry()))
 
@@ -88,6 +90,30 @@ async def test_alike_accounts_whose_requests_together_look_benign_are_no_campaig
     engine = _engine(tiny_artifact, 0.05)
     _paraphrased_sybils(engine)
     assert await _cohorts(engine) == []
+
+
+class MergeScorer:
+    """A stand-in model that flags only long windows: an account's own window of a dozen
+    requests scores 0, the merge of several accounts' requests 0.99 (as a model may read many
+    people's unrelated topics in one stream)."""
+
+    name = "merge"
+
+    def score(self, seq: F32, mask: F32, stats: F32) -> F32:
+        return np.where(mask.sum(axis=1) >= 40, 0.99, 0.0).astype(np.float32)
+
+
+async def test_accounts_their_own_windows_cleared_are_not_merged_into_a_campaign(
+        tiny_artifact: Path) -> None:
+    """Old enough to be scored, and scored benign: the accounts' own windows are the evidence,
+    not a window merged from them that none of them sent."""
+    engine = _engine(tiny_artifact, 0.0, MergeScorer())
+    _paraphrased_sybils(engine, accounts=6, requests=12)
+    assert await _cohorts(engine) == []
+
+    young = _engine(tiny_artifact, 0.0, MergeScorer())
+    names = _paraphrased_sybils(young, accounts=10, requests=6)
+    assert [c.accounts for c in await _cohorts(young)] == [sorted(names)]
 
 
 async def test_accounts_that_did_not_appear_together_are_no_cohort(tiny_artifact: Path) -> None:
