@@ -33,7 +33,11 @@ request (``### [golf] <123456> [id] <q> ---``) in front of every prompt: the tem
 counts markup, and templated automation is benign in training (phase 13). ``label_header``
 does the same with labelled lines (``Ref: golf-123456`` / ``Task: q`` / ``Format: plain``),
 which the templating signal counts too: decoration of another kind than the one measured
-when the defence against decoration was built (phase 14).
+when the defence against decoration was built (phase 14). ``warm_split`` spreads the operation
+over fresh accounts that each buy a clean first scoring: eight real conversations replayed with
+the script's parameters, then at most three of the operation's requests, too few to be scored
+again. What an attacker sends against campaign sweeps that leave out accounts whose own windows
+cleared them (:func:`gateway.detect.campaign.uncleared`; phase 15).
 """
 
 from __future__ import annotations
@@ -67,12 +71,20 @@ PAIRS: Final = ("stream+chat_params", "stream+paraphrase", "chat_params+paraphra
                 "head_camouflage+stream", "head_camouflage+paraphrase",
                 "dilute50+human_timing", "human_timing+chat_params", "completions+chat_params",
                 "sybil_split+paraphrase", "sybil_split+human_timing", "declared+greedy")
-PROBES: Final = ("nonce_prefix", "nonce_prefix+greedy", "markup_header", "label_header")
+PROBES: Final = ("nonce_prefix", "nonce_prefix+greedy", "markup_header", "label_header",
+                  "warm_split")
 DEFAULT: Final = ("none", *SINGLE, *PAIRS, *PROBES)
 ORDER: Final = ("dilute25", "dilute50", "dilute75", "human_timing", "chat_params", "greedy",
                 "short_answers", "short_fast", "refused_padding", "stream", "head_camouflage",
-                "markup_header", "label_header", "nonce_prefix", "sybil_split")
-KNOWN: Final = frozenset({*SINGLE, "nonce_prefix", "markup_header", "label_header"})
+                "markup_header", "label_header", "nonce_prefix", "sybil_split", "warm_split")
+KNOWN: Final = frozenset({*SINGLE, "nonce_prefix", "markup_header", "label_header",
+                          "warm_split"})
+WARM_REQUESTS: Final = 8
+"""Cover requests before a ``warm_split`` account's harvest: the engine's first scoring sees
+them alone (``min_requests``)."""
+WARM_HARVEST: Final = 3
+"""Harvested requests per ``warm_split`` account: fewer than ``score_every``, so none of them
+is scored."""
 ACCOUNT_ONLY: Final = frozenset({"declared"})
 """Evasions of the account, not of its traffic (nothing to teach a window classifier)."""
 REFUSED_PER_REQUEST: Final = 3
@@ -249,6 +261,32 @@ def _sybil_split(g: Gen, sessions: list[Session]) -> list[Session]:
             for k, addr in enumerate(_fresh_addresses(g, accounts)) if merged[k::accounts]]
 
 
+def _warm_split(g: Gen, sessions: list[Session]) -> list[Session]:
+    """The operation's requests, in time order, dealt round-robin to fresh accounts, at most
+    :data:`WARM_HARVEST` each (one network each), every account opening with
+    :data:`WARM_REQUESTS` real conversations replayed with the script's parameters at the
+    operation's pace."""
+    merged = sorted((r for s in sessions for r in _reqs(s)), key=lambda r: r.ts)
+    accounts = max(SYBIL_MIN_ACCOUNTS, math.ceil(len(merged) / WARM_HARVEST))
+    gaps = sorted(g for g in _gaps(merged)[1:] if g > 0)
+    pace = gaps[len(gaps) // 2] * accounts if gaps else 60.0
+    first = sessions[0]
+    out = []
+    for k, addr in enumerate(_fresh_addresses(g, accounts)):
+        mine = merged[k::accounts]
+        if not mine:
+            continue
+        template = mine[0]
+        cover = [with_params(r, harvest=False, ts=template.ts - pace * (WARM_REQUESTS - i),
+                             max_tokens=template.max_tokens, temperature=template.temperature,
+                             n=template.n, stream=template.stream, logprobs=template.logprobs,
+                             top_logprobs=template.top_logprobs, route=template.route)
+                 for i, r in enumerate(_reqs(user(g, WARM_REQUESTS)[0])[:WARM_REQUESTS])]
+        out.append(Session("", first.profile, first.label, addr, [*cover, *mine],
+                           first.campaign))
+    return out
+
+
 TRANSFORMS: Final[dict[str, Callable[[Gen, list[Session]], list[Session]]]] = {
     "stream": _each(_stream), "chat_params": _each(_chat_params), "greedy": _each(_greedy),
     "short_answers": _each(_short_answers), "short_fast": _each(_short_fast),
@@ -257,5 +295,5 @@ TRANSFORMS: Final[dict[str, Callable[[Gen, list[Session]], list[Session]]]] = {
     "dilute25": _each(_dilute(0.25)), "dilute50": _each(_dilute(0.5)),
     "dilute75": _each(_dilute(0.75)), "nonce_prefix": _each(_prefixed(_nonce)),
     "markup_header": _each(_prefixed(_markup)), "label_header": _each(_prefixed(_labels)),
-    "sybil_split": _sybil_split,
+    "sybil_split": _sybil_split, "warm_split": _warm_split,
 }

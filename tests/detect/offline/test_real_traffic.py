@@ -132,6 +132,26 @@ def test_sybil_split_stays_under_the_first_scoring_on_fresh_networks(pool: corpu
     assert len(networks) == len(split)
 
 
+def test_warm_split_accounts_open_with_cover_scored_alone_then_harvest_unscored(
+        pool: corpus.Pool) -> None:
+    """Each account's first scoring (at eight requests) sees only replayed conversations sent
+    with the script's parameters; the harvest after it is too short to be scored again."""
+    plain = adaptive.operation(pool, "distill", "none", 0, 100, seed=1)
+    split = adaptive.operation(pool, "distill", "warm_split", 0, 100, seed=1)
+    harvested = [r for s in split for r in _requests(s) if r.harvest]
+    assert len(harvested) == len(_requests(plain[0]))
+    assert len({features.network_of(s.client_addr) for s in split}) == len(split)
+    for s in split:
+        reqs = _requests(s)
+        assert [r.harvest for r in reqs] == [False] * evasions.WARM_REQUESTS + [True] * (
+            len(reqs) - evasions.WARM_REQUESTS)
+        assert 1 <= len(reqs) - evasions.WARM_REQUESTS <= evasions.WARM_HARVEST
+        assert [r.ts for r in reqs] == sorted(r.ts for r in reqs)
+        script = reqs[-1]
+        assert {(r.temperature, r.max_tokens, r.stream, r.logprobs) for r in reqs} == {
+            (script.temperature, script.max_tokens, script.stream, script.logprobs)}
+
+
 @pytest.mark.parametrize("share", [25, 50, 75])
 def test_dilution_mixes_in_that_share_of_benign_requests(pool: corpus.Pool, share: int) -> None:
     plain = adaptive.operation(pool, "self_instruct", "none", 0, 40, seed=2)[0]
@@ -190,7 +210,7 @@ def test_probes_are_measured_by_the_suite_but_never_taught() -> None:
     assert set(evasions.PROBES) <= set(evasions.DEFAULT)
     taught = {n for combo in real_training.TRAIN_COMBOS for n in evasions.parse(combo)}
     probed = {n for combo in evasions.PROBES for n in evasions.parse(combo)} - {"greedy"}
-    assert probed == {"nonce_prefix", "markup_header", "label_header"}
+    assert probed == {"nonce_prefix", "markup_header", "label_header", "warm_split"}
     assert not taught & probed
 
 
