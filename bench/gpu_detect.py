@@ -41,7 +41,14 @@ from gateway.detect import features
 from gateway.detect.campaign import Campaign
 from gateway.detect.offline import dataset, simulate
 from gateway.detect.runtime import DetectionEngine, DetectionEngineConfig, Scored
-from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, OnnxScorer, Scorer, TorchScorer
+from gateway.detect.scoring import (
+    DEFAULT_ARTIFACT,
+    Artifact,
+    OnnxScorer,
+    Scorer,
+    TorchScorer,
+    project,
+)
 from gateway.detect.window_store import MemoryWindowStore
 from gateway.metrics import Metrics
 
@@ -63,7 +70,7 @@ def backends(artifact: Artifact) -> dict[str, Scorer]:
         if torch.cuda.is_available():
             found["torch-cuda"] = TorchScorer(artifact.torch_path, "cuda")
         found["torch-cpu"] = TorchScorer(artifact.torch_path, "cpu")
-    return found
+    return {name: project(scorer, artifact) for name, scorer in found.items()}
 
 
 def tiled(windows: dataset.Windows, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

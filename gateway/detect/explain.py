@@ -25,7 +25,7 @@ GROUPS: Final[dict[str, tuple[str, ...]]] = {
                                                  "template_reuse"),
     "near-duplicate or perturbed queries (PRADA distance distribution)": (
         "min_distance", "near_duplicate", "distance_mean", "distance_std",
-        "distance_normality", "near_duplicate_share"),
+        "distance_normality", "near_duplicate_share", "clustered", "clustered_share"),
     "broad topic coverage / high prompt diversity": ("diversity", "coverage"),
     "machine-regular timing and sustained volume": ("gap_log", "gap_mean_log", "gap_std_log",
                                                     "gap_cv", "burst_share", "requests_log"),

@@ -5,6 +5,12 @@
 beside the ONNX file); for ``cpu``, ONNX Runtime on CPU; ``auto`` tries CUDA first and settles
 for CPU. Asking for ``cuda`` where neither GPU path works is a configuration error, raised at
 start-up rather than silently scoring on CPU.
+
+An artifact reads its inputs by name: the names it was trained on are in its JSON, and
+:func:`project` hands it those columns of the current window arrays, in its order. Features are
+only ever appended (:mod:`gateway.detect.window`), so an artifact trained before one was added
+scores exactly as it did; one that names a feature this build does not compute is refused at
+load.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from gateway.detect.window import SEQ_NAMES, STAT_NAMES
+
 F32 = npt.NDArray[np.float32]
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
-DEFAULT_ARTIFACT = ARTIFACTS_DIR / "window-v7.json"
+DEFAULT_ARTIFACT = ARTIFACTS_DIR / "window-v12.json"
 log = logging.getLogger(__name__)
 
 
@@ -36,21 +44,51 @@ class Artifact:
     score_every: int
     threshold: float
     seq_reference: list[float]
+    """Typical benign value per input, in the order of :data:`SEQ_NAMES` (0 for an input the
+    artifact does not read)."""
     stats_reference: list[float]
+    """The same for :data:`STAT_NAMES`."""
     summary: dict[str, Any]
+    seq_columns: tuple[int, ...] = ()
+    """The artifact's sequence inputs: their places in :data:`SEQ_NAMES`, in its order; empty
+    when it reads every current column in the current order."""
+    stat_columns: tuple[int, ...] = ()
+    """The same for :data:`STAT_NAMES`."""
 
     @classmethod
     def load(cls, path: Path = DEFAULT_ARTIFACT) -> Artifact:
         meta = json.loads(path.read_text())
         torch_file = meta.get("torch")
+        seq_names = list(meta.get("seq_names", SEQ_NAMES))
+        stat_names = list(meta.get("stat_names", STAT_NAMES))
         return cls(
             version=meta["version"], onnx_path=path.parent / meta["onnx"],
             torch_path=path.parent / torch_file if torch_file else None,
             window=int(meta["window"]), min_requests=int(meta["min_requests"]),
             score_every=int(meta["score_every"]), threshold=float(meta["threshold"]),
-            seq_reference=list(meta["seq_reference"]),
-            stats_reference=list(meta["stats_reference"]), summary=meta.get("summary", {}),
+            seq_reference=_by_name(meta["seq_reference"], seq_names, SEQ_NAMES),
+            stats_reference=_by_name(meta["stats_reference"], stat_names, STAT_NAMES),
+            summary=meta.get("summary", {}),
+            seq_columns=_columns(meta["version"], seq_names, SEQ_NAMES),
+            stat_columns=_columns(meta["version"], stat_names, STAT_NAMES),
         )
+
+
+def _columns(version: str, names: list[str], current: tuple[str, ...]) -> tuple[int, ...]:
+    """Where ``names`` are in ``current`` (empty: all of them, in order)."""
+    if names == list(current):
+        return ()
+    missing = [n for n in names if n not in current]
+    if missing:
+        raise ValueError(f"artifact {version} reads inputs this gateway does not compute: "
+                         f"{', '.join(missing)}")
+    return tuple(current.index(n) for n in names)
+
+
+def _by_name(values: list[float], names: list[str], current: tuple[str, ...]) -> list[float]:
+    """``values`` (one per name of ``names``) in the order of ``current``, 0 where absent."""
+    known = dict(zip(names, values, strict=True))
+    return [float(known.get(n, 0.0)) for n in current]
 
 
 class Scorer(Protocol):
@@ -99,6 +137,35 @@ class TorchScorer:
             return np.asarray(out.float().cpu().numpy(), dtype=np.float32)
 
 
+class Projected:
+    """A scorer that reads the columns its artifact was trained on (:func:`project`)."""
+
+    def __init__(self, inner: Scorer, seq_columns: tuple[int, ...],
+                 stat_columns: tuple[int, ...]) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._seq = _selector(seq_columns)
+        self._stats = _selector(stat_columns)
+
+    def score(self, seq: F32, mask: F32, stats: F32) -> F32:
+        return self.inner.score(np.ascontiguousarray(seq[..., self._seq]), mask,
+                                np.ascontiguousarray(stats[..., self._stats]))
+
+
+def _selector(columns: tuple[int, ...]) -> slice | list[int]:
+    """A slice when ``columns`` is a leading run (the common case: names appended since)."""
+    if not columns:
+        return slice(None)
+    return slice(len(columns)) if columns == tuple(range(len(columns))) else list(columns)
+
+
+def project(scorer: Scorer, artifact: Artifact) -> Scorer:
+    """``scorer`` fed with ``artifact``'s columns only (itself when it reads them all)."""
+    if not artifact.seq_columns and not artifact.stat_columns:
+        return scorer
+    return Projected(scorer, artifact.seq_columns, artifact.stat_columns)
+
+
 def _onnx_has_cuda() -> bool:
     try:
         import onnxruntime as ort
@@ -117,7 +184,12 @@ def _torch_has_cuda() -> bool:
 
 def load_scorer(artifact: Artifact, device: str = "auto", backend: str = "auto",
                 threads: int = 1) -> Scorer:
-    """The scorer for ``device`` (auto|cpu|cuda) and ``backend`` (auto|onnx|torch)."""
+    """The scorer for ``device`` (auto|cpu|cuda) and ``backend`` (auto|onnx|torch), fed with
+    the artifact's columns (:func:`project`)."""
+    return project(_backend(artifact, device, backend, threads), artifact)
+
+
+def _backend(artifact: Artifact, device: str, backend: str, threads: int) -> Scorer:
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"unknown classifier device {device!r}")
     if device != "cpu":

@@ -3,9 +3,14 @@
 Only stdlib + numpy. A window is at most ``size`` :class:`RequestFeatures`, oldest first. From
 it come (1) a per-request sequence — each request's own features plus its place in the window:
 gap since the previous request, PRADA-style minimum SimHash distance to every earlier request,
-near-duplicate and template-reuse markers — and (2) window statistics: timing regularity, the
-distance distribution (with a Shapiro-Francia normality statistic, PRADA's test), diversity,
-coverage, template reuse, and the mean and spread of every request feature.
+near-duplicate, template-reuse and clustered-content markers — and (2) window statistics:
+timing regularity, the distance distribution (with a Shapiro-Francia normality statistic,
+PRADA's test), diversity, coverage, template reuse, clustered content, and the mean and spread
+of every request feature.
+
+Names are only ever appended (:data:`SEQ_NAMES`, :data:`STAT_NAMES`): an artifact records the
+names it was trained on and reads its columns by name (:mod:`gateway.detect.scoring`), so one
+trained before a feature was added keeps scoring as it did.
 
 The binary encoding (:func:`encode` / :func:`decode`) is what the Redis store keeps per request:
 fixed-size, about 140 bytes.
@@ -25,7 +30,7 @@ import numpy.typing as npt
 
 from gateway.detect.features import F32, FEATURE_NAMES, MINHASH_K, N_FEATURES, RequestFeatures
 
-SEQ_EXTRA: Final = ("gap_log", "min_distance", "near_duplicate", "template_share")
+SEQ_EXTRA: Final = ("gap_log", "min_distance", "near_duplicate", "template_share", "clustered")
 SEQ_NAMES: Final = FEATURE_NAMES + SEQ_EXTRA
 N_SEQ: Final = len(SEQ_NAMES)
 STAT_SPECIAL: Final = (
@@ -42,13 +47,21 @@ STAT_SPECIAL: Final = (
     "template_reuse",
     "coverage",
 )
+STAT_EXTRA: Final = ("clustered_share",)
 STAT_NAMES: Final = (
     STAT_SPECIAL + tuple(f"mean_{n}" for n in FEATURE_NAMES)
-    + tuple(f"std_{n}" for n in FEATURE_NAMES)
+    + tuple(f"std_{n}" for n in FEATURE_NAMES) + STAT_EXTRA
 )
 N_STATS: Final = len(STAT_NAMES)
 NEAR_DUPLICATE_BITS: Final = 6
 TEMPLATE_SHARE: Final = 0.25
+CLUSTER_SHARE: Final = 0.6
+"""A MinHash value that recurs in two or more of a window's requests but in at most this share
+of them is *clustered content*: text the account sends again in part — queries perturbed around
+a few seeds (PRADA), a conversation's history — as opposed to a template, which recurs in
+(nearly) every request, and to text sent once. A template with a different item in every
+request (a labelling batch) has none; probing around seeds behind a template keeps its own
+(bench/adaptive_suite.md, phase 15)."""
 
 _HEADER = struct.Struct(f"<dQI{N_FEATURES}f{MINHASH_K}IB")
 
@@ -218,6 +231,8 @@ def build_batch(batch: Sequence[Sequence[RequestFeatures]], size: int) -> list[W
     counts = _slot_counts(mh, mask)  # (b, size, K): how often each value recurs in its slot
     need = np.maximum(2.0, TEMPLATE_SHARE * ns)[:, None, None]
     shared = (counts >= need).mean(axis=2) * mask
+    clustered = ((counts >= 2) & (counts <= CLUSTER_SHARE * ns[:, None, None])).mean(axis=2) \
+        * mask
     best = counts.argmax(axis=1)  # (b, K)
     signature = np.take_along_axis(mh, best[:, None, :], axis=1)[:, 0, :]
     strength = (counts.max(axis=1) / nf[:, None]).mean(axis=1)
@@ -228,6 +243,7 @@ def build_batch(batch: Sequence[Sequence[RequestFeatures]], size: int) -> list[W
     seq[:, :, N_FEATURES + 1] = dmin * mask
     seq[:, :, N_FEATURES + 2] = near
     seq[:, :, N_FEATURES + 3] = shared
+    seq[:, :, N_FEATURES + 4] = clustered
 
     real_ok = mask.copy()
     real_ok[:, 0] = False
@@ -256,9 +272,10 @@ def build_batch(batch: Sequence[Sequence[RequestFeatures]], size: int) -> list[W
     ], axis=1)
     stats[:, len(STAT_SPECIAL):len(STAT_SPECIAL) + N_FEATURES] = (
         np.where(vmask, vec64, 0).sum(axis=1) / nf[:, None])
-    stats[:, len(STAT_SPECIAL) + N_FEATURES:] = np.sqrt(
+    stats[:, len(STAT_SPECIAL) + N_FEATURES:len(STAT_SPECIAL) + 2 * N_FEATURES] = np.sqrt(
         np.where(vmask, (vec64 - stats[:, None, len(STAT_SPECIAL):len(STAT_SPECIAL)
                                        + N_FEATURES]) ** 2, 0).sum(axis=1) / nf[:, None])
+    stats[:, STAT_NAMES.index("clustered_share")] = _masked_mean(clustered, mask, 1, 0.0)
     out = []
     for i, items in enumerate(lists):
         n = int(ns[i])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from gateway.detect import features, window
 from tests.detect.conftest import record
@@ -119,3 +120,25 @@ def test_pair_mean_is_the_mean_distance_over_pairs() -> None:
     for b in range(2):
         assert out[b] == (bits[b][pairs[b]] / 64).mean()
     assert out[2] == 0.5, "no pairs: the neutral value"
+
+
+def test_probing_around_seeds_is_clustered_content_and_a_template_with_new_items_is_not() -> None:
+    """PRADA's queries perturb a few seeds, behind a template or not; a labelling batch puts a
+    different item into one template every time. Only the first sends its content again."""
+    seeds = ["the quick brown fox jumps over the lazy dog near the river bank today",
+             "a stitch in time saves nine when the weather turns cold and wet outside",
+             "all that glitters is not gold but silver shines brightly in the morning"]
+    rng = np.random.default_rng(5)
+    probes, labels = [], []
+    for i in range(48):
+        words = seeds[i % 3].split()
+        words[int(rng.integers(len(words)))] = f"w{i}"
+        probes.append(f"Ref: case-{i}\nTask: classify\n" + " ".join(words))
+        item = " ".join(f"item{i}x{j}" for j in range(12))
+        labels.append(f"Label the message with its topic. One word.\nMessage: {item}\nLabel:")
+    col = window.STAT_NAMES.index("clustered_share")
+    probing = window.build(_items(probes), 64).stats[col]
+    labelling = window.build(_items(labels), 64).stats[col]
+    assert probing > 0.5 and labelling < probing / 4
+    seq = window.build(_items(probes), 64).seq[:, window.SEQ_NAMES.index("clustered")]
+    assert np.mean(seq[:48]) == pytest.approx(probing, abs=1e-6)

@@ -35,12 +35,12 @@ def register(commands: Any) -> None:
     train.add_argument("--accounts", type=int, default=30,
                        help="simulated accounts per profile")
     train.add_argument("--epochs", type=int, default=15)
-    train.add_argument("--name", default="window-v7")
+    train.add_argument("--name", default="window-v12")
     train.add_argument("--real", choices=["none", "small", "full"], default="full",
                        help="also train on real-text traffic (train split) at this size and "
                        "calibrate the threshold on real benign calibration traffic (none: the "
                        "simulator alone, threshold from its training accounts); the defaults "
-                       "reproduce window-v7, the shipped model (bench/adaptive_suite.md)")
+                       "reproduce window-v12, the shipped model (bench/adaptive_suite.md)")
     train.add_argument("--forged-cues", type=float, default=0.0,
                        help="share of training windows whose forgeable cues and prompt sizes are "
                        "raised as a decorating client raises them (window-v10: 0.4; measured, "
@@ -55,7 +55,7 @@ def register(commands: Any) -> None:
     cal.set_defaults(handler=_calibrate)
 
     export = commands.add_parser("export", help="export trained torch weights to ONNX")
-    export.add_argument("--weights", default=str(ARTIFACTS_DIR / "window-v7.pt"))
+    export.add_argument("--weights", default=str(ARTIFACTS_DIR / "window-v12.pt"))
     export.add_argument("--out", required=True, help="the .onnx file to write")
     export.add_argument("--window", type=int, default=64)
     export.set_defaults(handler=_export)

@@ -18,7 +18,7 @@ import numpy as np
 
 from gateway.detect.offline import dataset, simulate
 from gateway.detect.offline import measures as evaluation
-from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, OnnxScorer
+from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, OnnxScorer, Scorer, project
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class EvalConfig:
     requests: tuple[int, int] = (60, 240)
 
 
-def _batched(scorer: OnnxScorer, windows: dataset.Windows, batch: int = 4096) -> np.ndarray:
+def _batched(scorer: Scorer, windows: dataset.Windows, batch: int = 4096) -> np.ndarray:
     parts = [scorer.score(windows.seq[i:i + batch], windows.mask[i:i + batch],
                           windows.stats[i:i + batch]) for i in range(0, len(windows), batch)]
     return np.concatenate(parts)
@@ -55,7 +55,8 @@ def run(artifact_path: Path = DEFAULT_ARTIFACT, config: EvalConfig = EvalConfig(
         peaks = evaluation.replay(train, scores, len(train_sessions)).peak
         return evaluation.calibrate(peaks[benign_train])
 
-    scorer = OnnxScorer(artifact.onnx_path, ["CPUExecutionProvider"], threads=2)
+    scorer = project(OnnxScorer(artifact.onnx_path, ["CPUExecutionProvider"], threads=2),
+                     artifact)
     reports = [evaluation.report(f"model {artifact.version.split('+')[0]}", test_sessions, test,
                                  _batched(scorer, test), artifact.threshold)]
     from gateway.detect.offline.train import fit_gbt

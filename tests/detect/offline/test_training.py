@@ -56,7 +56,7 @@ def test_cpu_scorer_for_auto_and_cpu(tiny_artifact: Path) -> None:
 def test_shipped_artifact_is_small_and_separates_attack_from_chat() -> None:
     artifact = Artifact.load(DEFAULT_ARTIFACT)
     size = sum(p.stat().st_size for p in DEFAULT_ARTIFACT.parent.iterdir())
-    assert size < 300_000
+    assert size < 400_000  # four models of ~84 KB: the first, the last two shipped, window-v2
     w = _windows()
     scores = load_scorer(artifact, "cpu").score(w.seq, w.mask, w.stats)
     late = w.position >= 16
