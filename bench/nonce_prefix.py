@@ -8,7 +8,7 @@ A detector that finds the head an account's prompts share as a *prefix* (the mea
 shipped window-v9 of bench/adaptive_suite.md, phase 12) compares a fixed system prompt's
 questions past it. A token that varies per request, sent before the system prompt, leaves no
 shared prefix: the shared block is back in the middle of every prompt, and the window reads
-whole prompts, as the shipped window-v7 always does. This measures what that costs on the
+whole prompts, as window-v7 (shipped then) always does. This measures what that costs on the
 suite's operations (held-out real prompts, seed 1007), replayed through the production engine,
 each cell plain and with the tokens:
 

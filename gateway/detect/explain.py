@@ -58,11 +58,16 @@ def _with(w: WindowArrays, seq_ref: np.ndarray, stats_ref: np.ndarray,
 
 
 def _observed(w: WindowArrays, seq_ref: np.ndarray, stats_ref: np.ndarray,
-              names: tuple[str, ...]) -> bool:
-    """Whether the window holds anything but the benign reference in this group: a group the
-    window does not show (no errors in an all-200 window) is never a reason, whatever the
+              names: tuple[str, ...], artifact: Artifact) -> bool:
+    """Whether the window holds anything but the benign reference in this group, among the
+    inputs the artifact reads: a group the window does not show (no errors in an all-200
+    window), or shows only in inputs the model never sees, is never a reason, whatever the
     model makes of its reference values in company."""
     seq_cols, stat_cols = _columns(names)
+    if artifact.seq_columns:
+        seq_cols = [c for c in seq_cols if c in artifact.seq_columns]
+    if artifact.stat_columns:
+        stat_cols = [c for c in stat_cols if c in artifact.stat_columns]
     real = w.mask > 0
     seq_differs = bool(np.any(np.abs(w.seq[real][:, seq_cols] - seq_ref[seq_cols]) > 1e-6))
     return seq_differs or bool(np.any(np.abs(w.stats[stat_cols] - stats_ref[stat_cols]) > 1e-6))
@@ -77,7 +82,7 @@ def reasons(scorer: Scorer, artifact: Artifact, w: WindowArrays, top: int = 3,
     seq_ref = np.asarray(artifact.seq_reference, dtype=np.float32)
     stats_ref = np.asarray(artifact.stats_reference, dtype=np.float32)
     labels = [label for label, names in GROUPS.items()
-              if _observed(w, seq_ref, stats_ref, names)]
+              if _observed(w, seq_ref, stats_ref, names, artifact)]
     variants = [(w.seq, w.stats), _with(w, seq_ref, stats_ref, None)]
     variants += [_with(w, seq_ref, stats_ref, GROUPS[label]) for label in labels]
     out = scorer.score(np.stack([v[0] for v in variants]),

@@ -9,7 +9,8 @@ alone (what the gradient-boosted-trees baseline gets) average away. It is tiny (
 permutation-invariant, handles short windows by masking, and exports to a single ONNX graph with
 the input normalisation baked in, so the same file scores on CPU or on a GPU at any batch size.
 
-Inputs: ``seq`` (B, W, N_SEQ), ``mask`` (B, W), ``stats`` (B, N_STATS); output ``score`` (B,),
+Inputs: ``seq`` (B, W, N_SEQ), ``mask`` (B, W), ``stats`` (B, N_STATS) at the sizes the network
+was trained with (an artifact reads its columns by name); output ``score`` (B,),
 the probability that the window is extraction.
 """
 
@@ -65,7 +66,8 @@ class WindowNet(nn.Module):
 def export_onnx(model: WindowNet, path: Path, window: int) -> None:
     """Write ``model`` as ONNX (opset 17, dynamic batch) to ``path``."""
     model.eval()
-    example = (torch.zeros(2, window, N_SEQ), torch.ones(2, window), torch.zeros(2, N_STATS))
+    example = (torch.zeros(2, window, model.seq_mean.numel()), torch.ones(2, window),
+               torch.zeros(2, model.stats_mean.numel()))
     with warnings.catch_warnings():  # the TorchScript exporter: simple graph, no control flow
         warnings.simplefilter("ignore", DeprecationWarning)
         _export(model, example, path)
@@ -85,7 +87,10 @@ def save_torch(model: WindowNet, path: Path) -> None:
 
 
 def load_torch(path: Path) -> WindowNet:
-    model = WindowNet()
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    """The network saved at ``path``, at the input sizes it was trained with (an artifact
+    trained before an input was added reads fewer: :func:`gateway.detect.scoring.project`)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = WindowNet(state["seq_mean"].numel(), state["stats_mean"].numel())
+    model.load_state_dict(state)
     model.eval()
     return model

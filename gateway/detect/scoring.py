@@ -7,10 +7,9 @@ for CPU. Asking for ``cuda`` where neither GPU path works is a configuration err
 start-up rather than silently scoring on CPU.
 
 An artifact reads its inputs by name: the names it was trained on are in its JSON, and
-:func:`project` hands it those columns of the current window arrays, in its order. Features are
-only ever appended (:mod:`gateway.detect.window`), so an artifact trained before one was added
-scores exactly as it did; one that names a feature this build does not compute is refused at
-load.
+:func:`project` hands it those columns of the current window arrays, in its order. So an
+artifact trained before an input was added scores exactly as it did, wherever the new input
+sits; one that names an input this build does not compute is refused at load.
 """
 
 from __future__ import annotations
@@ -66,8 +65,9 @@ class Artifact:
             torch_path=path.parent / torch_file if torch_file else None,
             window=int(meta["window"]), min_requests=int(meta["min_requests"]),
             score_every=int(meta["score_every"]), threshold=float(meta["threshold"]),
-            seq_reference=_by_name(meta["seq_reference"], seq_names, SEQ_NAMES),
-            stats_reference=_by_name(meta["stats_reference"], stat_names, STAT_NAMES),
+            seq_reference=_by_name(meta["version"], meta["seq_reference"], seq_names, SEQ_NAMES),
+            stats_reference=_by_name(meta["version"], meta["stats_reference"], stat_names,
+                                     STAT_NAMES),
             summary=meta.get("summary", {}),
             seq_columns=_columns(meta["version"], seq_names, SEQ_NAMES),
             stat_columns=_columns(meta["version"], stat_names, STAT_NAMES),
@@ -85,8 +85,13 @@ def _columns(version: str, names: list[str], current: tuple[str, ...]) -> tuple[
     return tuple(current.index(n) for n in names)
 
 
-def _by_name(values: list[float], names: list[str], current: tuple[str, ...]) -> list[float]:
+def _by_name(version: str, values: list[float], names: list[str], current: tuple[str, ...]
+             ) -> list[float]:
     """``values`` (one per name of ``names``) in the order of ``current``, 0 where absent."""
+    if len(values) != len(names):
+        raise ValueError(f"artifact {version} has {len(values)} reference values for "
+                         f"{len(names)} inputs (an artifact without input names must have "
+                         "this build's inputs)")
     known = dict(zip(names, values, strict=True))
     return [float(known.get(n, 0.0)) for n in current]
 

@@ -8,9 +8,10 @@ timing regularity, the distance distribution (with a Shapiro-Francia normality s
 PRADA's test), diversity, coverage, template reuse, clustered content, and the mean and spread
 of every request feature.
 
-Names are only ever appended (:data:`SEQ_NAMES`, :data:`STAT_NAMES`): an artifact records the
-names it was trained on and reads its columns by name (:mod:`gateway.detect.scoring`), so one
-trained before a feature was added keeps scoring as it did.
+An artifact records the names of the inputs it was trained on (:data:`SEQ_NAMES`,
+:data:`STAT_NAMES`) and reads its columns by name (:mod:`gateway.detect.scoring`), so one
+trained before an input was added keeps scoring as it did. A name is never reused for another
+meaning.
 
 The binary encoding (:func:`encode` / :func:`decode`) is what the Redis store keeps per request:
 fixed-size, about 140 bytes.
@@ -60,8 +61,9 @@ CLUSTER_SHARE: Final = 0.6
 of them is *clustered content*: text the account sends again in part — queries perturbed around
 a few seeds (PRADA), a conversation's history — as opposed to a template, which recurs in
 (nearly) every request, and to text sent once. A template with a different item in every
-request (a labelling batch) has none; probing around seeds behind a template keeps its own
-(bench/adaptive_suite.md, phase 15)."""
+request (a labelling batch) has little (where the item outweighs the template in a slot, the
+template's value recurs in only part of the window); probing around seeds behind a template
+keeps its own (bench/adaptive_suite.md, phase 15)."""
 
 _HEADER = struct.Struct(f"<dQI{N_FEATURES}f{MINHASH_K}IB")
 

@@ -20,8 +20,6 @@ from gateway.detect.scoring import (
 )
 from gateway.detect.window import SEQ_NAMES, STAT_NAMES
 
-pytestmark = pytest.mark.unit
-
 OLD = ARTIFACTS_DIR / "window-v7.json"
 """Shipped before ``clustered`` and ``clustered_share`` were computed."""
 
@@ -48,6 +46,8 @@ def test_an_older_artifact_scores_its_own_columns_whatever_was_added_since() -> 
     added_stats = [i for i in range(len(STAT_NAMES)) if i not in artifact.stat_columns]
     seq[..., added_seq], stats[..., added_stats] = 9.0, 9.0
     assert np.allclose(scorer.score(seq, mask, stats), expected)
+    torch_scorer = load_scorer(artifact, "cpu", backend="torch")
+    assert np.allclose(torch_scorer.score(seq, mask, stats), expected, atol=1e-5)
 
 
 class Recording:
@@ -96,6 +96,10 @@ def test_references_are_in_the_current_order_with_zero_where_not_read() -> None:
         assert artifact.seq_reference[SEQ_NAMES.index(name)] == pytest.approx(value)
     for i in set(range(len(SEQ_NAMES))) - set(artifact.seq_columns):
         assert artifact.seq_reference[i] == 0.0
+    for name, value in zip(meta["stat_names"], meta["stats_reference"], strict=True):
+        assert artifact.stats_reference[STAT_NAMES.index(name)] == pytest.approx(value)
+    for i in set(range(len(STAT_NAMES))) - set(artifact.stat_columns):
+        assert artifact.stats_reference[i] == 0.0
 
 
 def test_the_shipped_artifact_reads_every_current_input_unprojected() -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from gateway.detect.offline import dataset, simulate
 from gateway.detect.offline import measures as evaluation
-from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, OnnxScorer, Scorer, project
+from gateway.detect.scoring import DEFAULT_ARTIFACT, Artifact, Scorer, load_scorer
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,7 @@ def run(artifact_path: Path = DEFAULT_ARTIFACT, config: EvalConfig = EvalConfig(
         peaks = evaluation.replay(train, scores, len(train_sessions)).peak
         return evaluation.calibrate(peaks[benign_train])
 
-    scorer = project(OnnxScorer(artifact.onnx_path, ["CPUExecutionProvider"], threads=2),
-                     artifact)
+    scorer = load_scorer(artifact, "cpu", backend="onnx", threads=2)
     reports = [evaluation.report(f"model {artifact.version.split('+')[0]}", test_sessions, test,
                                  _batched(scorer, test), artifact.threshold)]
     from gateway.detect.offline.train import fit_gbt

@@ -268,8 +268,8 @@ def _warm_split(g: Gen, sessions: list[Session]) -> list[Session]:
     operation's pace."""
     merged = sorted((r for s in sessions for r in _reqs(s)), key=lambda r: r.ts)
     accounts = max(SYBIL_MIN_ACCOUNTS, math.ceil(len(merged) / WARM_HARVEST))
-    gaps = sorted(g for g in _gaps(merged)[1:] if g > 0)
-    pace = gaps[len(gaps) // 2] * accounts if gaps else 60.0
+    gaps = sorted(gap for gap in _gaps(merged)[1:] if gap > 0)
+    pace = (gaps[len(gaps) // 2] if gaps else 60.0) * accounts
     first = sessions[0]
     out = []
     for k, addr in enumerate(_fresh_addresses(g, accounts)):
@@ -280,7 +280,8 @@ def _warm_split(g: Gen, sessions: list[Session]) -> list[Session]:
         cover = [with_params(r, harvest=False, ts=template.ts - pace * (WARM_REQUESTS - i),
                              max_tokens=template.max_tokens, temperature=template.temperature,
                              n=template.n, stream=template.stream, logprobs=template.logprobs,
-                             top_logprobs=template.top_logprobs, route=template.route)
+                             top_logprobs=template.top_logprobs, route=template.route,
+                             logit_bias=template.logit_bias)
                  for i, r in enumerate(_reqs(user(g, WARM_REQUESTS)[0])[:WARM_REQUESTS])]
         out.append(Session("", first.profile, first.label, addr, [*cover, *mine],
                            first.campaign))

@@ -24,6 +24,7 @@ from gateway.detect.offline.real_traffic import (
     to_record,
 )
 from gateway.detect.offline.simulate import Session
+from gateway.detect.runtime import DetectionEngineConfig
 
 LIMITS = corpus.Limits(conversations=600, modules=60)
 
@@ -136,6 +137,9 @@ def test_warm_split_accounts_open_with_cover_scored_alone_then_harvest_unscored(
         pool: corpus.Pool) -> None:
     """Each account's first scoring (at eight requests) sees only replayed conversations sent
     with the script's parameters; the harvest after it is too short to be scored again."""
+    engine = DetectionEngineConfig()
+    assert engine.min_requests == evasions.WARM_REQUESTS
+    assert engine.score_every > evasions.WARM_HARVEST
     plain = adaptive.operation(pool, "distill", "none", 0, 100, seed=1)
     split = adaptive.operation(pool, "distill", "warm_split", 0, 100, seed=1)
     harvested = [r for s in split for r in _requests(s) if r.harvest]
