@@ -108,3 +108,21 @@ def test_the_shipped_artifact_reads_every_current_input_unprojected() -> None:
     scorer = load_scorer(artifact, "cpu")
     assert not isinstance(scorer, Projected)
     assert scorer.score(*_inputs(2)).shape == (3,)
+
+
+def test_explanations_cite_only_inputs_the_artifact_reads() -> None:
+    """A window that differs from the benign references only in clustered content shows the
+    perturbed-queries group to a model that reads it, and nothing to one trained before it."""
+    from gateway.detect import explain
+    from gateway.detect.window import WindowArrays
+
+    seq, mask, stats = _inputs(3)
+    label = next(k for k, names in explain.GROUPS.items() if "clustered" in names)
+    window = WindowArrays(seq[0], mask[0], stats[0], np.zeros(16, np.uint32), 0.0, 0,
+                          np.zeros(0))
+    seq_ref, stats_ref = seq[0, 0].copy(), stats[0].copy()
+    window.seq[:] = seq_ref
+    window.seq[:, SEQ_NAMES.index("clustered")] = seq_ref[SEQ_NAMES.index("clustered")] + 0.5
+    for artifact, shown in ((Artifact.load(OLD), False), (Artifact.load(DEFAULT_ARTIFACT), True)):
+        assert explain._observed(window, seq_ref, stats_ref, explain.GROUPS[label],
+                                 artifact) is shown
