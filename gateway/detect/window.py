@@ -54,6 +54,7 @@ STAT_NAMES: Final = (
     + tuple(f"std_{n}" for n in FEATURE_NAMES) + STAT_EXTRA
 )
 N_STATS: Final = len(STAT_NAMES)
+_CLUSTERED_SHARE: Final = STAT_NAMES.index("clustered_share")
 NEAR_DUPLICATE_BITS: Final = 6
 TEMPLATE_SHARE: Final = 0.25
 CLUSTER_SHARE: Final = 0.6
@@ -277,7 +278,7 @@ def build_batch(batch: Sequence[Sequence[RequestFeatures]], size: int) -> list[W
     stats[:, len(STAT_SPECIAL) + N_FEATURES:len(STAT_SPECIAL) + 2 * N_FEATURES] = np.sqrt(
         np.where(vmask, (vec64 - stats[:, None, len(STAT_SPECIAL):len(STAT_SPECIAL)
                                        + N_FEATURES]) ** 2, 0).sum(axis=1) / nf[:, None])
-    stats[:, STAT_NAMES.index("clustered_share")] = _masked_mean(clustered, mask, 1, 0.0)
+    stats[:, _CLUSTERED_SHARE] = _masked_mean(clustered, mask, 1, 0.0)
     out = []
     for i, items in enumerate(lists):
         n = int(ns[i])

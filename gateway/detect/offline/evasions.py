@@ -250,32 +250,42 @@ def _fresh_addresses(g: Gen, count: int) -> list[str]:
     return list(out.values())
 
 
+def _in_time(sessions: list[Session]) -> list[Request]:
+    return sorted((r for s in sessions for r in _reqs(s)), key=lambda r: r.ts)
+
+
+def _accounts(requests: int, most: int) -> int:
+    """Accounts a split of ``requests`` needs at ``most`` each (never fewer than
+    :data:`SYBIL_MIN_ACCOUNTS`)."""
+    return max(SYBIL_MIN_ACCOUNTS, math.ceil(requests / most))
+
+
+def _dealt(g: Gen, merged: list[Request], most: int) -> list[tuple[str, list[Request]]]:
+    """``merged`` dealt round-robin to fresh accounts, at most ``most`` each, one network each:
+    (address, requests) of every account that got any."""
+    accounts = _accounts(len(merged), most)
+    return [(addr, merged[k::accounts]) for k, addr in enumerate(_fresh_addresses(g, accounts))
+            if merged[k::accounts]]
+
+
 def _sybil_split(g: Gen, sessions: list[Session]) -> list[Session]:
     """The operation's requests, in time order, dealt round-robin to fresh accounts: at most
     :data:`SYBIL_MAX_REQUESTS` each, at least :data:`SYBIL_MIN_ACCOUNTS`, one network each."""
-    merged = sorted((r for s in sessions for r in _reqs(s)), key=lambda r: r.ts)
-    accounts = max(SYBIL_MIN_ACCOUNTS, math.ceil(len(merged) / SYBIL_MAX_REQUESTS))
     first = sessions[0]
-    return [Session("", first.profile, first.label, addr, list(merged[k::accounts]),
-                    first.campaign)
-            for k, addr in enumerate(_fresh_addresses(g, accounts)) if merged[k::accounts]]
+    return [Session("", first.profile, first.label, addr, list(mine), first.campaign)
+            for addr, mine in _dealt(g, _in_time(sessions), SYBIL_MAX_REQUESTS)]
 
 
 def _warm_split(g: Gen, sessions: list[Session]) -> list[Session]:
-    """The operation's requests, in time order, dealt round-robin to fresh accounts, at most
-    :data:`WARM_HARVEST` each (one network each), every account opening with
-    :data:`WARM_REQUESTS` real conversations replayed with the script's parameters at the
-    operation's pace."""
-    merged = sorted((r for s in sessions for r in _reqs(s)), key=lambda r: r.ts)
-    accounts = max(SYBIL_MIN_ACCOUNTS, math.ceil(len(merged) / WARM_HARVEST))
+    """As :func:`_sybil_split`, at most :data:`WARM_HARVEST` requests each, every account
+    opening with :data:`WARM_REQUESTS` real conversations replayed with the script's parameters
+    at the operation's pace."""
+    merged = _in_time(sessions)
     gaps = sorted(gap for gap in _gaps(merged)[1:] if gap > 0)
-    pace = (gaps[len(gaps) // 2] if gaps else 60.0) * accounts
+    pace = (gaps[len(gaps) // 2] if gaps else 60.0) * _accounts(len(merged), WARM_HARVEST)
     first = sessions[0]
     out = []
-    for k, addr in enumerate(_fresh_addresses(g, accounts)):
-        mine = merged[k::accounts]
-        if not mine:
-            continue
+    for addr, mine in _dealt(g, merged, WARM_HARVEST):
         template = mine[0]
         cover = [with_params(r, harvest=False, ts=template.ts - pace * (WARM_REQUESTS - i),
                              max_tokens=template.max_tokens, temperature=template.temperature,
