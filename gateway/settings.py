@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     """None (default): never suspend automatically."""
     detection_campaign_interval_s: float = Field(default=30.0, gt=0)
     detection_campaign_min_accounts: int = Field(default=3, ge=2)
+    detection_tail_quiet_s: float = Field(default=3600.0, gt=0)
+    """An account silent this long with requests no scoring has read is scored at the next
+    campaign sweep (:meth:`gateway.detect.runtime.DetectionEngine.score_tails`)."""
     detection_risk_flush_interval_s: float = Field(default=2.0, gt=0)
 
     # --- watermark and logit-stealing defences (gateway/watermark, gateway/logprobs,

@@ -140,6 +140,7 @@ def engine_config(settings: Settings, artifact: Artifact) -> DetectionEngineConf
         half_life_s=settings.detection_risk_half_life_s,
         campaign_interval_s=settings.detection_campaign_interval_s,
         campaign_min_accounts=settings.detection_campaign_min_accounts,
+        tail_quiet_s=settings.detection_tail_quiet_s,
     )
 
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.detect.campaign import Campaign
+from gateway.detect.features import RequestFeatures
 from gateway.detect.offline import simulate
 from gateway.detect.runtime import DetectionEngine, DetectionEngineConfig, Scored
 from gateway.detect.scoring import Artifact, load_scorer
-from gateway.detect.window_store import MemoryWindowStore
+from gateway.detect.window_store import Fetched, MemoryWindowStore
 from gateway.metrics import Metrics
 from tests.detect.conftest import record
 
@@ -35,15 +38,18 @@ class Recorder:
         return None
 
 
-def _engine(artifact_path: Path, **overrides: object) -> tuple[DetectionEngine, Recorder]:
+def _engine(artifact_path: Path, clock: Callable[[], float] = time.time,
+            store: MemoryWindowStore | None = None, policy: Recorder | None = None,
+            **overrides: object) -> tuple[DetectionEngine, Recorder]:
     artifact = Artifact.load(artifact_path)
-    values = {"window": artifact.window, "min_requests": 8, "score_every": 4, "max_batch": 64,
-              "max_wait_s": 0.001, "min_score_interval_s": 0.0, "campaign_interval_s": 3600.0}
+    values: dict[str, object] = {
+        "window": artifact.window, "min_requests": 8, "score_every": 4, "max_batch": 64,
+        "max_wait_s": 0.001, "min_score_interval_s": 0.0, "campaign_interval_s": 3600.0}
     values.update(overrides)
-    policy = Recorder()
+    policy = policy or Recorder()
     engine = DetectionEngine(DetectionEngineConfig(**values),  # type: ignore[arg-type]
                              load_scorer(artifact, "cpu"), artifact,
-                             MemoryWindowStore(artifact.window), policy,
+                             store or MemoryWindowStore(artifact.window), policy, clock,
                              metrics=Metrics(CollectorRegistry()))
     return engine, policy
 
@@ -118,6 +124,148 @@ async def test_queue_is_bounded(tiny_artifact: Path) -> None:
         engine.observe(*record(f"p{i}", rid=str(i)))
     assert engine.backlog == 10
     assert _sample(engine, "gateway_detect_dropped_total") == dropped + 5
+
+
+async def test_a_quiet_accounts_unscored_requests_are_scored_before_the_sweep(
+        tiny_artifact: Path) -> None:
+    """Warm up on cover, get scored clean, harvest fewer than ``score_every`` answers, leave:
+    those last answers are still read by the model, once the account has been quiet for
+    ``tail_quiet_s`` (and not before: an active account is scored on its own schedule)."""
+    now = [1e9]
+    engine, policy = _engine(tiny_artifact, clock=lambda: now[0], tail_quiet_s=30.0)
+    for i in range(11):
+        engine.observe(*record(f"prompt {i}", account="warm", rid=f"w{i}", ts=1e9 + i))
+        if i < 3:
+            engine.observe(*record(f"prompt {i}", account="young", rid=f"y{i}", ts=now[0]))
+        await engine.cycle()
+    assert [r.request_ids[-1] for r in policy.scored] == ["w7"]
+    assert engine.quiet_at() == 1e9 + 30.0  # the young account has nothing to score
+    now[0] += 29.0
+    assert await engine.score_tails() == 0
+    now[0] += 1.0
+    assert await engine.score_tails() == 1  # too young to score: its tail is let go
+    assert [r.request_ids[-1] for r in policy.scored] == ["w7", "w10"]
+    assert len(policy.scored[-1].request_ids) == 11
+    assert policy.scored[-1].previous == policy.scored[0].state
+    assert engine.quiet_at() is None
+    now[0] += 60.0
+    assert await engine.score_tails() == 0  # nothing new: not scored again
+
+
+async def test_crowding_the_tracker_never_erases_a_pending_tail(tiny_artifact: Path) -> None:
+    """More accounts than the tracker holds (a sweep of throwaway keys) must not wipe the
+    record of another account's unscored requests: the tail is still scored once quiet."""
+    now = [1e9]
+    engine, policy = _engine(tiny_artifact, clock=lambda: now[0], tail_quiet_s=30.0,
+                             max_tracked_accounts=20)
+    for i in range(10):
+        engine.observe(*record(f"prompt {i}", account="warm", rid=f"w{i}", ts=1e9 + i))
+        await engine.cycle()
+    now[0] += 40.0  # the warm account is quiet: the crowd's requests all come after
+    for i in range(40):
+        engine.observe(*record("hello", account=f"crowd{i}", rid=f"c{i}", ts=now[0]))
+    await engine.cycle()
+    assert engine.quiet_at() == 1e9 + 30.0
+    assert await engine.score_tails() == 1
+    assert [r.request_ids[-1] for r in policy.scored] == ["w7", "w9"]
+
+
+async def test_replicas_sharing_a_store_score_a_tail_once_whichever_saw_it(
+        tiny_artifact: Path) -> None:
+    """Requests spread over two replicas: neither has seen 8 of them, yet the shared window
+    has; the tail is scored by one of them, and the other finds nothing left unread."""
+    now = [1e9]
+    shared = MemoryWindowStore(Artifact.load(tiny_artifact).window)
+    replicas = [_engine(tiny_artifact, clock=lambda: now[0], store=shared, tail_quiet_s=30.0)
+                for _ in range(2)]
+    for i in range(11):
+        engine = replicas[i % 2][0]
+        engine.observe(*record(f"prompt {i}", account="warm", rid=f"w{i}", ts=1e9 + i))
+        await engine.cycle()
+    now[0] += 30.0
+    assert [await engine.score_tails() for engine, _ in replicas] == [1, 0]
+    tail = replicas[0][1].scored[-1]
+    assert tail.request_ids[-1] == "w10" and len(tail.request_ids) == 11
+
+
+async def test_requests_still_queued_are_not_quiet(tiny_artifact: Path) -> None:
+    """A burst after a long silence, not yet through the batcher when the sweep comes, is
+    neither skipped nor read as the old window's tail: it is scored once it is stored."""
+    now = [1e9]
+    engine, policy = _engine(tiny_artifact, clock=lambda: now[0], tail_quiet_s=30.0)
+    for i in range(8):
+        engine.observe(*record(f"prompt {i}", account="warm", rid=f"w{i}", ts=1e9 + i))
+        await engine.cycle()
+    now[0] += 3600.0
+    for i in range(8, 11):
+        engine.observe(*record(f"prompt {i}", account="warm", rid=f"w{i}", ts=now[0] + i))
+    assert await engine.score_tails() == 0
+    await engine.cycle()
+    now[0] += 30.0
+    assert await engine.score_tails() == 1
+    assert [r.request_ids[-1] for r in policy.scored] == ["w7", "w10"]
+
+
+class FailingOnce(MemoryWindowStore):
+    def __init__(self, window: int) -> None:
+        super().__init__(window)
+        self.fail = False
+
+    async def exchange(self, appends: Sequence[tuple[str, RequestFeatures]],
+                       fetch: Iterable[str]) -> Fetched:
+        if self.fail:
+            self.fail = False
+            raise ConnectionError("store down")
+        return await super().exchange(appends, fetch)
+
+
+async def test_a_store_outage_during_tail_scoring_keeps_the_tail_for_the_next_sweep(
+        tiny_artifact: Path) -> None:
+    now = [1e9]
+    store = FailingOnce(Artifact.load(tiny_artifact).window)
+    engine, policy = _engine(tiny_artifact, clock=lambda: now[0], store=store,
+                             tail_quiet_s=30.0)
+    for i in range(10):
+        engine.observe(*record(f"prompt {i}", account="warm", rid=f"w{i}", ts=1e9 + i))
+        await engine.cycle()
+    now[0] += 30.0
+    store.fail = True
+    with pytest.raises(ConnectionError):
+        await engine.score_tails()
+    assert await engine.score_tails() == 1
+    assert policy.scored[-1].request_ids[-1] == "w9"
+
+
+class TailWatcher(Recorder):
+    """Records, and wakes the test when a scoring has read request ``last``."""
+
+    def __init__(self, last: str) -> None:
+        super().__init__()
+        self.last = last
+        self.read = asyncio.Event()
+
+    async def on_scored(self, results: Sequence[Scored]) -> None:
+        await super().on_scored(results)
+        if any(r.request_ids[-1] == self.last for r in results):
+            self.read.set()
+
+
+async def test_the_running_engine_scores_tails_on_its_sweep_schedule(
+        tiny_artifact: Path) -> None:
+    watcher = TailWatcher("w9")
+    engine, policy = _engine(tiny_artifact, policy=watcher, campaign_interval_s=0.05,
+                             tail_quiet_s=0.05)
+    await engine.start()
+    try:
+        for i in range(10):
+            engine.observe(*record(f"prompt {i}", account="warm", rid=f"w{i}",
+                                   ts=1e9 + i))
+            await engine.drain()
+        async with asyncio.timeout(30.0):
+            await watcher.read.wait()
+    finally:
+        await engine.stop()
+    assert [r.request_ids[-1] for r in policy.scored] == ["w7", "w9"]
 
 
 async def test_campaign_sweep_finds_templated_cluster(tiny_artifact: Path) -> None:

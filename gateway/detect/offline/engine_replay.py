@@ -3,10 +3,11 @@
 An offline scorer that builds every window of a session and scores it in bulk measures an
 idealised detector. This drives :class:`gateway.detect.runtime.DetectionEngine` itself — the same
 ``observe`` (prompt head cut where production cuts it), micro-batcher, account selection
-(every ``score_every`` requests, none before ``min_requests``), window store, model, risk
-update and campaign clustering — with the requests of all sessions merged in time order and fed
-in micro-batches as the runtime would form them (requests within ``max_wait_s`` of each other,
-at most ``max_batch``). The engine's clock is the simulated time.
+(every ``score_every`` requests, none before ``min_requests``, and a quiet account's unscored
+requests before each sweep), window store, model, risk update and campaign clustering — with
+the requests of all sessions merged in time order and fed in micro-batches as the runtime would
+form them (requests within ``max_wait_s`` of each other, at most ``max_batch``). The engine's
+clock is the simulated time.
 
 What comes back is threshold-free: each account's trajectory (requests seen, classifier score,
 risk) at every scoring, and when each account first appeared in a campaign found by
@@ -138,11 +139,15 @@ def _chunks(events: Sequence[Event], sessions: Sequence[Session], config: Detect
 
 
 class _Sweeper:
-    """Campaign sweeps on the runtime's schedule, per group, only for groups that changed."""
+    """Campaign sweeps on the runtime's schedule, per group, only for groups that changed, each
+    after the quiet accounts' unscored requests were scored (as the runtime does); one more sweep
+    is due when the next account with requests not yet scored falls quiet."""
 
     def __init__(self, engine: DetectionEngine, store: MemoryWindowStore,
-                 group_of: Callable[[str], str], result: Replay) -> None:
+                 group_of: Callable[[str], str], result: Replay, clock: _Clock,
+                 record: Callable[[], list[str]]) -> None:
         self.engine, self.store, self.group_of, self.result = engine, store, group_of, result
+        self.clock, self.record = clock, record
         self.members: dict[str, set[str]] = defaultdict(set)
         self.dirty: set[str] = set()
         self.tick: float | None = None
@@ -152,26 +157,41 @@ class _Sweeper:
             group = self.group_of(account)
             self.members[group].add(account)
             self.dirty.add(group)
-        if accounts and self.tick is None:
-            interval = self.engine.config.campaign_interval_s
-            self.tick = math.ceil(now / interval) * interval
+        if accounts:
+            self._due(now)
+
+    def _due(self, at: float) -> None:
+        """A sweep at the first tick of the runtime's schedule at or after ``at``, unless one
+        is due sooner."""
+        interval = self.engine.config.campaign_interval_s
+        tick = math.ceil(at / interval) * interval
+        self.tick = tick if self.tick is None else min(self.tick, tick)
 
     async def until(self, now: float) -> None:
-        """Run the sweep that was due at or before ``now``."""
-        if self.tick is None or now < self.tick:
-            return
+        """Run the sweeps that were due at or before ``now``."""
+        while self.tick is not None and self.tick <= now:
+            tick = self.tick
+            self.tick = None
+            await self._sweep(tick)
+
+    async def _sweep(self, tick: float) -> None:
         cfg = self.engine.config
-        sketches = await self.store.sketches(self.tick - cfg.campaign_horizon_s)
+        self.clock.now = max(self.clock.now, tick)
+        await self.engine.score_tails()
+        self.dirty.update(self.group_of(a) for a in self.record())
+        sketches = await self.store.sketches(tick - cfg.campaign_horizon_s)
         for group in sorted(self.dirty):
             # In name order: clustering links accounts in the order it meets them, and a set's
             # order changes with the interpreter's hash seed.
             mine = {a: sketches[a] for a in sorted(self.members[group]) if a in sketches}
             for found in await self.engine.find_campaigns(mine):
-                self.result.campaigns.append((self.tick, found.accounts))
+                self.result.campaigns.append((tick, found.accounts))
                 for account in found.accounts:
-                    self.result.campaign_at.setdefault(account, self.tick)
+                    self.result.campaign_at.setdefault(account, tick)
         self.dirty.clear()
-        self.tick = None
+        quiet = self.engine.quiet_at()
+        if quiet is not None:
+            self._due(max(quiet, tick + cfg.campaign_interval_s))
 
 
 async def replay(sessions: Sequence[Session], scorer: Scorer, artifact: Artifact,
@@ -186,8 +206,19 @@ async def replay(sessions: Sequence[Session], scorer: Scorer, artifact: Artifact
     engine = DetectionEngine(config, scorer, artifact, store, recorder, clock=clock,
                     metrics=Metrics(CollectorRegistry()))
     result = Replay()
-    sweeper = _Sweeper(engine, store, group_of, result)
     seen: Counter[str] = Counter()
+
+    def record() -> list[str]:
+        """Trajectory points of what was scored since the last call; the accounts."""
+        scored = [r.account for r in recorder.scored]
+        for r in recorder.scored:
+            result.trajectories[r.account].append(
+                Point(seen[r.account], r.state.updated, r.score, r.state.risk,
+                      coverage.count(r.state.coverage)))
+        recorder.scored.clear()
+        return scored
+
+    sweeper = _Sweeper(engine, store, group_of, result, clock, record)
     for chunk in _chunks(_events(sessions), sessions, config):
         await sweeper.until(chunk[0][0])
         clock.now = chunk[-1][0]
@@ -195,14 +226,10 @@ async def replay(sessions: Sequence[Session], scorer: Scorer, artifact: Artifact
             engine.observe(*to_record(sessions[si], ri))
             seen[sessions[si].account] += 1
         await engine.cycle()
-        for r in recorder.scored:
-            result.trajectories[r.account].append(
-                Point(seen[r.account], r.state.updated, r.score, r.state.risk,
-                      coverage.count(r.state.coverage)))
+        record()
         # Every account that sent something has a new sketch (young ones are sketched before
         # they can be scored), so its group may have changed.
         sweeper.changed(list(dict.fromkeys(sessions[si].account for _, si, _ in chunk)),
                         clock.now)
-        recorder.scored.clear()
     await sweeper.until(math.inf)
     return result

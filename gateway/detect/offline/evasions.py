@@ -36,8 +36,9 @@ which the templating signal counts too: decoration of another kind than the one 
 when the defence against decoration was built (phase 14). ``warm_split`` spreads the operation
 over fresh accounts that each buy a clean first scoring: eight real conversations replayed with
 the script's parameters, then at most three of the operation's requests, too few to be scored
-again. What an attacker sends against campaign sweeps that leave out accounts whose own windows
-cleared them (:func:`gateway.detect.campaign.uncleared`; phase 15).
+again on the ``score_every`` schedule (only once the account falls quiet, since phase 16). What
+an attacker sends against campaign sweeps that leave out accounts whose own windows cleared
+them (:func:`gateway.detect.campaign.uncleared`; phase 15).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ WARM_REQUESTS: Final = 8
 them alone (``min_requests``)."""
 WARM_HARVEST: Final = 3
 """Harvested requests per ``warm_split`` account: fewer than ``score_every``, so none of them
-is scored."""
+is scored while the account is active."""
 ACCOUNT_ONLY: Final = frozenset({"declared"})
 """Evasions of the account, not of its traffic (nothing to teach a window classifier)."""
 REFUSED_PER_REQUEST: Final = 3

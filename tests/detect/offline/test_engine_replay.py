@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gateway.detect import features, risk, window
-from gateway.detect.offline.engine_replay import Replay, replay
+from gateway.detect.offline.engine_replay import Replay, engine_config, replay
 from gateway.detect.offline.real_traffic import Request, to_record
 from gateway.detect.offline.simulate import EPOCH, Session
 from gateway.detect.scoring import DEFAULT_ARTIFACT, F32, Artifact, load_scorer
@@ -43,10 +43,24 @@ async def _run(sessions: list[Session], artifact: Artifact, value: float = 0.9) 
 
 async def test_accounts_are_first_scored_at_min_requests_then_every_score_every(
         artifact: Artifact) -> None:
+    """... and once more when they fall quiet with requests no scoring has read."""
     result = await _run([_session("a", 30), _session("b", artifact.min_requests - 1)], artifact)
     positions = [p.position for p in result.trajectories["a"]]
-    assert positions == list(range(artifact.min_requests, 31, artifact.score_every))
+    assert 30 % artifact.score_every != 0
+    assert positions == [*range(artifact.min_requests, 31, artifact.score_every), 30]
     assert "b" not in result.trajectories  # below the first scoring: never seen by the model
+
+
+async def test_a_slow_account_is_scored_after_each_quiet_spell_not_after_each_request(
+        artifact: Artifact) -> None:
+    """Requests further apart than ``tail_quiet_s``: each pause is a quiet spell, so every
+    request is read by the model once the account falls silent; a request every minute is
+    scored on the usual schedule."""
+    slow = await _run([_session("a", 12, gap=2 * engine_config(artifact).tail_quiet_s)],
+                      artifact)
+    assert [p.position for p in slow.trajectories["a"]] == list(range(artifact.min_requests, 13))
+    brisk = await _run([_session("a", 12, gap=60.0)], artifact)
+    assert [p.position for p in brisk.trajectories["a"]] == [artifact.min_requests, 12]
 
 
 async def test_risk_follows_the_runtime_policy(artifact: Artifact) -> None:
@@ -109,6 +123,23 @@ async def test_accounts_too_young_to_score_join_a_campaign_on_their_requests_tog
     assert not result.trajectories  # none of them was ever scored on its own
     benign = await _run(young, artifact, value=0.01)
     assert benign.campaign_at == {}
+
+
+async def test_a_tail_awaiting_its_quiet_spell_does_not_hold_back_the_campaign_sweeps(
+        artifact: Artifact) -> None:
+    """Sweeps run on the runtime's schedule whatever is pending: an account whose tail falls
+    quiet only in a day must not delay the sweep that finds a young campaign a minute later."""
+    config = replace(engine_config(artifact), tail_quiet_s=86400.0)
+    elder = _session("elder", 10, addr="198.51.100.7", template="Tell me about {i}.")
+    young = [_session(f"s{i}", artifact.min_requests - 1, gap=5.0) for i in range(5)]
+    young = [replace(s, requests=[replace(r, ts=r.ts + 600.0) for r in s.requests])
+             for s in young]
+    result = await replay([elder, *young], ConstantScorer(1.0), artifact, lambda a: "all",
+                          config)
+    last = max(r.ts for s in young for r in s.requests)
+    assert {f"s{i}" for i in range(5)} <= set(result.campaign_at)
+    assert max(result.campaign_at[f"s{i}"] for i in range(5)) <= last + 60.0
+    assert result.trajectories["elder"][-1].position == 10  # its tail, scored a day later
 
 
 async def test_campaigns_are_only_sought_within_a_group(artifact: Artifact) -> None:
