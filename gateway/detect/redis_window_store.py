@@ -111,16 +111,16 @@ class RedisWindowStore:
             pipe.expire(key, self.ttl_s)
         for account in wanted:
             pipe.lrange(self._w(account), 0, -1)
-            pipe.hmget(self._r(account), "risk", "updated", "peak", "coverage")
+            pipe.hmget(self._r(account), "risk", "updated", "peak", "coverage", "read")
         results = await pipe.execute()
         tail = results[3 * len(grouped):]
         windows: dict[str, list[RequestFeatures]] = {}
         risks: dict[str, RiskState] = {}
         for i, account in enumerate(wanted):
             windows[account] = [window.decode(b) for b in tail[2 * i]]
-            risk, updated, peak, covered = tail[2 * i + 1]
+            risk, updated, peak, covered, read = tail[2 * i + 1]
             risks[account] = RiskState(float(risk or 0), float(updated or 0), float(peak or 0),
-                                       bytes(covered or b""))
+                                       bytes(covered or b""), bytes(read or b"").decode())
         return Fetched(windows, risks)
 
     async def save(self, risks: Mapping[str, RiskState], sketches: Mapping[str, Sketch]) -> None:
@@ -130,7 +130,8 @@ class RedisWindowStore:
         for account, state in risks.items():
             key = self._r(account)
             pipe.hset(key, mapping={"risk": state.risk, "updated": state.updated,
-                                    "peak": state.peak_score, "coverage": state.coverage})
+                                    "peak": state.peak_score, "coverage": state.coverage,
+                                    "read": state.read})
             pipe.expire(key, self.ttl_s)
         by_shard: dict[int, dict[str, Sketch]] = defaultdict(dict)
         for account, sketch in sketches.items():

@@ -50,6 +50,11 @@ class RiskState:
     coverage: bytes = b""
     """:mod:`gateway.detect.coverage` state: the account's distinct requests (empty: none
     known, every request new)."""
+    read: str = ""
+    """Request id of the newest request (in the order the store received them) that a
+    scoring has read: what came after it is unread. Not a time: requests are stored when they
+    finish, so a long one started first lands after a short one started later, older by
+    its time (empty: a state saved before this field, read up to ``updated``)."""
 
 
 MAX_EVIDENCE: Final = 40.0
@@ -65,13 +70,16 @@ def decayed(state: RiskState, now: float, half_life_s: float) -> float:
 
 
 def update(state: RiskState, score: float, now: float, half_life_s: float, *,
-           novel: bool = True, coverage: bytes | None = None) -> RiskState:
+           novel: bool = True, coverage: bytes | None = None,
+           read: str | None = None) -> RiskState:
     """The state after observing ``score`` at ``now``. ``novel``: whether the scoring covered a
     request new to the account (else a higher score does not raise the risk); ``coverage``: the
-    account's coverage state after it (None: unchanged)."""
+    account's coverage state after it (None: unchanged); ``read``: the newest request the
+    scoring read (None: unchanged)."""
     risk = decayed(state, now, half_life_s)
     rate = (RISE if novel else 0.0) if score > risk else FALL
     risk += rate * (score - risk)
     return RiskState(min(max(risk, 0.0), 1.0), max(now, state.updated),
                      max(score, state.peak_score),
-                     state.coverage if coverage is None else coverage)
+                     state.coverage if coverage is None else coverage,
+                     state.read if read is None else read)

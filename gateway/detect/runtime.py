@@ -34,7 +34,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -130,7 +130,7 @@ class DetectionEngine:
         self.config = config
         self.metrics = metrics
         self._errors = {stage: metrics.detect_errors.labels(stage)
-                        for stage in ("cycle", "campaign", "features")}
+                        for stage in ("cycle", "campaign", "features", "tails")}
         self.scorer = scorer
         self.artifact = artifact
         self.store = store
@@ -183,7 +183,6 @@ class DetectionEngine:
             self._pending.popleft()
             self.metrics.detect_dropped.inc()
         self._pending.append(entry)
-        self._since[account] = self._since.get(account, 0) + 1
         self._heard[account] = self.clock()
         self._idle.clear()
         if not self._wake.is_set():
@@ -249,8 +248,11 @@ class DetectionEngine:
             seen = self._seen.get(account, 0)
             if seen < self.config.min_requests:
                 young.append(account)
+        now = self.clock()
         for account, _ in items:
             self._seen[account] = self._seen.get(account, 0) + 1
+            self._since[account] = self._since.get(account, 0) + 1
+            self._heard.setdefault(account, now)
         return young
 
     def _select(self, items: Sequence[tuple[str, RequestFeatures]], backlog: int,
@@ -273,7 +275,6 @@ class DetectionEngine:
         if shed:
             self.metrics.detect_shed.inc(shed)
         for account in due:
-            self._since[account] = 0
             self._last_scored[account] = now
         if len(self._since) > cfg.max_tracked_accounts:
             self._forget()
@@ -313,34 +314,54 @@ class DetectionEngine:
             fetched = await self.store.exchange(items, list(dict.fromkeys([*due, *young])))
             if due or young:
                 await self._score_and_save(fetched, due, young)
+            self._read(due)
+
+    def _read(self, accounts: Iterable[str]) -> None:
+        """Mark everything stored for ``accounts`` as read by a scoring. Called under
+        ``_scoring`` after the save succeeded (nothing is stored meanwhile): a failed scoring
+        leaves its requests unread, for the next scoring or the tail."""
+        for account in accounts:
+            if account in self._since:
+                self._since[account] = 0
 
     async def score_tails(self) -> int:
-        """Score the accounts quiet for ``tail_quiet_s`` with requests observed here that no
+        """Score the accounts quiet for ``tail_quiet_s`` with requests stored here that no
         scoring has read yet; returns how many were scored. Runs before each campaign sweep.
 
         Whether a request was read is the store's answer, not this replica's: an account's
-        window is scored only when its newest request is newer than its risk state's (which a
-        scoring by any replica advances), so replicas sharing a store score a tail once, and a
-        request dropped from the queue never re-scores an old window. At most
-        ``TAIL_BATCHES * max_batch`` accounts per call, longest quiet first; the rest stay
-        pending, as do all of a batch's accounts when its scoring fails."""
+        window is scored only when its newest stored request is not the one its last scoring
+        (by any replica) read (:attr:`gateway.detect.risk.RiskState.read`), so replicas
+        sharing a store score a tail once. At most ``TAIL_BATCHES * max_batch`` accounts per
+        call, longest quiet first; the rest stay pending. A batch whose scoring fails is
+        counted (``gateway_detect_errors_total{stage="tails"}``), stays pending and waits one
+        more quiet spell, so it never blocks the others."""
         cfg = self.config
-        now = self.clock()
-        quiet = sorted((a for a, since in self._since.items()
-                        if since > 0 and now - self._heard[a] >= cfg.tail_quiet_s),
+        quiet = sorted(self._quiet(self._since, self.clock()),
                        key=self._heard.__getitem__)[:TAIL_BATCHES * cfg.max_batch]
         scored = 0
         for start in range(0, len(quiet), cfg.max_batch):
-            part = quiet[start:start + cfg.max_batch]
             async with self._scoring:
-                taken = {a: self._since.get(a, 0) for a in part}
-                fetched = await self.store.exchange([], part)
-                scored += await self._score_and_save(
-                    fetched, [a for a in part if _unread(fetched, a)], [])
-                for account, count in taken.items():
-                    self._since[account] = max(0, self._since.get(account, 0) - count)
-                    self._last_scored[account] = now
+                now = self.clock()
+                part = self._quiet(quiet[start:start + cfg.max_batch], now)
+                try:
+                    fetched = await self.store.exchange([], part)
+                    scored += await self._score_and_save(
+                        fetched, [a for a in part if _unread(fetched, a)], [])
+                except Exception:
+                    log.exception("tail scoring failed for %d accounts; retried later",
+                                  len(part))
+                    self._errors["tails"].inc()
+                    self._heard.update(dict.fromkeys(part, now))
+                    continue
+                self._read(part)
+                self._last_scored.update(dict.fromkeys(part, now))
         return scored
+
+    def _quiet(self, accounts: Iterable[str], now: float) -> list[str]:
+        """Those of ``accounts`` with unread requests stored and none for ``tail_quiet_s``."""
+        quiet = self.config.tail_quiet_s
+        return [a for a in accounts if self._since.get(a, 0) > 0
+                and now - self._heard.get(a, now) >= quiet]
 
     def quiet_at(self) -> float | None:
         """When the next account with requests no scoring has read falls quiet enough for
@@ -409,7 +430,7 @@ class DetectionEngine:
             before = fetched.risks.get(account, RiskState())
             novel, covered = coverage.cover(before.coverage, _newly_covered(items, before))
             after = risk.update(before, p, items[-1].ts, cfg.half_life_s,
-                                novel=novel, coverage=covered)
+                                novel=novel, coverage=covered, read=items[-1].request_id)
             template = window.sketch(recent[index]) if len(parts) > 1 else None
             results.append(Scored(account, p, before, after, windows[best],
                                   [it.request_id for it in flat[best]], template))
@@ -562,11 +583,15 @@ class _Budget:
 
 
 def _unread(fetched: Fetched, account: str) -> bool:
-    """Whether the account's stored window holds a request newer than its last scoring."""
+    """Whether the account's stored window ends with a request its last scoring did not read
+    (a state saved before the read marker: a request newer than that scoring)."""
     items = fetched.windows.get(account)
     if not items:
         return False
-    return items[-1].ts > fetched.risks.get(account, RiskState()).updated
+    before = fetched.risks.get(account, RiskState())
+    if before.read:
+        return items[-1].request_id != before.read
+    return items[-1].ts > before.updated
 
 
 def _keep(state: dict[str, V], accounts: Sequence[str]) -> None:
@@ -585,8 +610,14 @@ def _sketch_scored(result: Scored, items: Sequence[RequestFeatures],
 
 
 def _newly_covered(items: Sequence[RequestFeatures], before: RiskState) -> list[int]:
-    """Fingerprints of the window's requests sent since the account was last scored (all of
-    them at its first scoring)."""
+    """Fingerprints of the window's requests stored after the last one a scoring read (all of
+    them at the first scoring, or once that one has left the window). By store order, not by
+    time: a harvest started before a short request but finished after it is still new.
+    A state saved before the read marker falls back to time."""
+    if before.read:
+        ids = [it.request_id for it in items]
+        start = ids.index(before.read) + 1 if before.read in ids else 0
+        return [it.fingerprint for it in items[start:]]
     return [it.fingerprint for it in items if before.updated <= 0 or it.ts > before.updated]
 
 

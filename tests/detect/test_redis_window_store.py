@@ -49,10 +49,11 @@ async def test_replicas_share_bounded_windows(redis: RedisClient) -> None:
         assert [it.request_id for it in got.windows["a"]] == [f"r{i}" for i in range(3, 8)]
         assert got.windows["b"] == []
         assert got.risks["a"] == RiskState()
-        # the coverage state travels too: a replica that lost it would count every re-run new
-        await one.save({"a": RiskState(0.7, 123.0, 0.9, b"\x00\x01bloom")}, {})
+        # the coverage state and the read marker travel too: a replica that lost them would count
+        # every re-run new and score every tail again
+        await one.save({"a": RiskState(0.7, 123.0, 0.9, b"\x00\x01bloom", "req_9")}, {})
         again = await two.exchange([], ["a"])
-        assert again.risks["a"] == RiskState(0.7, 123.0, 0.9, b"\x00\x01bloom")
+        assert again.risks["a"] == RiskState(0.7, 123.0, 0.9, b"\x00\x01bloom", "req_9")
         ttl = await redis.ttl(f"{prefix}:w:{{a}}")
         assert 0 < ttl <= 7 * 86400
     finally:

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from gateway.detect import coverage
 from gateway.detect.campaign import Campaign
 from gateway.detect.features import RequestFeatures
 from gateway.detect.offline import simulate
+from gateway.detect.risk import RiskState
 from gateway.detect.runtime import DetectionEngine, DetectionEngineConfig, Scored
 from gateway.detect.scoring import Artifact, load_scorer
-from gateway.detect.window_store import Fetched, MemoryWindowStore
+from gateway.detect.window_store import Fetched, MemoryWindowStore, Sketch
 from gateway.metrics import Metrics
 from tests.detect.conftest import record
 
@@ -139,7 +141,7 @@ async def test_a_quiet_accounts_unscored_requests_are_scored_before_the_sweep(
             engine.observe(*record(f"prompt {i}", account="young", rid=f"y{i}", ts=now[0]))
         await engine.cycle()
     assert [r.request_ids[-1] for r in policy.scored] == ["w7"]
-    assert engine.quiet_at() == 1e9 + 30.0  # the young account has nothing to score
+    assert engine.quiet_at() == 1e9 + 30.0
     now[0] += 29.0
     assert await engine.score_tails() == 0
     now[0] += 1.0
@@ -206,34 +208,121 @@ async def test_requests_still_queued_are_not_quiet(tiny_artifact: Path) -> None:
     assert [r.request_ids[-1] for r in policy.scored] == ["w7", "w10"]
 
 
-class FailingOnce(MemoryWindowStore):
-    def __init__(self, window: int) -> None:
+class FailingFor(MemoryWindowStore):
+    """A store that cannot read one account's window while ``broken``."""
+
+    def __init__(self, window: int, account: str) -> None:
         super().__init__(window)
-        self.fail = False
+        self.account = account
+        self.broken = False
 
     async def exchange(self, appends: Sequence[tuple[str, RequestFeatures]],
                        fetch: Iterable[str]) -> Fetched:
-        if self.fail:
-            self.fail = False
+        fetch = list(fetch)
+        if self.broken and self.account in fetch:
             raise ConnectionError("store down")
         return await super().exchange(appends, fetch)
 
 
-async def test_a_store_outage_during_tail_scoring_keeps_the_tail_for_the_next_sweep(
+async def test_a_failing_tail_batch_is_counted_retried_later_and_blocks_no_other(
         tiny_artifact: Path) -> None:
     now = [1e9]
-    store = FailingOnce(Artifact.load(tiny_artifact).window)
+    store = FailingFor(Artifact.load(tiny_artifact).window, "bad")
+    engine, policy = _engine(tiny_artifact, clock=lambda: now[0], store=store,
+                             tail_quiet_s=30.0, max_batch=1)
+    for account in ("bad", "good"):  # "bad" is quiet longest: its batch comes first
+        for i in range(10):
+            engine.observe(*record(f"prompt {i}", account=account, rid=f"{account}{i}",
+                                   ts=now[0] + i))
+            await engine.cycle()
+        now[0] += 1.0
+    now[0] += 30.0
+    store.broken = True
+    errors = _sample(engine, "gateway_detect_errors_total", stage="tails")
+    assert await engine.score_tails() == 1
+    assert policy.scored[-1].request_ids[-1] == "good9"
+    assert _sample(engine, "gateway_detect_errors_total", stage="tails") == errors + 1
+    store.broken = False
+    assert await engine.score_tails() == 0  # it waits one more quiet spell
+    now[0] += 30.0
+    assert await engine.score_tails() == 1
+    assert policy.scored[-1].request_ids[-1] == "bad9"
+
+
+class FailingSave(MemoryWindowStore):
+    def __init__(self, window: int) -> None:
+        super().__init__(window)
+        self.fail = False
+
+    async def save(self, risks: Mapping[str, RiskState], sketches: Mapping[str, Sketch]
+                   ) -> None:
+        if self.fail and risks:
+            self.fail = False
+            raise ConnectionError("store down")
+        await super().save(risks, sketches)
+
+
+async def test_a_scoring_that_fails_to_save_leaves_its_requests_unread(
+        tiny_artifact: Path) -> None:
+    now = [1e9]
+    store = FailingSave(Artifact.load(tiny_artifact).window)
     engine, policy = _engine(tiny_artifact, clock=lambda: now[0], store=store,
                              tail_quiet_s=30.0)
+    for i in range(8):
+        store.fail = i == 7
+        engine.observe(*record(f"prompt {i}", account="warm", rid=f"w{i}", ts=1e9 + i))
+        if i < 7:
+            await engine.cycle()
+    with pytest.raises(ConnectionError):
+        await engine.cycle()
+    now[0] += 30.0
+    assert await engine.score_tails() == 1
+    assert [r.request_ids[-1] for r in policy.scored] == ["w7"]
+
+
+async def test_a_long_request_stored_after_a_later_short_one_is_still_read(
+        tiny_artifact: Path) -> None:
+    """Requests are stored when they finish: start three long generations, then send a short
+    request that finishes first and triggers the scoring. The harvest lands afterwards, older
+    by its start time than what was scored; it is unread all the same, and new to coverage."""
+    now = [1e9 + 1000]
+    engine, policy = _engine(tiny_artifact, clock=lambda: now[0], tail_quiet_s=30.0)
+    for i in range(7):
+        engine.observe(*record(f"prompt {i}", account="warm", rid=f"w{i}", ts=1e9 + i))
+        await engine.cycle()
+    engine.observe(*record("short", account="warm", rid="short", ts=1e9 + 101))
+    await engine.cycle()
+    for j in range(3):
+        engine.observe(*record(f"harvest {j}", account="warm", rid=f"h{j}", ts=1e9 + 100))
+        await engine.cycle()
+    now[0] += 30.0
+    assert await engine.score_tails() == 1
+    assert [r.request_ids[-1] for r in policy.scored] == ["short", "h2"]
+    before, after = policy.scored[-1].previous, policy.scored[-1].state
+    assert before.read == "short" and after.read == "h2"
+    assert coverage.count(after.coverage) == coverage.count(before.coverage) + 3
+
+
+async def test_a_request_arriving_while_the_tails_wait_for_the_batcher_is_not_lost(
+        tiny_artifact: Path) -> None:
+    """The tail scoring picks its quiet accounts, then waits for the batcher's lock; a request
+    of one of them arriving meanwhile makes it active again: it is not scored on its old
+    window and marked read, but scored on its new one once quiet."""
+    now = [1e9]
+    engine, policy = _engine(tiny_artifact, clock=lambda: now[0], tail_quiet_s=30.0)
     for i in range(10):
         engine.observe(*record(f"prompt {i}", account="warm", rid=f"w{i}", ts=1e9 + i))
         await engine.cycle()
     now[0] += 30.0
-    store.fail = True
-    with pytest.raises(ConnectionError):
-        await engine.score_tails()
+    async with engine._scoring:  # the batcher mid-cycle
+        tails = asyncio.create_task(engine.score_tails())
+        await asyncio.sleep(0)
+        engine.observe(*record("prompt 10", account="warm", rid="w10", ts=now[0]))
+    assert await tails == 0
+    await engine.cycle()
+    now[0] += 30.0
     assert await engine.score_tails() == 1
-    assert policy.scored[-1].request_ids[-1] == "w9"
+    assert [r.request_ids[-1] for r in policy.scored] == ["w7", "w10"]
 
 
 class TailWatcher(Recorder):
@@ -265,7 +354,7 @@ async def test_the_running_engine_scores_tails_on_its_sweep_schedule(
             await watcher.read.wait()
     finally:
         await engine.stop()
-    assert [r.request_ids[-1] for r in policy.scored] == ["w7", "w9"]
+    assert policy.scored[-1].request_ids[-1] == "w9"  # nothing after it: no other scoring
 
 
 async def test_campaign_sweep_finds_templated_cluster(tiny_artifact: Path) -> None:
