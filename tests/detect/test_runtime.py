@@ -61,6 +61,14 @@ def _sample(engine: DetectionEngine, name: str, **labels: str) -> float:
     return engine.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
+async def _send(engine: DetectionEngine, count: int) -> None:
+    """Requests ``w0``.. of account ``warm``, a second apart, each through its own
+    micro-batch (so the engine's schedule sees them one by one)."""
+    for i in range(count):
+        engine.observe(*record(f"prompt {i}", account="warm", rid=f"w{i}", ts=1e9 + i))
+        await engine.cycle()
+
+
 async def test_observed_requests_are_scored_in_batches(tiny_artifact: Path) -> None:
     engine, policy = _engine(tiny_artifact)
     await engine.start()
@@ -160,9 +168,7 @@ async def test_crowding_the_tracker_never_erases_a_pending_tail(tiny_artifact: P
     now = [1e9]
     engine, policy = _engine(tiny_artifact, clock=lambda: now[0], tail_quiet_s=30.0,
                              max_tracked_accounts=20)
-    for i in range(10):
-        engine.observe(*record(f"prompt {i}", account="warm", rid=f"w{i}", ts=1e9 + i))
-        await engine.cycle()
+    await _send(engine, 10)
     now[0] += 40.0  # the warm account is quiet: the crowd's requests all come after
     for i in range(40):
         engine.observe(*record("hello", account=f"crowd{i}", rid=f"c{i}", ts=now[0]))
@@ -195,9 +201,7 @@ async def test_requests_still_queued_are_not_quiet(tiny_artifact: Path) -> None:
     neither skipped nor read as the old window's tail: it is scored once it is stored."""
     now = [1e9]
     engine, policy = _engine(tiny_artifact, clock=lambda: now[0], tail_quiet_s=30.0)
-    for i in range(8):
-        engine.observe(*record(f"prompt {i}", account="warm", rid=f"w{i}", ts=1e9 + i))
-        await engine.cycle()
+    await _send(engine, 8)
     now[0] += 3600.0
     for i in range(8, 11):
         engine.observe(*record(f"prompt {i}", account="warm", rid=f"w{i}", ts=now[0] + i))
@@ -287,9 +291,7 @@ async def test_a_long_request_stored_after_a_later_short_one_is_still_read(
     by its start time than what was scored; it is unread all the same, and new to coverage."""
     now = [1e9 + 1000]
     engine, policy = _engine(tiny_artifact, clock=lambda: now[0], tail_quiet_s=30.0)
-    for i in range(7):
-        engine.observe(*record(f"prompt {i}", account="warm", rid=f"w{i}", ts=1e9 + i))
-        await engine.cycle()
+    await _send(engine, 7)
     engine.observe(*record("short", account="warm", rid="short", ts=1e9 + 101))
     await engine.cycle()
     for j in range(3):
@@ -310,9 +312,7 @@ async def test_a_request_arriving_while_the_tails_wait_for_the_batcher_is_not_lo
     window and marked read, but scored on its new one once quiet."""
     now = [1e9]
     engine, policy = _engine(tiny_artifact, clock=lambda: now[0], tail_quiet_s=30.0)
-    for i in range(10):
-        engine.observe(*record(f"prompt {i}", account="warm", rid=f"w{i}", ts=1e9 + i))
-        await engine.cycle()
+    await _send(engine, 10)
     now[0] += 30.0
     async with engine._scoring:  # the batcher mid-cycle
         tails = asyncio.create_task(engine.score_tails())
