@@ -142,7 +142,8 @@ class DetectionEngine:
         self._seen: dict[str, int] = {}
         """Requests observed per account by this replica (bounded like ``_since``)."""
         self._heard: dict[str, float] = {}
-        """Account -> engine time of its last request observed here (set with ``_since``)."""
+        """Account -> engine time its last request was queued here (the quiet clock; kept
+        for every account ``_since`` counts unread requests of)."""
         self._scoring = asyncio.Lock()
         """Held from fetching windows to saving their risks: the batcher and the tail scoring
         never update one account's risk from the same starting state."""

@@ -47,10 +47,11 @@ def detect(base: str, text: str) -> dict[str, Any]:
     return found
 
 
-def attributed(base: str, generate: Callable[[], str], tries: int = 4) -> dict[str, Any]:
+def attributed(base: str, generate: Callable[[], str], tries: int = 8) -> dict[str, Any]:
     """Detection on the account's replies, joined, once they are attributable (or after
     ``tries`` replies): a sampled reply of the tiny model is sometimes repetitive, with too few
-    distinct (context, token) pairs to reach the attribution threshold alone."""
+    distinct (context, token) pairs to reach the attribution threshold alone. Four tries were
+    once not enough in CI (four replies, 104 distinct pairs between them, p = 0.002)."""
     text = ""
     for _ in range(tries):
         text += generate() + "\n"
