@@ -584,15 +584,9 @@ class _Budget:
 
 
 def _unread(fetched: Fetched, account: str) -> bool:
-    """Whether the account's stored window ends with a request its last scoring did not read
-    (a state saved before the read marker: a request newer than that scoring)."""
-    items = fetched.windows.get(account)
-    if not items:
-        return False
-    before = fetched.risks.get(account, RiskState())
-    if before.read:
-        return items[-1].request_id != before.read
-    return items[-1].ts > before.updated
+    """Whether the account's stored window holds a request no scoring has read."""
+    return bool(_unread_items(fetched.windows.get(account, []),
+                              fetched.risks.get(account, RiskState())))
 
 
 def _keep(state: dict[str, V], accounts: Sequence[str]) -> None:
@@ -611,15 +605,20 @@ def _sketch_scored(result: Scored, items: Sequence[RequestFeatures],
 
 
 def _newly_covered(items: Sequence[RequestFeatures], before: RiskState) -> list[int]:
-    """Fingerprints of the window's requests stored after the last one a scoring read (all of
-    them at the first scoring, or once that one has left the window). By store order, not by
-    time: a harvest started before a short request but finished after it is still new.
-    A state saved before the read marker falls back to time."""
+    """Fingerprints of the window's requests no scoring had read before this one."""
+    return [it.fingerprint for it in _unread_items(items, before)]
+
+
+def _unread_items(items: Sequence[RequestFeatures], before: RiskState
+                  ) -> Sequence[RequestFeatures]:
+    """The window's requests stored after the last one a scoring read (all of them before the
+    first scoring, or once that one has left the window). By store order, not by time: a
+    harvest started before a short request but finished after it is still unread. A state
+    saved before the read marker falls back to time."""
     if before.read:
         ids = [it.request_id for it in items]
-        start = ids.index(before.read) + 1 if before.read in ids else 0
-        return [it.fingerprint for it in items[start:]]
-    return [it.fingerprint for it in items if before.updated <= 0 or it.ts > before.updated]
+        return items[ids.index(before.read) + 1:] if before.read in ids else items
+    return [it for it in items if before.updated <= 0 or it.ts > before.updated]
 
 
 def _extract(entries: Sequence[Pending],
