@@ -14,7 +14,9 @@ account silent for ``tail_quiet_s`` since its last unscored request is scored
 were never read by the model: an account that warms up on cover traffic, is scored clean, then
 harvests fewer than ``score_every`` answers and leaves was never judged on its harvest.
 A window holding the requests of a few clients of one key (people and tools sharing it) is
-scored per client, and the account gets the highest score (:mod:`gateway.detect.clients`).
+scored per client, and the account gets the highest score (:mod:`gateway.detect.clients`); a
+client with fewer requests in the window than the floor of that split is the one exception to
+"every request read" (at most two requests of a window).
 Each scoring also tells the risk policy whether the account sent anything it had not sent
 before (:mod:`gateway.detect.coverage`): re-asking its own requests raises no risk.
 Before it has ``min_requests`` requests it cannot be scored, but it is sketched for campaign
@@ -95,13 +97,13 @@ class Scored:
     previous: RiskState
     state: RiskState
     window: WindowArrays
-    """What gave the score: the account's window, or one client's part of it
-    (:func:`gateway.detect.clients.parts`)."""
+    """What gave the score: the account's window, or a part of it — one client's requests, or
+    the small clients' together (:func:`gateway.detect.clients.parts`)."""
     request_ids: list[str]
     """The requests of :attr:`window`, oldest first."""
     template: Template | None = None
-    """The account's template sketch when :attr:`window` is one client's part of it: campaign
-    sketches read the account (its template, its network), not the client that scored."""
+    """The account's template sketch when :attr:`window` is less than the whole window:
+    campaign sketches read the account (its template, its network), not the part that scored."""
 
 
 WindowArrays = window.WindowArrays
@@ -432,7 +434,8 @@ class DetectionEngine:
             novel, covered = coverage.cover(before.coverage, _newly_covered(items, before))
             after = risk.update(before, p, items[-1].ts, cfg.half_life_s,
                                 novel=novel, coverage=covered, read=items[-1].request_id)
-            template = window.sketch(recent[index]) if len(parts) > 1 else None
+            whole = len(parts) == 1 and len(parts[0]) == len(recent[index])
+            template = None if whole else window.sketch(recent[index])
             results.append(Scored(account, p, before, after, windows[best],
                                   [it.request_id for it in flat[best]], template))
         return results

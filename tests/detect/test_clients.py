@@ -1,16 +1,19 @@
 """Clients inside one account's window: a key shared by callers with their own parameters is
-scored per caller, and nothing an attacker sends makes a request go unscored."""
+scored per caller from a few requests on, not as one mixed window, and whatever client sizes an
+attacker picks, fewer than the floor's requests of a window go unread."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.detect import clients, features
-from gateway.detect.clients import MAX_CLIENTS, client_keys, parts
+from gateway.detect.clients import MAX_CLIENTS, client_keys, part_floor, parts
 from gateway.detect.features import RequestFeatures
 from gateway.detect.runtime import DetectionEngine, DetectionEngineConfig
 from gateway.detect.scoring import Artifact
@@ -53,19 +56,61 @@ def test_two_clients_of_one_key_are_scored_each_on_its_own() -> None:
     assert [_ids(p) for p in parts(items, MIN)] == [_ids(chat), _ids(batch)]
 
 
-def test_a_client_too_small_to_score_alone_still_gets_scored_with_the_whole_window() -> None:
+def test_a_client_too_small_for_a_first_scoring_is_scored_alone_from_the_floor() -> None:
     cover = [_item(i) for i in range(30)]
-    harvest = [_item(100 + i, temperature=0.0, ts=30 + i) for i in range(MIN - 1)]
+    harvest = [_item(100 + i, temperature=0.0, ts=30 + i) for i in range(part_floor(MIN))]
     items = cover + harvest
-    assert [_ids(p) for p in parts(items, MIN)] == [_ids(cover), _ids(items)]
+    assert [_ids(p) for p in parts(items, MIN)] == [_ids(cover), _ids(harvest)]
 
 
-def test_small_clients_together_are_scored_together() -> None:
+def test_two_people_starting_together_are_each_read_alone_not_mixed() -> None:
+    # Two benign callers interleaved look like harvest beside cover when read as one window
+    # (bench/adaptive_suite.md, phase 17): each is its own part from the floor on.
+    a = [_item(i, ts=2 * i) for i in range(5)]
+    b = [_item(100 + i, temperature=1.0, max_tokens=2048, ts=2 * i + 1) for i in range(4)]
+    items = sorted(a + b, key=lambda it: it.ts)
+    assert [_ids(p) for p in parts(items, MIN)] == [_ids(a), _ids(b)]
+
+
+def test_a_client_below_the_floor_beside_a_large_one_is_not_read_this_time() -> None:
+    cover = [_item(i) for i in range(30)]
+    few = [_item(100 + i, temperature=0.0, ts=30 + i) for i in range(part_floor(MIN) - 1)]
+    assert [_ids(p) for p in parts(cover + few, MIN)] == [_ids(cover)]
+
+
+def test_small_clients_below_the_floor_are_scored_together() -> None:
     cover = [_item(i) for i in range(20)]
-    a = [_item(100 + i, temperature=0.0, ts=20 + 2 * i) for i in range(5)]
-    b = [_item(200 + i, temperature=1.0, max_tokens=64, ts=21 + 2 * i) for i in range(5)]
+    a = [_item(100 + i, temperature=0.0, ts=20 + 2 * i) for i in range(part_floor(MIN) - 1)]
+    b = [_item(200 + i, temperature=1.0, max_tokens=64, ts=21 + 2 * i)
+         for i in range(part_floor(MIN) - 1)]
     small = sorted(a + b, key=lambda it: it.ts)
     assert [_ids(p) for p in parts(cover + small, MIN)] == [_ids(cover), _ids(small)]
+
+
+def test_clients_all_below_the_floor_are_scored_together_as_the_whole_window() -> None:
+    floor = part_floor(MIN)
+    items = [_item(i, temperature=0.1 * (i % MAX_CLIENTS))
+             for i in range(MAX_CLIENTS * (floor - 1))]
+    assert [_ids(p) for p in parts(items, MIN)] == [_ids(items)]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_an_attacker_choosing_client_sizes_leaves_fewer_than_the_floor_unread(seed: int) -> None:
+    """Whatever sizes an attacker gives its (at most MAX_CLIENTS) callers, every request but at
+    most ``part_floor - 1`` of a window is in a scored part, and no part mixes a scored client
+    with another client's requests."""
+    rng = random.Random(seed)
+    sizes = [rng.randint(1, 2 * MIN) for _ in range(rng.randint(2, MAX_CLIENTS))]
+    items = [_item(1000 * c + i, temperature=0.1 * c, ts=rng.uniform(0, 100))
+             for c, n in enumerate(sizes) for i in range(n)]
+    items.sort(key=lambda it: it.ts)
+    split = parts(items, MIN)
+    read = {rid for p in split for rid in _ids(p)}
+    assert len(items) - len(read) < part_floor(MIN)
+    for p in split:
+        callers = {int(rid[1:]) // 1000 for rid in _ids(p)}
+        mixed_small = all(sizes[c] < part_floor(MIN) for c in callers)
+        assert len(callers) == 1 or mixed_small or _ids(p) == _ids(items)
 
 
 def test_parameters_drawn_per_request_are_not_clients_but_one_window() -> None:
@@ -121,6 +166,34 @@ async def test_a_harvest_beside_a_benign_client_is_scored_undiluted(tiny_artifac
     assert last.request_ids == [f"r{i}" for i in range(48) if i % 4 == 3]
     assert last.window.mask.sum() == 12
     assert last.template is not None, "sketched as the account, not as its client"
+    signature, strength, network = sketch([features.extract(*rec) for rec in sent])
+    assert last.template[0].tolist() == signature.tolist()
+    assert last.template[1:] == (strength, network)
+
+
+async def test_a_part_less_than_the_window_is_still_sketched_as_the_account(
+        tiny_artifact: Path) -> None:
+    # A caller below the floor is not read this time, but the campaign sketch is the account's.
+    policy = Recorder()
+    config = DetectionEngineConfig(window=64, min_requests=MIN, score_every=4,
+                                   max_wait_s=0.001, min_score_interval_s=0.0,
+                                   campaign_interval_s=3600.0)
+    engine = DetectionEngine(config, LogprobShare(), Artifact.load(tiny_artifact),
+                             MemoryWindowStore(64), policy, metrics=Metrics(CollectorRegistry()))
+    await engine.start()
+    few = {13, 27}
+    sent = [record(f"prompt {i}", rid=f"r{i}", ts=1e9 + i,
+                   temperature=0.0 if i in few else 0.7, logprobs=i in few)
+            for i in range(40)]
+    try:
+        for rec in sent:
+            engine.observe(*rec)
+        await engine.drain()
+    finally:
+        await engine.stop()
+    last = policy.scored[-1]
+    assert last.request_ids == [f"r{i}" for i in range(40) if i not in few]
+    assert last.template is not None
     signature, strength, network = sketch([features.extract(*rec) for rec in sent])
     assert last.template[0].tolist() == signature.tolist()
     assert last.template[1:] == (strength, network)

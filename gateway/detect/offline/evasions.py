@@ -38,7 +38,12 @@ over fresh accounts that each buy a clean first scoring: eight real conversation
 the script's parameters, then at most three of the operation's requests, too few to be scored
 again on the ``score_every`` schedule (only once the account falls quiet, since phase 16). What
 an attacker sends against campaign sweeps that leave out accounts whose own windows cleared
-them (:func:`gateway.detect.campaign.uncleared`; phase 15).
+them (:func:`gateway.detect.campaign.uncleared`; phase 15). ``warm_switch`` is what an attacker
+sends against per-client scoring once it reads a client only from three requests
+(:data:`gateway.detect.clients.PART_FLOOR`): every account opens with six real conversations at
+a person's own parameters, then takes two answers at the script's — another client of the key,
+below the floor, so its first scoring reads the cover alone and the harvest not at all
+(phase 17).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from dataclasses import replace
 from itertools import pairwise
 from typing import Final
 
+from gateway.detect.clients import PART_FLOOR
 from gateway.detect.offline.real_traffic import (
     COMPLETIONS,
     Gen,
@@ -73,19 +79,22 @@ PAIRS: Final = ("stream+chat_params", "stream+paraphrase", "chat_params+paraphra
                 "dilute50+human_timing", "human_timing+chat_params", "completions+chat_params",
                 "sybil_split+paraphrase", "sybil_split+human_timing", "declared+greedy")
 PROBES: Final = ("nonce_prefix", "nonce_prefix+greedy", "markup_header", "label_header",
-                  "warm_split")
+                  "warm_split", "warm_switch")
 DEFAULT: Final = ("none", *SINGLE, *PAIRS, *PROBES)
 ORDER: Final = ("dilute25", "dilute50", "dilute75", "human_timing", "chat_params", "greedy",
                 "short_answers", "short_fast", "refused_padding", "stream", "head_camouflage",
-                "markup_header", "label_header", "nonce_prefix", "sybil_split", "warm_split")
+                "markup_header", "label_header", "nonce_prefix", "sybil_split", "warm_split",
+                "warm_switch")
 KNOWN: Final = frozenset({*SINGLE, "nonce_prefix", "markup_header", "label_header",
-                          "warm_split"})
+                          "warm_split", "warm_switch"})
 WARM_REQUESTS: Final = 8
 """Cover requests before a ``warm_split`` account's harvest: the engine's first scoring sees
 them alone (``min_requests``)."""
 WARM_HARVEST: Final = 3
 """Harvested requests per ``warm_split`` account: fewer than ``score_every``, so none of them
 is scored while the account is active."""
+SWITCH_HARVEST: Final = PART_FLOOR - 1
+"""Harvested requests per ``warm_switch`` account: a client too small to be read alone."""
 ACCOUNT_ONLY: Final = frozenset({"declared"})
 """Evasions of the account, not of its traffic (nothing to teach a window classifier)."""
 REFUSED_PER_REQUEST: Final = 3
@@ -277,26 +286,33 @@ def _sybil_split(g: Gen, sessions: list[Session]) -> list[Session]:
             for addr, mine in _dealt(g, _in_time(sessions), SYBIL_MAX_REQUESTS)]
 
 
-def _warm_split(g: Gen, sessions: list[Session]) -> list[Session]:
-    """As :func:`_sybil_split`, at most :data:`WARM_HARVEST` requests each, every account
-    opening with :data:`WARM_REQUESTS` real conversations replayed with the script's parameters
-    at the operation's pace."""
-    merged = _in_time(sessions)
-    gaps = sorted(gap for gap in _gaps(merged)[1:] if gap > 0)
-    pace = (gaps[len(gaps) // 2] if gaps else 60.0) * _accounts(len(merged), WARM_HARVEST)
-    first = sessions[0]
-    out = []
-    for addr, mine in _dealt(g, merged, WARM_HARVEST):
-        template = mine[0]
-        cover = [with_params(r, harvest=False, ts=template.ts - pace * (WARM_REQUESTS - i),
-                             max_tokens=template.max_tokens, temperature=template.temperature,
-                             n=template.n, stream=template.stream, logprobs=template.logprobs,
-                             top_logprobs=template.top_logprobs, route=template.route,
-                             logit_bias=template.logit_bias)
-                 for i, r in enumerate(_reqs(user(g, WARM_REQUESTS)[0])[:WARM_REQUESTS])]
-        out.append(Session("", first.profile, first.label, addr, [*cover, *mine],
-                           first.campaign))
-    return out
+def _warmed(covers: int, harvest: int, scripted: bool
+            ) -> Callable[[Gen, list[Session]], list[Session]]:
+    """As :func:`_sybil_split`, at most ``harvest`` requests each, every account opening with
+    ``covers`` real conversations at the operation's pace: replayed with the script's
+    parameters (``scripted``), else with the person's own."""
+    def run(g: Gen, sessions: list[Session]) -> list[Session]:
+        merged = _in_time(sessions)
+        gaps = sorted(gap for gap in _gaps(merged)[1:] if gap > 0)
+        pace = (gaps[len(gaps) // 2] if gaps else 60.0) * _accounts(len(merged), harvest)
+        first = sessions[0]
+        out = []
+        for addr, mine in _dealt(g, merged, harvest):
+            t = mine[0]
+            script = {"max_tokens": t.max_tokens, "temperature": t.temperature, "n": t.n,
+                      "stream": t.stream, "logprobs": t.logprobs,
+                      "top_logprobs": t.top_logprobs, "route": t.route,
+                      "logit_bias": t.logit_bias} if scripted else {}
+            cover = [with_params(r, harvest=False, ts=t.ts - pace * (covers - i), **script)
+                     for i, r in enumerate(_reqs(user(g, covers)[0])[:covers])]
+            out.append(Session("", first.profile, first.label, addr, [*cover, *mine],
+                               first.campaign))
+        return out
+    return run
+
+
+_warm_split = _warmed(WARM_REQUESTS, WARM_HARVEST, scripted=True)
+_warm_switch = _warmed(WARM_REQUESTS - SWITCH_HARVEST, SWITCH_HARVEST, scripted=False)
 
 
 TRANSFORMS: Final[dict[str, Callable[[Gen, list[Session]], list[Session]]]] = {
@@ -307,5 +323,5 @@ TRANSFORMS: Final[dict[str, Callable[[Gen, list[Session]], list[Session]]]] = {
     "dilute25": _each(_dilute(0.25)), "dilute50": _each(_dilute(0.5)),
     "dilute75": _each(_dilute(0.75)), "nonce_prefix": _each(_prefixed(_nonce)),
     "markup_header": _each(_prefixed(_markup)), "label_header": _each(_prefixed(_labels)),
-    "sybil_split": _sybil_split, "warm_split": _warm_split,
+    "sybil_split": _sybil_split, "warm_split": _warm_split, "warm_switch": _warm_switch,
 }

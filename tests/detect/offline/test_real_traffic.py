@@ -8,8 +8,8 @@ from itertools import pairwise
 
 import pytest
 
-from gateway.detect import features
-from gateway.detect.offline import adaptive, corpus, evasions
+from gateway.detect import clients, features
+from gateway.detect.offline import adaptive, corpus, dataset, evasions
 from gateway.detect.offline.real_attacks import ATTACK_FNS, COT_CUES, PARAPHRASED_CUES
 from gateway.detect.offline.real_traffic import (
     ATTACKS,
@@ -156,6 +156,32 @@ def test_warm_split_accounts_open_with_cover_scored_alone_then_harvest_unscored(
             (script.temperature, script.max_tokens, script.stream, script.logprobs)}
 
 
+def test_warm_switch_accounts_harvest_as_a_client_too_small_to_be_read(
+        pool: corpus.Pool) -> None:
+    """Each account opens with a person's conversations at the person's own parameters, up to
+    the first scoring, then takes fewer answers than a client is read alone from, at the
+    script's parameters: its first scoring reads the cover alone, and the harvest not at all."""
+    plain = adaptive.operation(pool, "distill", "none", 0, 100, seed=1)
+    split = adaptive.operation(pool, "distill", "warm_switch", 0, 100, seed=1)
+    harvested = [r for s in split for r in _requests(s) if r.harvest]
+    assert len(harvested) == len(_requests(plain[0]))
+    assert evasions.SWITCH_HARVEST == clients.PART_FLOOR - 1
+    config = DetectionEngineConfig()
+    switched = 0
+    for s in (s for s in split if len(s.requests) == config.min_requests):
+        reqs = _requests(s)
+        assert [r.harvest for r in reqs] == [False] * (len(reqs) - evasions.SWITCH_HARVEST) + [
+            True] * evasions.SWITCH_HARVEST
+        items = dataset.session_features(s, to_record)
+        read = {it.request_id for part in clients.parts(items, config.min_requests)
+                for it in part}
+        two = len({key.tobytes() for key in clients.client_keys(items)}) > 1
+        switched += two
+        assert read == {it.request_id for it in (items[:-evasions.SWITCH_HARVEST] if two
+                                                 else items)}
+    assert switched >= 5, "most people's parameters are not the script's"
+
+
 @pytest.mark.parametrize("share", [25, 50, 75])
 def test_dilution_mixes_in_that_share_of_benign_requests(pool: corpus.Pool, share: int) -> None:
     plain = adaptive.operation(pool, "self_instruct", "none", 0, 40, seed=2)[0]
@@ -214,7 +240,8 @@ def test_probes_are_measured_by_the_suite_but_never_taught() -> None:
     assert set(evasions.PROBES) <= set(evasions.DEFAULT)
     taught = {n for combo in real_training.TRAIN_COMBOS for n in evasions.parse(combo)}
     probed = {n for combo in evasions.PROBES for n in evasions.parse(combo)} - {"greedy"}
-    assert probed == {"nonce_prefix", "markup_header", "label_header", "warm_split"}
+    assert probed == {"nonce_prefix", "markup_header", "label_header", "warm_split",
+                      "warm_switch"}
     assert not taught & probed
 
 
