@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,11 +16,12 @@ from prometheus_client import CollectorRegistry
 from gateway.detect import clients, features
 from gateway.detect.clients import MAX_CLIENTS, client_keys, part_floor, parts
 from gateway.detect.features import RequestFeatures
-from gateway.detect.runtime import DetectionEngine, DetectionEngineConfig
+from gateway.detect.runtime import DetectionEngine, DetectionEngineConfig, Scored
 from gateway.detect.scoring import Artifact
 from gateway.detect.window import SEQ_NAMES, sketch
 from gateway.detect.window_store import MemoryWindowStore
 from gateway.metrics import Metrics
+from gateway.records import RequestRecord
 from tests.detect.conftest import record
 from tests.detect.test_runtime import Recorder
 
@@ -44,15 +46,22 @@ def _ids(window: Sequence[RequestFeatures]) -> list[str]:
     return [it.request_id for it in window]
 
 
+def _interleaved(first: int, second: int, **params: Any
+                 ) -> tuple[list[RequestFeatures], list[RequestFeatures], list[RequestFeatures]]:
+    """Two callers of one key, request for request: the first at the default parameters, the
+    second at ``params``; (first's, second's, the window)."""
+    a = [_item(i, ts=2 * i) for i in range(first)]
+    b = [_item(100 + i, ts=2 * i + 1, **params) for i in range(second)]
+    return a, b, sorted(a + b, key=lambda it: it.ts)
+
+
 def test_one_client_is_scored_as_the_whole_window() -> None:
     items = [_item(i) for i in range(20)]
     assert [_ids(p) for p in parts(items, MIN)] == [_ids(items)]
 
 
 def test_two_clients_of_one_key_are_scored_each_on_its_own() -> None:
-    chat = [_item(i, ts=2 * i) for i in range(12)]
-    batch = [_item(100 + i, temperature=0.0, max_tokens=1, ts=2 * i + 1) for i in range(10)]
-    items = sorted(chat + batch, key=lambda it: it.ts)
+    chat, batch, items = _interleaved(12, 10, temperature=0.0, max_tokens=1)
     assert [_ids(p) for p in parts(items, MIN)] == [_ids(chat), _ids(batch)]
 
 
@@ -66,9 +75,7 @@ def test_a_client_too_small_for_a_first_scoring_is_scored_alone_from_the_floor()
 def test_two_people_starting_together_are_each_read_alone_not_mixed() -> None:
     # Two benign callers interleaved look like harvest beside cover when read as one window
     # (bench/adaptive_suite.md, phase 17): each is its own part from the floor on.
-    a = [_item(i, ts=2 * i) for i in range(5)]
-    b = [_item(100 + i, temperature=1.0, max_tokens=2048, ts=2 * i + 1) for i in range(4)]
-    items = sorted(a + b, key=lambda it: it.ts)
+    a, b, items = _interleaved(5, 4, temperature=1.0, max_tokens=2048)
     assert [_ids(p) for p in parts(items, MIN)] == [_ids(a), _ids(b)]
 
 
@@ -141,39 +148,9 @@ class LogprobShare:
         return (used / np.maximum(mask.sum(axis=1), 1)).astype(np.float32)
 
 
-async def test_a_harvest_beside_a_benign_client_is_scored_undiluted(tiny_artifact: Path
-                                                                    ) -> None:
-    artifact = Artifact.load(tiny_artifact)
-    policy = Recorder()
-    config = DetectionEngineConfig(window=64, min_requests=MIN, score_every=4,
-                                   max_wait_s=0.001, min_score_interval_s=0.0,
-                                   campaign_interval_s=3600.0)
-    engine = DetectionEngine(config, LogprobShare(), artifact, MemoryWindowStore(64), policy,
-                             metrics=Metrics(CollectorRegistry()))
-    await engine.start()
-    sent = [record(f"prompt {i}", rid=f"r{i}", ts=1e9 + i,
-                   temperature=0.0 if i % 4 == 3 else 0.7,
-                   max_tokens=1 if i % 4 == 3 else None, logprobs=i % 4 == 3)
-            for i in range(48)]
-    try:
-        for rec in sent:
-            engine.observe(*rec)
-        await engine.drain()
-    finally:
-        await engine.stop()
-    last = policy.scored[-1]
-    assert last.score == 1.0, "the harvesting client's own window, not a quarter of the whole"
-    assert last.request_ids == [f"r{i}" for i in range(48) if i % 4 == 3]
-    assert last.window.mask.sum() == 12
-    assert last.template is not None, "sketched as the account, not as its client"
-    signature, strength, network = sketch([features.extract(*rec) for rec in sent])
-    assert last.template[0].tolist() == signature.tolist()
-    assert last.template[1:] == (strength, network)
-
-
-async def test_a_part_less_than_the_window_is_still_sketched_as_the_account(
-        tiny_artifact: Path) -> None:
-    # A caller below the floor is not read this time, but the campaign sketch is the account's.
+async def _last_scored(tiny_artifact: Path, sent: Sequence[tuple[RequestRecord, str]]
+                       ) -> Scored:
+    """The last scoring of one account that sent ``sent``, scored by :class:`LogprobShare`."""
     policy = Recorder()
     config = DetectionEngineConfig(window=64, min_requests=MIN, score_every=4,
                                    max_wait_s=0.001, min_score_interval_s=0.0,
@@ -181,22 +158,47 @@ async def test_a_part_less_than_the_window_is_still_sketched_as_the_account(
     engine = DetectionEngine(config, LogprobShare(), Artifact.load(tiny_artifact),
                              MemoryWindowStore(64), policy, metrics=Metrics(CollectorRegistry()))
     await engine.start()
-    few = {13, 27}
-    sent = [record(f"prompt {i}", rid=f"r{i}", ts=1e9 + i,
-                   temperature=0.0 if i in few else 0.7, logprobs=i in few)
-            for i in range(40)]
     try:
         for rec in sent:
             engine.observe(*rec)
         await engine.drain()
     finally:
         await engine.stop()
-    last = policy.scored[-1]
-    assert last.request_ids == [f"r{i}" for i in range(40) if i not in few]
-    assert last.template is not None
+    return policy.scored[-1]
+
+
+def _assert_sketched_as_the_account(last: Scored, sent: Sequence[tuple[RequestRecord, str]]
+                                    ) -> None:
+    """The campaign sketch is the account's whole window, not the part that scored."""
+    assert last.template is not None, "sketched as the account, not as its client"
     signature, strength, network = sketch([features.extract(*rec) for rec in sent])
     assert last.template[0].tolist() == signature.tolist()
     assert last.template[1:] == (strength, network)
+
+
+async def test_a_harvest_beside_a_benign_client_is_scored_undiluted(tiny_artifact: Path
+                                                                    ) -> None:
+    sent = [record(f"prompt {i}", rid=f"r{i}", ts=1e9 + i,
+                   temperature=0.0 if i % 4 == 3 else 0.7,
+                   max_tokens=1 if i % 4 == 3 else None, logprobs=i % 4 == 3)
+            for i in range(48)]
+    last = await _last_scored(tiny_artifact, sent)
+    assert last.score == 1.0, "the harvesting client's own window, not a quarter of the whole"
+    assert last.request_ids == [f"r{i}" for i in range(48) if i % 4 == 3]
+    assert last.window.mask.sum() == 12
+    _assert_sketched_as_the_account(last, sent)
+
+
+async def test_a_part_less_than_the_window_is_still_sketched_as_the_account(
+        tiny_artifact: Path) -> None:
+    # A caller below the floor is not read this time, but the campaign sketch is the account's.
+    few = {13, 27}
+    sent = [record(f"prompt {i}", rid=f"r{i}", ts=1e9 + i,
+                   temperature=0.0 if i in few else 0.7, logprobs=i in few)
+            for i in range(40)]
+    last = await _last_scored(tiny_artifact, sent)
+    assert last.request_ids == [f"r{i}" for i in range(40) if i not in few]
+    _assert_sketched_as_the_account(last, sent)
 
 
 def test_parts_of_many_windows_at_once_are_the_parts_of_each() -> None:
