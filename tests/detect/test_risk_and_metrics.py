@@ -7,6 +7,7 @@ import pytest
 
 from gateway.detect import risk
 from gateway.detect.offline import measures as evaluation
+from gateway.detect.offline.dataset import Windows
 
 DAY = 86400.0
 
@@ -57,3 +58,18 @@ def test_auc_and_tpr_at_fpr() -> None:
 def test_calibration_leaves_a_margin_above_benign() -> None:
     assert evaluation.calibrate(np.array([0.1, 0.2])) == pytest.approx(0.6)
     assert evaluation.calibrate(np.array([])) == pytest.approx(0.5)
+
+
+def test_a_scoring_of_several_client_windows_counts_its_highest_once() -> None:
+    """Offline replay follows the runtime: the parts of one scoring (one per client) give the
+    account the highest of their scores, one risk update, not one update per part."""
+    def windows(positions: list[int], n: int) -> Windows:
+        z = np.zeros((n, 1, 1), np.float32)
+        return Windows(z, z[:, :, 0], z[:, 0], np.zeros(n, np.float32), np.zeros(n, np.int64),
+                       np.array(positions, np.int64), np.zeros(n, np.float32),
+                       np.array([10.0 * p for p in positions]))
+    split = evaluation.replay(windows([8, 8, 12, 12], 4), np.array([0.1, 0.9, 0.9, 0.2]), 1)
+    single = evaluation.replay(windows([8, 12], 2), np.array([0.9, 0.9]), 1)
+    assert split.peak[0] == pytest.approx(single.peak[0])
+    twice = evaluation.replay(windows([8, 8, 12, 12], 4), np.array([0.9, 0.9, 0.9, 0.9]), 1)
+    assert twice.peak[0] == pytest.approx(single.peak[0])  # parts are not extra evidence

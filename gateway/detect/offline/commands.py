@@ -45,6 +45,10 @@ def register(commands: Any) -> None:
                        help="share of training windows whose forgeable cues and prompt sizes are "
                        "raised as a decorating client raises them (window-v10: 0.4; measured, "
                        "not shipped: bench/adaptive_suite.md, phase 14)")
+    train.add_argument("--by-client", action="store_true",
+                       help="teach each window per client, as the runtime scores it, a dilution's "
+                       "cover read alone as benign (window-v13; measured, not shipped: "
+                       "bench/adaptive_suite.md, phase 18)")
     train.set_defaults(handler=_train)
 
     cal = commands.add_parser("calibrate", help="fix an artifact's flag threshold on real benign "
@@ -103,7 +107,8 @@ def _train(args: argparse.Namespace) -> int:
 
     config = TrainConfig(seed=args.seed, accounts_per_profile=args.accounts,
                          epochs=args.epochs, name=args.name, forged_cues=args.forged_cues,
-                         real=None if args.real == "none" else args.real)
+                         real=None if args.real == "none" else args.real,
+                         by_client=args.by_client)
     train(Path(args.out), config, log=lambda m: print(m, flush=True))
     return 0
 

@@ -2,7 +2,12 @@
 
 Windows are taken at several points of each session (prefixes), as the runtime would see them:
 first at ``min_requests`` and then every ``score_every`` requests, so the model learns to judge
-short histories too (what "flagged within N requests" needs).
+short histories too (what "flagged within N requests" needs). Each prefix's window is read per
+client as the runtime reads it (:func:`gateway.detect.clients.parts`): a model taught only whole
+windows never saw a harvesting client read alone at its cover's pace, and read a harvest diluted
+by a person's conversations, once split off, as benign (bench/adaptive_suite.md, phase 18). A
+part of an attack account that holds none of its harvest (a dilution's cover conversations read
+alone) is a negative: it is a person's traffic.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from gateway.detect import features, window
+from gateway.detect import clients, features, window
 from gateway.detect.offline.simulate import Session, to_record
 from gateway.records import RequestRecord
 
@@ -47,8 +52,16 @@ def session_features(session: Session, record: ToRecord = to_record
                      ) -> list[features.RequestFeatures]:
     """``record`` turns a request into what the gateway records: the simulator's by default,
     :func:`gateway.detect.offline.real_traffic.to_record` for sessions built from real text."""
+    return [it for it, _ in _labelled_features(session, record)]
+
+
+def _labelled_features(session: Session, record: ToRecord
+                       ) -> list[tuple[features.RequestFeatures, bool]]:
+    """Each recorded request's features, and whether it is part of the harvest (a request
+    without that mark — the simulator's — is, in an attack account)."""
     found = features.extract_batch([record(session, i) for i in range(len(session.requests))])
-    return [f for f in found if f is not None]
+    return [(f, bool(getattr(req, "harvest", True)))
+            for f, req in zip(found, session.requests, strict=True) if f is not None]
 
 
 def positions(n: int, min_requests: int = MIN_REQUESTS, every: int = SCORE_EVERY,
@@ -60,23 +73,41 @@ def positions(n: int, min_requests: int = MIN_REQUESTS, every: int = SCORE_EVERY
     return points
 
 
+def _parts(labelled: Sequence[tuple[features.RequestFeatures, bool]], p: int, size: int,
+           min_requests: int, by_client: bool
+           ) -> list[tuple[list[features.RequestFeatures], bool]]:
+    """The windows the runtime scores after the session's first ``p`` requests, each with
+    whether it holds any of the harvest."""
+    recent = labelled[:p][-size:]
+    items = [it for it, _ in recent]
+    harvest = {id(it) for it, h in recent if h}
+    split = clients.parts(items, min_requests) if by_client else [items]
+    return [(list(part), any(id(it) in harvest for it in part)) for part in split]
+
+
 def build_windows(sessions: Sequence[Session], *, size: int = WINDOW,
                   min_requests: int = MIN_REQUESTS, every: int = SCORE_EVERY,
-                  sparse: bool = False, record: ToRecord = to_record) -> Windows:
+                  sparse: bool = False, record: ToRecord = to_record,
+                  by_client: bool = False) -> Windows:
+    """A window of every session at every scoring point: whole, or (``by_client``) per client
+    as the runtime scores it. A window's label is its session's, except that a part of an
+    attack account holding none of the harvest is labelled benign."""
     seqs, masks, stats, labels, sess, pos, prada, ts = [], [], [], [], [], [], [], []
     for i, session in enumerate(sessions):
-        items = session_features(session, record)
-        points = positions(len(items), min_requests, every, sparse)
-        built = window.build_batch([items[:p] for p in points], size)
-        for p, w in zip(points, built, strict=True):
+        labelled = _labelled_features(session, record)
+        points = positions(len(labelled), min_requests, every, sparse)
+        parts = [(p, part, harvest) for p in points
+                 for part, harvest in _parts(labelled, p, size, min_requests, by_client)]
+        built = window.build_batch([part for _, part, _ in parts], size)
+        for (p, part, harvest), w in zip(parts, built, strict=True):
             seqs.append(w.seq)
             masks.append(w.mask)
             stats.append(w.stats)
-            labels.append(session.label)
+            labels.append(session.label if harvest else 0)
             sess.append(i)
             pos.append(p)
             prada.append(1.0 - window.shapiro_francia(w.min_distance))
-            ts.append(items[p - 1].ts)
+            ts.append(part[-1].ts)
     return Windows(
         np.stack(seqs), np.stack(masks), np.stack(stats), np.array(labels, np.float32),
         np.array(sess, np.int64), np.array(pos, np.int64), np.array(prada, np.float32),

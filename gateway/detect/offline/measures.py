@@ -34,18 +34,33 @@ class Replay:
 
 def replay(windows: Windows, scores: npt.NDArray[np.floating], n_sessions: int,
            threshold: float = 2.0, half_life_s: float = DEFAULT_HALF_LIFE_S) -> Replay:
+    """Each session's risk over its scorings in order; a scoring of several windows (one per
+    client) counts its highest score, as the runtime does."""
     peak = np.zeros(n_sessions)
     flagged: list[int | None] = [None] * n_sessions
     states = [risk.RiskState() for _ in range(n_sessions)]
-    order = np.lexsort((windows.position, windows.session))
-    for k in order:
-        s = int(windows.session[k])
-        states[s] = risk.update(states[s], float(scores[k]), float(windows.ts[k]), half_life_s)
+    for s, position, ts, score in _scorings(windows, scores):
+        states[s] = risk.update(states[s], score, ts, half_life_s)
         if states[s].risk > peak[s]:
             peak[s] = states[s].risk
         if flagged[s] is None and states[s].risk >= threshold:
-            flagged[s] = int(windows.position[k])
+            flagged[s] = position
     return Replay(peak, flagged)
+
+
+def _scorings(windows: Windows, scores: npt.NDArray[np.floating]
+              ) -> list[tuple[int, int, float, float]]:
+    """(session, position, time, score) per scoring, in order: the windows of one session
+    at one position merged, the latest time and the highest score kept."""
+    out: list[tuple[int, int, float, float]] = []
+    for k in np.lexsort((windows.position, windows.session)):
+        key = (int(windows.session[k]), int(windows.position[k]))
+        ts, score = float(windows.ts[k]), float(scores[k])
+        if out and out[-1][:2] == key:
+            out[-1] = (*key, max(out[-1][2], ts), max(out[-1][3], score))
+        else:
+            out.append((*key, ts, score))
+    return out
 
 
 def calibrate(peaks_benign: F) -> float:

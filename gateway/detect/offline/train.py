@@ -54,6 +54,12 @@ class TrainConfig:
     Off in the shipped recipe: at 0.4 (window-v10) it took PRADA under a markup header from 8%
     to 67% flagged but held-out benign flags from 0.69% to 1.11% (bench/adaptive_suite.md,
     phase 14)."""
+    by_client: bool = False
+    """Teach every window per client, as the runtime scores it (:func:`gateway.detect.offline.
+    dataset.build_windows`). Off in the shipped recipe: window-v13, trained with it, read PRADA
+    under dilution 100% (window-v12: 83-100%) and held-out benign flags fell 0.55% -> 0.41% at
+    the suite's threshold, but four distillation cells fell under 90% and accounts that warm up
+    before a short harvest passed far more often (bench/adaptive_suite.md, phase 18)."""
     name: str = "window-v1"
     real: str | None = None
     """Also train on real-text traffic at this scale (:data:`gateway.detect.offline.real_training.
@@ -222,11 +228,12 @@ def train(out_dir: Path, config: TrainConfig = TrainConfig(), log: Any = print) 
     random.seed(config.seed)
     sessions = simulate.generate(config.seed, "train", config.accounts_per_profile,
                                  config.requests)
-    windows = dataset.build_windows(sessions)
+    windows = dataset.build_windows(sessions, by_client=config.by_client)
     if config.real is not None:
         real = real_training.training_sessions(real_training.SCALES[config.real], config.seed)
         windows = dataset.concat([(windows, len(sessions)), (dataset.build_windows(
-            real, sparse=True, record=real_traffic.to_record), len(real))])
+            real, sparse=True, record=real_traffic.to_record, by_client=config.by_client),
+            len(real))])
         sessions = [*sessions, *real]
     log(f"train: {len(sessions)} accounts, {len(windows)} windows "
         f"({time.monotonic() - started:.0f}s)")

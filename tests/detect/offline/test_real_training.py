@@ -7,7 +7,7 @@ from collections import Counter
 
 import numpy as np
 
-from gateway.detect.offline import adaptive, dataset, evasions, real_training, simulate
+from gateway.detect.offline import adaptive, corpus, dataset, evasions, real_training, simulate
 from gateway.detect.offline.real_attacks import ATTACK_FNS
 from gateway.detect.offline.real_traffic import BENIGN, to_record
 
@@ -51,3 +51,27 @@ def test_greedy_distillation_is_taught_but_not_a_harness_first_pass() -> None:
     assert ("distill", "greedy") in cells and ("self_instruct", "greedy") in cells
     assert ("distill_cot", "greedy") not in cells and ("distill_cot", "none") in cells
     assert all(cell not in cells for cell in real_training.NOT_TAUGHT)
+
+
+def _diluted_harvest() -> list[simulate.Session]:
+    pool = corpus.pool("train", real_training.SCALES["small"].limits)
+    return adaptive.operation(pool, "prada", "dilute50", 0, 48, seed=5)
+
+
+def test_a_diluted_harvest_is_taught_per_client_and_its_cover_as_a_person() -> None:
+    """Taught per client (``gateway train --by-client``), each window is read as the runtime
+    scores it: the harvesting client alone is a positive, the cover conversations alone are a
+    person's traffic, and no window mixes the two (phase 18: window-v12, taught whole windows
+    only, read a diluted PRADA harvest split off at its cover's pace as benign)."""
+    session = _diluted_harvest()[0]
+    assert session.label == 1
+    harvest = [r.harvest for r in session.requests]
+    assert 0 < sum(harvest) < len(harvest)
+    w = dataset.build_windows([session], record=to_record, by_client=True)
+    per_position = Counter(w.position.tolist())
+    assert max(per_position.values()) == 2  # two clients, each read alone
+    assert {0.0, 1.0} == set(w.labels.tolist())
+    whole = dataset.build_windows([session], record=to_record)
+    assert set(Counter(whole.position.tolist()).values()) == {1}
+    assert set(whole.labels.tolist()) == {1.0}
+    assert len(w) > len(whole)
