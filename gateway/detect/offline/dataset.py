@@ -90,8 +90,9 @@ def build_windows(sessions: Sequence[Session], *, size: int = WINDOW,
                   sparse: bool = False, record: ToRecord = to_record,
                   by_client: bool = False) -> Windows:
     """A window of every session at every scoring point: whole, or (``by_client``) per client
-    as the runtime scores it. A window's label is its session's, except that a part of an
-    attack account holding none of the harvest is labelled benign."""
+    as the runtime scores it. A window's label is its session's, except that a client's part of
+    an attack account holding none of the harvest is labelled benign. Every window of a scoring
+    carries the time of the account's newest request, as the runtime's risk update does."""
     seqs, masks, stats, labels, sess, pos, prada, ts = [], [], [], [], [], [], [], []
     for i, session in enumerate(sessions):
         labelled = _labelled_features(session, record)
@@ -99,15 +100,15 @@ def build_windows(sessions: Sequence[Session], *, size: int = WINDOW,
         parts = [(p, part, harvest) for p in points
                  for part, harvest in _parts(labelled, p, size, min_requests, by_client)]
         built = window.build_batch([part for _, part, _ in parts], size)
-        for (p, part, harvest), w in zip(parts, built, strict=True):
+        for (p, _, harvest), w in zip(parts, built, strict=True):
             seqs.append(w.seq)
             masks.append(w.mask)
             stats.append(w.stats)
-            labels.append(session.label if harvest else 0)
+            labels.append(session.label if harvest or not by_client else 0)
             sess.append(i)
             pos.append(p)
             prada.append(1.0 - window.shapiro_francia(w.min_distance))
-            ts.append(part[-1].ts)
+            ts.append(labelled[p - 1][0].ts)
     return Windows(
         np.stack(seqs), np.stack(masks), np.stack(stats), np.array(labels, np.float32),
         np.array(sess, np.int64), np.array(pos, np.int64), np.array(prada, np.float32),

@@ -75,3 +75,17 @@ def test_a_diluted_harvest_is_taught_per_client_and_its_cover_as_a_person() -> N
     assert set(Counter(whole.position.tolist()).values()) == {1}
     assert set(whole.labels.tolist()) == {1.0}
     assert len(w) > len(whole)
+
+
+def test_whole_windows_keep_their_session_label_as_before() -> None:
+    """Without ``--by-client`` (the shipped recipe) every window of an attack account is a
+    positive, its cover-only opening window included: the defaults reproduce window-v12."""
+    pool = corpus.pool("train", real_training.SCALES["small"].limits)
+    sessions = [s for j in range(12)
+                for s in adaptive.operation(pool, "distill", "dilute75", j, 48, seed=5)]
+    opening = [s for s in sessions if not any(r.harvest for r in s.requests[:8])]
+    assert opening  # dilution that opens with eight cover requests
+    whole = dataset.build_windows(opening, record=to_record)
+    assert set(whole.labels.tolist()) == {1.0}
+    split = dataset.build_windows(opening, record=to_record, by_client=True)
+    assert 0.0 in split.labels.tolist()
