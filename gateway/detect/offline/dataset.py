@@ -2,12 +2,13 @@
 
 Windows are taken at several points of each session (prefixes), as the runtime would see them:
 first at ``min_requests`` and then every ``score_every`` requests, so the model learns to judge
-short histories too (what "flagged within N requests" needs). Each prefix's window is read per
-client as the runtime reads it (:func:`gateway.detect.clients.parts`): a model taught only whole
-windows never saw a harvesting client read alone at its cover's pace, and read a harvest diluted
-by a person's conversations, once split off, as benign (bench/adaptive_suite.md, phase 18). A
-part of an attack account that holds none of its harvest (a dilution's cover conversations read
-alone) is a negative: it is a person's traffic.
+short histories too (what "flagged within N requests" needs). With ``by_client`` (``gateway
+train --by-client``) each prefix's window is read per client as the runtime reads it
+(:func:`gateway.detect.clients.parts`): a model taught only whole windows never saw a harvesting
+client read alone at its cover's pace, and window-v12 reads a PRADA harvest diluted by a
+person's conversations, once split off, as benign. A part of an attack account holding none of
+its harvest (the cover read alone) is then a negative. The shipped recipe does not set it yet
+(bench/adaptive_suite.md, phase 18).
 """
 
 from __future__ import annotations
